@@ -1,0 +1,1 @@
+"""ctr-loop: CTR ranking with drift-triggered retraining."""

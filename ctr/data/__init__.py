@@ -1,0 +1,1 @@
+"""Criteo-layout data: streaming reader, parquet shards, the synthetic generator."""

@@ -1,0 +1,175 @@
+"""A data directory: Criteo-layout days, their parquet shards, and per-day statistics.
+
+A directory holds day ``K`` as any of: ``day_K/`` (parquet shards from ``ctr data
+convert``), ``day_K`` or ``day_K.gz`` (Criteo text, e.g. from ``ctr synth`` or the real
+1TB logs). Text days are converted once into ``DIR/.shards/day_K/`` and the shards are
+reused while the text file is unchanged (size and mtime are recorded).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from ctr.data.reader import DEFAULT_CHUNK_BYTES, OnBadLine, ReadReport, iter_batches
+from ctr.data.synth import TRUTH_SUFFIX
+from ctr.errors import InputError
+from ctr.metrics import roc_auc
+from ctr.schema import LABEL, day_name
+
+log = logging.getLogger(__name__)
+
+SHARD_CACHE = ".shards"
+_STAMP = "_source.json"
+
+
+def parse_days(spec: str) -> list[int]:
+    """``"0-5"`` → [0..5]; ``"0,2,4"``; ``"6"``; combinations like ``"0-2,5"``."""
+    days: list[int] = []
+    try:
+        for part in spec.split(","):
+            part = part.strip()
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                if hi < lo:
+                    raise ValueError
+                days.extend(range(lo, hi + 1))
+            else:
+                days.append(int(part))
+    except ValueError as exc:
+        raise InputError(f"bad day list {spec!r}: use forms like 0-5, 6 or 0,2,4") from exc
+    if any(d < 0 for d in days) or len(set(days)) != len(days):
+        raise InputError(f"bad day list {spec!r}: days must be non-negative and distinct")
+    return days
+
+
+def convert_file(
+    src: Path,
+    dest: Path,
+    report: ReadReport,
+    *,
+    on_bad_line: OnBadLine = "skip",
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> list[Path]:
+    """Convert one Criteo file into parquet shards in ``dest`` (created atomically).
+
+    One shard per chunk, so memory stays bounded. ``dest`` must not exist yet; on any
+    failure nothing is left behind.
+    """
+    if dest.exists():
+        raise InputError(f"{dest} already exists; remove it or choose another --out")
+    tmp = dest.with_name(f".{dest.name}.part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        shards = []
+        for i, frame in enumerate(iter_batches(src, report, on_bad_line=on_bad_line, chunk_bytes=chunk_bytes)):
+            shard = tmp / f"part-{i:05d}.parquet"
+            frame.write_parquet(shard, compression="zstd", statistics=False)
+            shards.append(dest / shard.name)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return shards
+
+
+def _text_source(data_dir: Path, day: int) -> Path | None:
+    for name in (day_name(day), day_name(day) + ".gz"):
+        path = data_dir / name
+        if path.is_file():
+            return path
+    return None
+
+
+def _stamp(path: Path) -> dict[str, object]:
+    st = path.stat()
+    return {"file": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+@dataclass(frozen=True)
+class DayShards:
+    """Parquet shards of one day and, for generated data, its truth sidecar."""
+
+    day: int
+    shards: tuple[Path, ...]
+    truth: Path | None
+
+    def scan(self) -> pl.LazyFrame:
+        return pl.scan_parquet(list(self.shards))
+
+    @property
+    def rows(self) -> int:
+        return sum(pq.ParquetFile(s).metadata.num_rows for s in self.shards)
+
+
+def day_shards(data_dir: Path, day: int) -> DayShards:
+    """Shards of ``day``, converting a text day on first use (bad lines skipped, logged)."""
+    if not data_dir.is_dir():
+        raise InputError(f"data directory {data_dir} does not exist")
+    truth = data_dir / (day_name(day) + TRUTH_SUFFIX)
+    truth_path = truth if truth.is_file() else None
+    converted = data_dir / day_name(day)
+    if converted.is_dir():
+        return DayShards(day, tuple(sorted(converted.glob("part-*.parquet"))), truth_path)
+    source = _text_source(data_dir, day)
+    if source is None:
+        raise InputError(f"day {day} not found in {data_dir} (looked for {day_name(day)}, "
+                         f"{day_name(day)}.gz or a {day_name(day)}/ shard directory)")
+    cache = data_dir / SHARD_CACHE / day_name(day)
+    stamp_file = cache / _STAMP
+    if not (stamp_file.is_file() and json.loads(stamp_file.read_text()) == _stamp(source)):
+        shutil.rmtree(cache, ignore_errors=True)
+        report = ReadReport()
+        convert_file(source, cache, report)
+        stamp_file.write_text(json.dumps(_stamp(source)))
+        if report.bad_total:
+            log.warning(
+                "skipped %d malformed lines in %s: %s", report.bad_total, source, report.bad_lines
+            )
+    return DayShards(day, tuple(sorted(cache.glob("part-*.parquet"))), truth_path)
+
+
+def iter_days(data_dir: Path, days: Sequence[int]) -> Iterator[DayShards]:
+    """``day_shards`` for each day, failing before any work if one is missing."""
+    missing = [d for d in days if not (data_dir / day_name(d)).exists() and _text_source(data_dir, d) is None]
+    if missing:
+        raise InputError(f"day(s) {', '.join(map(str, missing))} not found in {data_dir}")
+    for d in days:
+        yield day_shards(data_dir, d)
+
+
+def available_days(data_dir: Path) -> list[int]:
+    """Days present in ``data_dir`` as text or shard directories, sorted."""
+    found: set[int] = set()
+    for path in data_dir.iterdir():
+        stem = path.name.removesuffix(".gz")
+        if stem.startswith("day_") and stem[4:].isdigit() and not path.name.endswith(TRUTH_SUFFIX):
+            found.add(int(stem[4:]))
+    return sorted(found)
+
+
+def day_stats(shards: DayShards) -> dict[str, object]:
+    """Rows, positive rate and, when the truth sidecar exists, the Bayes AUC of a day."""
+    labels = shards.scan().select(LABEL).collect()[LABEL].to_numpy()
+    stats: dict[str, object] = {
+        "day": shards.day,
+        "rows": int(labels.size),
+        "positive_rate": round(float(labels.mean()), 6) if labels.size else None,
+        "bayes_auc": None,
+    }
+    if shards.truth is not None:
+        p = pq.read_table(shards.truth, columns=["p_true"])["p_true"].to_numpy()
+        if p.size != labels.size:
+            raise InputError(f"{shards.truth} has {p.size} rows but day {shards.day} has {labels.size}")
+        stats["bayes_auc"] = round(roc_auc(labels, p), 6) if 0 < labels.sum() < labels.size else None
+    return stats
+

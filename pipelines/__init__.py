@@ -1,0 +1,1 @@
+"""Kubeflow pipeline with full and incremental modes (see issue 5)."""
