@@ -16,10 +16,16 @@ import typer
 from ctr.errors import CtrError
 from ctr.logs import setup_logging
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="CTR ranking with drift-triggered retraining.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="CTR ranking with drift-triggered retraining.",
+)
 data_app = typer.Typer(no_args_is_help=True, help="Criteo-layout data: convert and inspect.")
+models_app = typer.Typer(no_args_is_help=True, help="Versions in a Triton model repository.")
 app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON line.")]
 
@@ -99,11 +105,100 @@ def data_stats(
     _emit({"data": str(data_dir), "days": stats}, as_json, text)
 
 
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="Data directory with day_K files or shards.")],
+    train_days: Annotated[str, typer.Option(help="Training days, e.g. 0-5.")],
+    valid_day: Annotated[int, typer.Option(help="Validation day (early stopping, metrics).")],
+    repo: Annotated[Path, typer.Option(help="Triton model repository to publish into.")],
+    config: Annotated[str, typer.Option(help="Experiment id in ctr/configs, or FILE.yaml#ID.")] = "dcn",
+    mode: Annotated[str, typer.Option(help="full (fit + train from scratch) or incremental.")] = "full",
+    base: Annotated[int | None, typer.Option(help="Base version for incremental (default newest).")] = None,
+    replay_days: Annotated[
+        str | None, typer.Option(help="Older days to replay (default: all before the first training day).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the experiment's seed.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 … (default: auto).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train DCN / DCN-v2 and publish it as the next version of the model repository."""
+    from ctr.data.dataset import parse_days
+    from ctr.repository import ModelRepository
+    from ctr.train import TrainSpec, train_and_publish
+
+    spec = TrainSpec(
+        data_dir=data,
+        train_days=parse_days(train_days),
+        valid_day=valid_day,
+        experiment=config,
+        mode=mode,  # type: ignore[arg-type]
+        base_version=base,
+        replay_days=parse_days(replay_days) if replay_days else None,
+        seed=seed,
+        device=device,
+    )
+    version, candidate = train_and_publish(spec, ModelRepository(repo))
+    m = candidate.metrics
+    payload = {
+        "version": version,
+        "auc": m["auc"],
+        "logloss": m["logloss"],
+        "calibration": m["calibration"],
+        "bayes_auc": m["bayes_auc"],
+        "mode": spec.mode,
+        "parent_version": candidate.metadata["parent_version"],
+        "config": candidate.metadata["experiment"]["name"],
+        "seed": candidate.metadata["seed"],
+    }
+    bayes = f", Bayes AUC {m['bayes_auc']:.4f}" if m["bayes_auc"] is not None else ""
+    text = (
+        f"published version {version} ({spec.mode}, config {payload['config']}, seed {payload['seed']}): "
+        f"valid AUC {m['auc']:.4f}, log loss {m['logloss']:.4f}, calibration {m['calibration']:.3f}{bayes}"
+    )
+    _emit(payload, as_json, text)
+
+
+@models_app.command("list")
+def models_list(
+    repo: Annotated[Path, typer.Option(help="Triton model repository.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Published versions with their metrics, oldest first."""
+    from ctr.repository import ModelRepository
+
+    repository = ModelRepository(repo)
+    rows = []
+    for v in repository.versions():
+        meta = repository.metadata(v)
+        rows.append(
+            {
+                "version": v,
+                "mode": meta.get("mode"),
+                "parent_version": meta.get("parent_version"),
+                "created_at": meta.get("created_at"),
+                "config": meta.get("experiment", {}).get("name"),
+                "train_days": meta.get("data", {}).get("train_days"),
+                **meta.get("metrics", {}),
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps({"repo": str(repo), "versions": rows}))
+        return
+    if not rows:
+        typer.echo(f"no versions in {repository.model_dir}")
+    for r in rows:
+        typer.echo(
+            f"v{r['version']}: {r['mode']} (parent {r['parent_version']}), config {r['config']}, "
+            f"days {r['train_days']}, AUC {r.get('auc')}, log loss {r.get('logloss')}, "
+            f"created {r['created_at']}"
+        )
+
+
 def main() -> None:
     """Console-script entry point: runs the app, turning ``CtrError`` into one stderr line."""
     setup_logging()
     try:
         app()
     except CtrError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo("error: " + " ".join(str(exc).split()), err=True)  # always one line
         sys.exit(exc.exit_code)

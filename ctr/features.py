@@ -82,8 +82,14 @@ class FeatureTransform:
         mean = np.array([stats[f"{c}_mean"][0] for c in DENSE_COLUMNS], dtype=np.float64)
         std = np.array([stats[f"{c}_std"][0] or 0.0 for c in DENSE_COLUMNS], dtype=np.float64)
         std = np.where(std > 1e-12, std, 1.0)
-        empty = cls(mean, std, min_count, np.empty(0, np.int64), np.empty(0, np.int64),
-                    np.full(N_SPARSE, FIRST_VOCAB_ID, dtype=np.int64))
+        empty = cls(
+            mean,
+            std,
+            min_count,
+            np.empty(0, np.int64),
+            np.empty(0, np.int64),
+            np.full(N_SPARSE, FIRST_VOCAB_ID, dtype=np.int64),
+        )
         return empty.extend(frames)
 
     def extend(self, frames: pl.LazyFrame, min_count: int | None = None) -> FeatureTransform:
@@ -102,8 +108,7 @@ class FeatureTransform:
             sizes[j] += new_keys.size
         all_keys, all_ids = np.concatenate(keys), np.concatenate(ids)
         order = np.argsort(all_keys, kind="stable")
-        return FeatureTransform(self.dense_mean, self.dense_std, self.min_count,
-                                all_keys[order], all_ids[order], sizes)
+        return FeatureTransform(self.dense_mean, self.dense_std, self.min_count, all_keys[order], all_ids[order], sizes)
 
     def transform(self, dense: np.ndarray, sparse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Model inputs from raw values.
@@ -114,8 +119,9 @@ class FeatureTransform:
         dense = np.asarray(dense, dtype=np.float64)
         sparse = np.asarray(sparse, dtype=np.int64)
         if dense.ndim != 2 or dense.shape[1] != N_DENSE or sparse.shape != (dense.shape[0], N_SPARSE):
-            raise InputError(f"expected dense (n, {N_DENSE}) and sparse (n, {N_SPARSE}); "
-                             f"got {dense.shape} and {sparse.shape}")
+            raise InputError(
+                f"expected dense (n, {N_DENSE}) and sparse (n, {N_SPARSE}); got {dense.shape} and {sparse.shape}"
+            )
         x = np.log1p(np.clip(np.nan_to_num(dense, nan=0.0), 0.0, None))
         x = ((x - self.dense_mean) / self.dense_std).astype(np.float32)
         keys = (np.arange(N_SPARSE, dtype=np.int64) << 32) | sparse

@@ -122,8 +122,10 @@ def day_shards(data_dir: Path, day: int) -> DayShards:
         return DayShards(day, tuple(sorted(converted.glob("part-*.parquet"))), truth_path)
     source = _text_source(data_dir, day)
     if source is None:
-        raise InputError(f"day {day} not found in {data_dir} (looked for {day_name(day)}, "
-                         f"{day_name(day)}.gz or a {day_name(day)}/ shard directory)")
+        raise InputError(
+            f"day {day} not found in {data_dir} (looked for {day_name(day)}, "
+            f"{day_name(day)}.gz or a {day_name(day)}/ shard directory)"
+        )
     cache = data_dir / SHARD_CACHE / day_name(day)
     stamp_file = cache / _STAMP
     if not (stamp_file.is_file() and json.loads(stamp_file.read_text()) == _stamp(source)):
@@ -132,9 +134,7 @@ def day_shards(data_dir: Path, day: int) -> DayShards:
         convert_file(source, cache, report)
         stamp_file.write_text(json.dumps(_stamp(source)))
         if report.bad_total:
-            log.warning(
-                "skipped %d malformed lines in %s: %s", report.bad_total, source, report.bad_lines
-            )
+            log.warning("skipped %d malformed lines in %s: %s", report.bad_total, source, report.bad_lines)
     return DayShards(day, tuple(sorted(cache.glob("part-*.parquet"))), truth_path)
 
 
@@ -172,4 +172,3 @@ def day_stats(shards: DayShards) -> dict[str, object]:
             raise InputError(f"{shards.truth} has {p.size} rows but day {shards.day} has {labels.size}")
         stats["bayes_auc"] = round(roc_auc(labels, p), 6) if 0 < labels.sum() < labels.size else None
     return stats
-

@@ -78,8 +78,7 @@ class ReadReport:
             "rows_kept": self.rows_kept,
             "bad_lines": dict(self.bad_lines),
             "first_bad_lines": [
-                {"file": b.file, "line": b.line, "reason": b.reason, "text": b.text}
-                for b in self.examples
+                {"file": b.file, "line": b.line, "reason": b.reason, "text": b.text} for b in self.examples
             ],
         }
 
@@ -129,12 +128,8 @@ def _parse_lines(lines: list[str], first_line: int) -> pl.DataFrame:
         pl.when(f == "").then(None).otherwise(f.str.to_integer(base=16, strict=False)).alias(name)
         for f, name in zip(sparse_fields, SPARSE_COLUMNS, strict=True)
     ]
-    bad_int = pl.any_horizontal(
-        [(f != "") & d.is_null() for f, d in zip(dense_fields, dense, strict=True)]
-    )
-    bad_cat = pl.any_horizontal(
-        [(f != "") & ~f.str.contains(_HEX32) for f in sparse_fields]
-    )
+    bad_int = pl.any_horizontal([(f != "") & d.is_null() for f, d in zip(dense_fields, dense, strict=True)])
+    bad_cat = pl.any_horizontal([(f != "") & ~f.str.contains(_HEX32) for f in sparse_fields])
     return (
         pl.LazyFrame({"raw": lines}, schema={"raw": pl.String})
         .with_columns(
@@ -193,9 +188,7 @@ def iter_batches(
                 for reason, count in bad.group_by("_reason").len().iter_rows():
                     report.bad_lines[reason] += count
                 room = MAX_EXAMPLES - len(report.examples)
-                for line_no, reason, text in bad.head(max(room, 0)).select(
-                    "_line", "_reason", "raw"
-                ).iter_rows():
+                for line_no, reason, text in bad.head(max(room, 0)).select("_line", "_reason", "raw").iter_rows():
                     report.examples.append(BadLine(str(path), line_no, reason, text[:80]))
                 if on_bad_line == "fail":
                     first = bad.row(0, named=True)

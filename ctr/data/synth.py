@@ -55,7 +55,7 @@ class SynthArgs:
 
 
 def _open_day(stack: ExitStack, path: Path, compress: bool) -> BinaryIO:
-    raw = stack.enter_context(open(path, "wb"))
+    raw = stack.enter_context(open(path, "wb"))  # noqa: SIM115 - closed by the stack
     if not compress:
         return raw
     # no name and no timestamp in the header: identical bytes for identical arguments

@@ -47,6 +47,8 @@ DENSE_CROSSES: tuple[tuple[int, int], ...] = ((0, 2), (4, 8), (6, 13), (10, 5))
 CROSS_RANK = 4
 ZIPF_EXPONENT = 1.15
 NEW_AD_SHARE = 0.5
+#: Values beyond this popularity rank carry progressively weaker effects.
+EFFECT_HEAD = 50.0
 MIN_CARDINALITY = 4
 #: A sample of n rows sees far more distinct values than n/4.4e9 of the 1TB logs' counts.
 CARDINALITY_BOOST = 20.0
@@ -118,31 +120,27 @@ def _zipf_ranks(rng: np.random.Generator, n: int, card: int) -> np.ndarray:
 class _Effects:
     """Click-model parameters: one set before drift and, for ``concept``, one after."""
 
-    def __init__(self, rng: np.random.Generator, sizes: np.ndarray) -> None:
+    def __init__(self, rng: np.random.Generator, sizes: np.ndarray, weight: list[np.ndarray]) -> None:
+        """``weight[j]`` scales the effects of each value of feature ``j`` (by popularity)."""
         self.beta = rng.normal(0.0, 0.15, N_DENSE)
-        # Effect size shrinks with cardinality: most signal sits in values seen often.
-        sigma = 0.45 / (1.0 + 0.35 * np.log10(sizes))
-        self.first = [np.append(rng.normal(0.0, sigma[j], sizes[j]), 0.0) for j in range(N_SPARSE)]
+        sigma = 0.5 / (1.0 + 0.2 * np.log10(sizes))
+        self.first = [np.append(rng.normal(0.0, sigma[j], sizes[j]) * weight[j], 0.0) for j in range(N_SPARSE)]
         self.factors = [
-            np.vstack([rng.normal(0.0, 0.4, (sizes[j], CROSS_RANK)), np.zeros((1, CROSS_RANK))])
+            np.vstack([rng.normal(0.0, 0.5, (sizes[j], CROSS_RANK)) * weight[j][:, None], np.zeros((1, CROSS_RANK))])
             for j in range(N_SPARSE)
         ]
         self.gamma = rng.choice([-1.0, 1.0], len(SPARSE_CROSSES)) * rng.uniform(0.6, 1.0, len(SPARSE_CROSSES))
-        self.dense_cross = [
-            np.append(rng.normal(0.0, 0.2, sizes[j]), 0.0) for _, j in DENSE_CROSSES
-        ]
+        self.dense_cross = [np.append(rng.normal(0.0, 0.2, sizes[j]), 0.0) for _, j in DENSE_CROSSES]
 
-    def blended(self, rng: np.random.Generator, sizes: np.ndarray, keep: float) -> _Effects:
+    def blended(self, rng: np.random.Generator, sizes: np.ndarray, weight: list[np.ndarray], keep: float) -> _Effects:
         """Effects after a concept drift: ``keep·old + sqrt(1-keep²)·new``."""
-        new = _Effects(rng, sizes)
+        new = _Effects(rng, sizes, weight)
         mix = float(np.sqrt(1.0 - keep**2))
         new.beta = keep * self.beta + mix * new.beta
         new.first = [keep * a + mix * b for a, b in zip(self.first, new.first, strict=True)]
         new.factors = [keep * a + mix * b for a, b in zip(self.factors, new.factors, strict=True)]
         new.gamma = keep * self.gamma + mix * new.gamma
-        new.dense_cross = [
-            keep * a + mix * b for a, b in zip(self.dense_cross, new.dense_cross, strict=True)
-        ]
+        new.dense_cross = [keep * a + mix * b for a, b in zip(self.dense_cross, new.dense_cross, strict=True)]
         return new
 
     def logit(self, z: np.ndarray, idx: np.ndarray, crosses: bool = True) -> np.ndarray:
@@ -181,8 +179,9 @@ class SyntheticWorld:
         self.dense_sigma = rng.uniform(0.8, 2.0, N_DENSE)
         self.rank_to_value = [rng.permutation(int(c)) for c in self.cardinality]
         self.rank_to_value_after = [self._shift_popularity(rng, p) for p in self.rank_to_value]
-        self.effects = _Effects(rng, sizes)
-        self.effects_after = self.effects.blended(rng, sizes, keep=0.3)
+        weight = [self._popularity_weight(j) for j in range(N_SPARSE)]
+        self.effects = _Effects(rng, sizes, weight)
+        self.effects_after = self.effects.blended(rng, sizes, weight, keep=0.3)
         self.new_effects_boost = 1.5
         for j in AD_FEATURES:
             c = int(self.cardinality[j])
@@ -193,6 +192,15 @@ class SyntheticWorld:
         ]
         self.intercept = 0.0
         self.intercept = self._solve_intercept()
+
+    def _popularity_weight(self, j: int) -> np.ndarray:
+        """Effect scale of each value of feature ``j``: 1 for the popular head, decaying with
+        popularity rank, so that most of the signal sits in values a model sees often."""
+        card, n_new = int(self.cardinality[j]), int(self.n_new[j])
+        weight = np.empty(card + n_new)
+        weight[self.rank_to_value[j]] = (1.0 + np.arange(card) / EFFECT_HEAD) ** -0.5
+        weight[card:] = (1.0 + np.arange(n_new) / EFFECT_HEAD) ** -0.5
+        return weight
 
     @staticmethod
     def _shift_popularity(rng: np.random.Generator, perm: np.ndarray) -> np.ndarray:

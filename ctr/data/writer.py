@@ -17,9 +17,7 @@ from ctr.schema import DENSE_COLUMNS, LABEL, SPARSE_COLUMNS
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 _IDX = np.arange(65536)
 #: Four ASCII hex digits of every 16-bit number, packed in one uint32 (native byte order).
-_HEX16 = np.ascontiguousarray(
-    np.stack([_HEX[(_IDX >> s) & 15] for s in (12, 8, 4, 0)], axis=1)
-).view(np.uint32).ravel()
+_HEX16 = np.ascontiguousarray(np.stack([_HEX[(_IDX >> s) & 15] for s in (12, 8, 4, 0)], axis=1)).view(np.uint32).ravel()
 _WRITE_OPTIONS = pacsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
 
 
@@ -35,9 +33,7 @@ def _hex_column(values: np.ndarray) -> pa.StringArray:
     return pa.StringArray.from_buffers(n, offsets, pa.py_buffer(chars), valid)
 
 
-def criteo_table(
-    label: np.ndarray, dense: np.ndarray, dense_missing: np.ndarray, sparse: np.ndarray
-) -> pa.Table:
+def criteo_table(label: np.ndarray, dense: np.ndarray, dense_missing: np.ndarray, sparse: np.ndarray) -> pa.Table:
     """Arrow table in Criteo column order.
 
     label: (n,) 0/1; dense: (n, 13) int64 with dense_missing (n, 13) bool;

@@ -28,12 +28,14 @@ def test_quirks_are_accepted(tmp_path: Path) -> None:
     empty_ints = [""] * 13
     negative_i2 = ["3", "-2", *[""] * 11]
     empty_cats = [""] * 26
-    text = "\r\n".join([  # Windows line endings
-        line(ints=empty_ints),
-        line("0", ints=negative_i2),
-        line(cats=["0000000A", *[""] * 25]),  # upper-case hex, mostly empty
-        line(cats=empty_cats),
-    ])  # and no final newline
+    text = "\r\n".join(
+        [  # Windows line endings
+            line(ints=empty_ints),
+            line("0", ints=negative_i2),
+            line(cats=["0000000A", *[""] * 25]),  # upper-case hex, mostly empty
+            line(cats=empty_cats),
+        ]
+    )  # and no final newline
     path = tmp_path / "day_0"
     path.write_bytes(text.encode())
     df, report = read_all(path)
@@ -68,11 +70,19 @@ def test_bad_lines_are_counted_and_located(tmp_path: Path) -> None:
     df, report = read_all(path)
     assert report.rows_read == 8 and report.rows_kept == 2
     assert report.bad_lines == {
-        "column_count": 1, "bad_label": 1, "bad_integer": 2, "bad_categorical": 2,
+        "column_count": 1,
+        "bad_label": 1,
+        "bad_integer": 2,
+        "bad_categorical": 2,
     }
     located = [(b.line, b.reason) for b in report.examples]
-    assert located == [(2, "bad_label"), (3, "bad_integer"), (4, "bad_categorical"),
-                       (5, "column_count"), (6, "bad_integer")]
+    assert located == [
+        (2, "bad_label"),
+        (3, "bad_integer"),
+        (4, "bad_categorical"),
+        (5, "column_count"),
+        (6, "bad_integer"),
+    ]
     assert all(b.file == str(path) for b in report.examples)
     assert df["label"].to_list() == [1, 0]
 

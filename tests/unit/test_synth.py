@@ -30,8 +30,10 @@ def test_same_arguments_give_identical_files(tmp_path: Path, compress: bool) -> 
     synthesize(args, tmp_path / "b")
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
     synthesize(SynthArgs(days=2, rows_per_day=3_000, seed=12, gzip=compress), tmp_path / "c")
-    assert digest(tmp_path / "a")["day_0" + (".gz" if compress else "")] != digest(tmp_path / "c")[
-        "day_0" + (".gz" if compress else "")]
+    assert (
+        digest(tmp_path / "a")["day_0" + (".gz" if compress else "")]
+        != digest(tmp_path / "c")["day_0" + (".gz" if compress else "")]
+    )
 
 
 def test_manifest_bayes_auc_matches_recomputation(small_days: Path) -> None:

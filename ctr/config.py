@@ -1,0 +1,95 @@
+"""Experiment configurations as data: ``ctr/configs/experiments.yaml`` (or a user file).
+
+``load_experiment("dcn")`` merges the ``Base`` block with the experiment ``dcn``;
+``load_experiment("my.yaml#exp")`` reads another file of the same layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ctr.errors import InputError
+from ctr.model import ModelConfig
+
+BUILTIN = "experiments.yaml"
+
+
+@dataclass(frozen=True)
+class IncrementalConfig:
+    epochs: int
+    learning_rate: float
+    replay_share: float
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A named, fully merged training configuration."""
+
+    name: str
+    seed: int
+    min_count: int
+    batch_size: int
+    epochs: int
+    learning_rate: float
+    early_stopping_patience: int
+    incremental: IncrementalConfig
+    model: ModelConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["model"]["mlp"] = list(self.model.mlp)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Experiment:
+        try:
+            return cls(
+                name=d["name"],
+                seed=int(d["seed"]),
+                min_count=int(d["min_count"]),
+                batch_size=int(d["batch_size"]),
+                epochs=int(d["epochs"]),
+                learning_rate=float(d["learning_rate"]),
+                early_stopping_patience=int(d["early_stopping_patience"]),
+                incremental=IncrementalConfig(**d["incremental"]),
+                model=ModelConfig(**d["model"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"experiment {d.get('name', '?')!r} is incomplete or invalid: {exc}") from exc
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_experiment(spec: str, seed: int | None = None) -> Experiment:
+    """Experiment ``NAME`` from the built-in file or ``FILE.yaml#NAME``; ``seed`` overrides."""
+    if "#" in spec:
+        path_text, name = spec.split("#", 1)
+        path = Path(path_text)
+        if not path.is_file():
+            raise InputError(f"config file {path} not found")
+        text = path.read_text()
+    else:
+        name = spec
+        text = resources.files("ctr.configs").joinpath(BUILTIN).read_text()
+    try:
+        blocks = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"config file is not valid YAML: {exc}") from exc
+    if name == "Base" or name not in blocks:
+        known = ", ".join(k for k in blocks if k != "Base")
+        raise InputError(f"unknown experiment {name!r}; known: {known}")
+    merged = _merge(blocks.get("Base", {}), blocks[name] or {})
+    merged["name"] = name
+    if seed is not None:
+        merged["seed"] = seed
+    return Experiment.from_dict(merged)

@@ -1,0 +1,211 @@
+"""Full and incremental training into a real model repository, on generated data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ctr.data.dataset import day_shards
+from ctr.errors import ArtifactError, InputError
+from ctr.export import onnx_predict, onnx_session
+from ctr.repository import ModelRepository
+from ctr.train import TrainSpec, load_version, pick_device, score_day, train_and_publish
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(drift_days: Path, tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
+    """v1: full on days 0-2 (valid 3); v2: incremental on post-drift day 4 (valid 5)."""
+    repo = ModelRepository(tmp_path_factory.mktemp("repo"))
+    train_and_publish(TrainSpec(drift_days, [0, 1, 2], 3, experiment="dcn_v2_small"), repo)
+    train_and_publish(TrainSpec(drift_days, [4], 5, experiment="dcn_v2_small", mode="incremental"), repo)
+    return repo
+
+
+def test_full_run_beats_logistic_regression(drift_days: Path, trained: ModelRepository, tmp_path: Path) -> None:
+    lr_repo = ModelRepository(tmp_path)
+    _, lr = train_and_publish(TrainSpec(drift_days, [0, 1, 2], 3, experiment="lr"), lr_repo)
+    dcn = trained.metadata(1)["metrics"]
+    assert dcn["auc"] > lr.metrics["auc"] + 0.003, (dcn, lr.metrics)
+    assert dcn["auc"] < dcn["bayes_auc"]  # the ceiling is a ceiling
+
+
+def test_incremental_recovers_after_new_ads_drift(drift_days: Path, trained: ModelRepository) -> None:
+    meta = trained.metadata(2)
+    assert meta["mode"] == "incremental" and meta["parent_version"] == 1
+    assert meta["data"]["replay_days"] == [0, 1, 2, 3]
+    device = pick_device(None)
+    post_drift = day_shards(drift_days, 5)
+    old_model, old_transform, _ = load_version(trained, 1, device)
+    new_model, new_transform, _ = load_version(trained, 2, device)
+    old = score_day(old_model, old_transform, post_drift, device)["auc"]
+    new = score_day(new_model, new_transform, post_drift, device)["auc"]
+    assert new > old + 0.01, (old, new)
+
+
+def test_new_values_get_rows(trained: ModelRepository) -> None:
+    meta = trained.metadata(2)
+    growth = np.array(meta["vocabulary_growth"])
+    assert growth.sum() > 0
+    _, t1, _ = load_version(trained, 1)
+    _, t2, _ = load_version(trained, 2)
+    np.testing.assert_array_equal(t2.sizes - t1.sizes, growth)
+
+
+def test_published_onnx_matches_pytorch(drift_days: Path, trained: ModelRepository) -> None:
+    model, transform, _ = load_version(trained, 2)
+    frame = day_shards(drift_days, 5).scan().head(500).collect()
+    dense, ids = transform.transform_frame(frame)
+    import torch
+
+    with torch.no_grad():
+        expected = torch.sigmoid(model.eval()(torch.from_numpy(dense), torch.from_numpy(ids))).squeeze(1).numpy()
+    got = onnx_predict(onnx_session(trained.version_dir(2) / "model.onnx"), dense, ids)
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def test_version_layout_and_metadata(trained: ModelRepository) -> None:
+    assert trained.versions() == [1, 2]
+    config = (trained.model_dir / "config.pbtxt").read_text()
+    assert 'backend: "onnxruntime"' in config and "dynamic_batching" in config
+    for v in (1, 2):
+        path = trained.version_dir(v)
+        expected = {"model.onnx", "weights.pt", "transform", "metadata.json", "reference.parquet"}
+        assert {p.name for p in path.iterdir()} >= expected
+        meta = trained.metadata(v)
+        assert meta["version"] == v and meta["seed"] == 2024 and meta["experiment"]["name"] == "dcn_v2_small"
+        assert {"auc", "logloss", "calibration", "bayes_auc"} <= set(meta["metrics"])
+        assert meta["code_revision"]
+
+
+def test_publish_is_atomic_for_a_polling_reader(trained: ModelRepository, tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path / "repo")
+    source = trained.version_dir(1)
+    seen_incomplete: list[str] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set():
+            if not repo.model_dir.exists():
+                continue
+            for p in repo.model_dir.iterdir():
+                if p.name.isdigit():
+                    names = {q.name for q in p.iterdir()} if p.exists() else set()
+                    if not {"model.onnx", "weights.pt", "transform", "metadata.json"} <= names:
+                        seen_incomplete.append(f"{p.name}: {sorted(names)}")
+
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        for _ in range(10):
+            staged = repo.stage()
+            for item in source.iterdir():
+                (shutil.copytree if item.is_dir() else shutil.copy2)(item, staged / item.name)
+            repo.publish(staged, {"mode": "full"})
+    finally:
+        done.set()
+        reader.join()
+    assert repo.versions() == list(range(1, 11))
+    assert seen_incomplete == []
+
+
+def test_concurrent_publishers_get_distinct_versions(trained: ModelRepository, tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path / "repo")
+    staged = []
+    for _ in range(6):
+        s = repo.stage()
+        shutil.copy2(trained.version_dir(1) / "model.onnx", s / "model.onnx")
+        staged.append(s)
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda s=s: results.append(repo.publish(s, {}))) for s in staged]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [1, 2, 3, 4, 5, 6]
+
+
+def run_ctr(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ctr", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_cli_errors_are_one_line(drift_days: Path, trained: ModelRepository, tmp_path: Path) -> None:
+    common = ["train", "--data", str(drift_days), "--config", "dcn_v2_small"]
+    missing = run_ctr(*common, "--train-days", "6-9", "--valid-day", "5", "--repo", str(tmp_path / "r"))
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines()[-1] == f"error: day(s) 6, 7, 8, 9 not found in {drift_days}"
+
+    no_base = run_ctr(
+        *common, "--train-days", "4", "--valid-day", "5", "--mode", "incremental", "--repo", str(tmp_path / "empty")
+    )
+    assert no_base.returncode == 2 and "needs a published base version" in no_base.stderr
+
+    absent = run_ctr(
+        *common,
+        "--train-days",
+        "4",
+        "--valid-day",
+        "5",
+        "--mode",
+        "incremental",
+        "--base",
+        "7",
+        "--repo",
+        str(trained.root),
+    )
+    assert absent.returncode == 2
+    assert absent.stderr.strip().splitlines()[-1].startswith("error: version 7 not found")
+
+    corrupt_root = tmp_path / "corrupt"
+    shutil.copytree(trained.root, corrupt_root)
+    (corrupt_root / "dcn" / "2" / "weights.pt").write_bytes(b"garbage")
+    corrupt = run_ctr(
+        *common, "--train-days", "4", "--valid-day", "5", "--mode", "incremental", "--repo", str(corrupt_root)
+    )
+    assert corrupt.returncode == 1
+    last = corrupt.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: weights of version 2") and "corrupt" in last
+    assert "Traceback" not in corrupt.stderr
+
+
+def test_cli_train_json_and_models_list(drift_days: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    done = run_ctr(
+        "train",
+        "--data",
+        str(drift_days),
+        "--train-days",
+        "0-1",
+        "--valid-day",
+        "2",
+        "--config",
+        "lr",
+        "--repo",
+        str(repo),
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["version"] == 1 and 0.5 < summary["auc"] < summary["bayes_auc"]
+    assert {"logloss", "calibration"} <= set(summary)
+    listed = json.loads(run_ctr("models", "list", "--repo", str(repo), "--json").stdout)
+    assert [v["version"] for v in listed["versions"]] == [1]
+    assert listed["versions"][0]["auc"] == summary["auc"]
+
+
+def test_load_errors_are_typed(trained: ModelRepository, tmp_path: Path) -> None:
+    with pytest.raises(InputError):
+        load_version(trained, 99)
+    broken = ModelRepository(tmp_path / "b")
+    shutil.copytree(trained.root, broken.root)
+    shutil.rmtree(broken.version_dir(1) / "transform")
+    with pytest.raises(ArtifactError):
+        load_version(broken, 1)

@@ -1,0 +1,89 @@
+"""DCN / DCN-v2 modules: shapes, gradients, embedding growth, ONNX parity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ctr.errors import InputError
+from ctr.export import export_onnx, onnx_predict, onnx_session
+from ctr.model import DCN, MatrixCrossNet, ModelConfig, VectorCrossNet
+
+SIZES = [3, 50, 7, 1000, *[11] * 22]
+CONFIGS = {
+    "dcn": ModelConfig(mlp=(64, 32)),
+    "dcn_v2_stacked": ModelConfig(cross_type="matrix", cross_layers=2, structure="stacked", mlp=(32,)),
+    "dcn_v2_low_rank": ModelConfig(cross_type="matrix", cross_layers=2, low_rank=8, mlp=(32,)),
+}
+
+
+def inputs(batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    dense = torch.randn(batch, 13, generator=g)
+    sparse = torch.stack([torch.randint(0, s, (batch,), generator=g) for s in SIZES], dim=1)
+    return dense, sparse
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_forward_backward_shapes(name: str) -> None:
+    model = DCN(CONFIGS[name], SIZES)
+    dense, sparse = inputs(32)
+    logits = model(dense, sparse)
+    assert logits.shape == (32, 1)
+    logits.sum().backward()
+    assert model.embedding.weight.grad is not None
+    assert model.embedding.weight.grad.shape == (sum(SIZES), 16)
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_cross_layers_follow_their_formulas() -> None:
+    torch.manual_seed(0)
+    x0 = torch.randn(4, 6)
+    v = VectorCrossNet(6, 1)
+    w, b = v.weights[0], v.biases[0]
+    torch.testing.assert_close(v(x0), x0 * (x0 @ w).unsqueeze(1) + b + x0)
+    m = MatrixCrossNet(6, 1, None)
+    lin = m.maps[0]
+    torch.testing.assert_close(m(x0), x0 * lin(x0) + x0)
+
+
+def test_grow_keeps_known_rows_and_adds_trainable_ones() -> None:
+    model = DCN(CONFIGS["dcn"], SIZES)
+    dense, sparse = inputs(16)
+    model.eval()
+    before = model(dense, sparse)
+    bigger = [s + (5 if j in (1, 3) else 0) for j, s in enumerate(SIZES)]
+    model.grow(bigger)
+    assert model.embedding.weight.shape[0] == sum(bigger)
+    torch.testing.assert_close(model(dense, sparse), before)  # old ids score the same
+    new_id = torch.zeros(1, 26, dtype=torch.long)
+    new_id[0, 3] = SIZES[3] + 2  # a row that did not exist before
+    model.train()
+    model(torch.zeros(1, 13), new_id).sum().backward()
+    row = model.offsets[3] + SIZES[3] + 2
+    assert model.embedding.weight.grad[row].abs().sum() > 0
+    with pytest.raises(InputError, match="cannot shrink"):
+        model.grow([SIZES[0], 1, *SIZES[2:]])
+
+
+def test_bad_configs_are_refused() -> None:
+    with pytest.raises(InputError, match="low_rank"):
+        ModelConfig(low_rank=4)
+    with pytest.raises(InputError, match="26 positive"):
+        DCN(ModelConfig(), [5] * 25)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_onnx_runtime_matches_pytorch(name: str, tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    model = DCN(CONFIGS[name], SIZES).eval()
+    path = tmp_path / "model.onnx"
+    export_onnx(model, path)
+    for batch in (1, 7, 300):  # dynamic batch axis
+        dense, sparse = inputs(batch, seed=batch)
+        expected = torch.sigmoid(model(dense, sparse)).squeeze(1).detach().numpy()
+        got = onnx_predict(onnx_session(path), dense.numpy(), sparse.numpy())
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
