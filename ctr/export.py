@@ -1,7 +1,15 @@
-"""Export a trained model to ONNX for Triton's onnxruntime backend, and check parity.
+"""Export a trained model and its feature transform as one ONNX graph for Triton.
 
-Graph inputs ``dense`` FP32 ``[-1, 13]`` and ``sparse`` INT64 ``[-1, 26]``; output ``pctr``
-FP32 ``[-1, 1]`` — the names ``config.pbtxt`` declares.
+The served graph takes **raw** feature values, so the transform a version was trained with
+travels inside it and train/serve skew cannot happen, whichever Triton serves it:
+
+* inputs ``dense`` FP32 ``[-1, 13]`` (raw counts, NaN where missing) and ``sparse`` INT64
+  ``[-1, 26]`` (raw 32-bit hashes, -1 where missing);
+* the transform as ONNX ops: ``Where(IsNaN) → Max(0) → Log(1+x) → (x-mean)/std`` for the
+  integers, and an ``ai.onnx.ml.LabelEncoder`` over keys ``(feature << 32) | hash`` for the
+  categoricals (missing → 0, unknown → 1, as ``FeatureTransform``);
+* outputs ``pctr`` FP32 ``[-1, 1]`` and ``model_version`` INT64 ``[-1, 1]`` (the version
+  number, stamped at publish time), so every response says which version scored it.
 """
 
 from __future__ import annotations
@@ -9,50 +17,150 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
+from onnx import TensorProto, compose, helper, numpy_helper
 
 from ctr.errors import ArtifactError
+from ctr.features import MISSING_ID, OOV_ID, FeatureTransform
 from ctr.model import DCN, ProbabilityHead
 from ctr.schema import N_DENSE, N_SPARSE
 
 log = logging.getLogger(__name__)
 OPSET = 18
+ML_OPSET = 3
+VERSION_INITIALIZER = "model_version_value"
 #: ONNX protobufs cannot exceed 2 GB; above this the weights go to an external data file.
 EXTERNAL_DATA_BYTES = 1_500_000_000
 
 
-def export_onnx(model: DCN, path: Path) -> None:
-    """Write ``model`` (moved to CPU, eval mode) as an ONNX graph with a dynamic batch axis."""
+def _export_model(model: DCN, path: Path) -> None:
+    """The network alone: transformed inputs ``x_dense``/``x_ids`` → ``pctr``."""
     head = ProbabilityHead(model).to("cpu").eval()
     dense = torch.zeros(2, N_DENSE)
     sparse = torch.zeros(2, N_SPARSE, dtype=torch.long)
     batch = torch.export.Dim("batch", min=1)
-    n_bytes = sum(p.numel() * p.element_size() for p in head.parameters())
     quiet = [logging.getLogger(n) for n in ("onnxscript", "onnx_ir", "torch.onnx")]
     levels = [q.level for q in quiet]
     for q in quiet:
         q.setLevel(logging.WARNING)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            head,
-            (dense, sparse),
-            str(path),
-            input_names=["dense", "sparse"],
-            output_names=["pctr"],
-            dynamic_shapes={"dense": {0: batch}, "sparse": {0: batch}},
-            opset_version=OPSET,
-            dynamo=True,
-            external_data=n_bytes > EXTERNAL_DATA_BYTES,
-            verbose=False,
-        )
-    for q, level in zip(quiet, levels, strict=True):
-        q.setLevel(level)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                head,
+                (dense, sparse),
+                str(path),
+                input_names=["x_dense", "x_ids"],
+                output_names=["pctr"],
+                dynamic_shapes={"dense": {0: batch}, "sparse": {0: batch}},
+                opset_version=OPSET,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+    finally:
+        for q, level in zip(quiet, levels, strict=True):
+            q.setLevel(level)
+
+
+def _transform_graph(transform: FeatureTransform, ir_version: int) -> onnx.ModelProto:
+    """Raw ``dense``/``sparse`` → ``x_dense`` (FP32) and ``x_ids`` (INT64), as FeatureTransform."""
+    c = numpy_helper.from_array
+    inits = [
+        c(np.array(0.0, np.float32), "zero_f"),
+        c(np.array(1.0, np.float32), "one_f"),
+        c(transform.dense_mean.astype(np.float32), "dense_mean"),
+        c(transform.dense_std.astype(np.float32), "dense_std"),
+        c(np.arange(N_SPARSE, dtype=np.int64) << 32, "feature_shift"),
+        c(np.array(0, np.int64), "zero_i"),
+        c(np.array(MISSING_ID, np.int64), "missing_id"),
+    ]
+    nodes = [
+        helper.make_node("IsNaN", ["dense"], ["d_nan"]),
+        helper.make_node("Where", ["d_nan", "zero_f", "dense"], ["d_filled"]),
+        helper.make_node("Max", ["d_filled", "zero_f"], ["d_clipped"]),
+        helper.make_node("Add", ["d_clipped", "one_f"], ["d_plus1"]),
+        helper.make_node("Log", ["d_plus1"], ["d_log"]),
+        helper.make_node("Sub", ["d_log", "dense_mean"], ["d_centered"]),
+        helper.make_node("Div", ["d_centered", "dense_std"], ["x_dense"]),
+        helper.make_node("Add", ["sparse", "feature_shift"], ["s_keys"]),
+        helper.make_node(
+            "LabelEncoder",
+            ["s_keys"],
+            ["s_encoded"],
+            domain="ai.onnx.ml",
+            keys_int64s=transform.keys.tolist(),
+            values_int64s=transform.ids.tolist(),
+            default_int64=OOV_ID,
+        ),
+        helper.make_node("Less", ["sparse", "zero_i"], ["s_missing"]),
+        helper.make_node("Where", ["s_missing", "missing_id", "s_encoded"], ["x_ids"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "feature_transform",
+        [
+            helper.make_tensor_value_info("dense", TensorProto.FLOAT, ["batch", N_DENSE]),
+            helper.make_tensor_value_info("sparse", TensorProto.INT64, ["batch", N_SPARSE]),
+        ],
+        [
+            helper.make_tensor_value_info("x_dense", TensorProto.FLOAT, ["batch", N_DENSE]),
+            helper.make_tensor_value_info("x_ids", TensorProto.INT64, ["batch", N_SPARSE]),
+        ],
+        initializer=inits,
+    )
+    opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("ai.onnx.ml", ML_OPSET)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=ir_version)
+
+
+def _add_version_output(model: onnx.ModelProto, version: int) -> None:
+    graph = model.graph
+    graph.initializer.append(numpy_helper.from_array(np.array([[version]], np.int64), VERSION_INITIALIZER))
+    graph.node.extend(
+        [
+            helper.make_node("Shape", ["pctr"], ["pctr_shape"]),
+            helper.make_node("Expand", [VERSION_INITIALIZER, "pctr_shape"], ["model_version"]),
+        ]
+    )
+    graph.output.append(helper.make_tensor_value_info("model_version", TensorProto.INT64, ["batch", 1]))
+
+
+def export_serving_onnx(model: DCN, transform: FeatureTransform, path: Path, version: int = 0) -> None:
+    """Write the served graph (transform + network + version output) to ``path``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        core_path = Path(tmp) / "core.onnx"
+        _export_model(model, core_path)
+        core = onnx.load(str(core_path))
+    ml = [o for o in core.opset_import if o.domain == "ai.onnx.ml"]
+    if not ml:
+        core.opset_import.append(helper.make_opsetid("ai.onnx.ml", ML_OPSET))
+    prefix = _transform_graph(transform, core.ir_version)
+    merged = compose.merge_models(prefix, core, io_map=[("x_dense", "x_dense"), ("x_ids", "x_ids")])
+    _add_version_output(merged, version)
+    onnx.checker.check_model(merged)
+    n_bytes = merged.ByteSize()
+    onnx.save(merged, str(path), save_as_external_data=n_bytes > EXTERNAL_DATA_BYTES)
+
+
+def stamp_version(path: Path, version: int) -> None:
+    """Set the constant behind the ``model_version`` output (done when a version is published)."""
+    model = onnx.load(str(path))
+    for init in model.graph.initializer:
+        if init.name == VERSION_INITIALIZER:
+            init.CopyFrom(numpy_helper.from_array(np.array([[version]], np.int64), VERSION_INITIALIZER))
+            break
+    else:
+        raise ArtifactError(f"{path} has no {VERSION_INITIALIZER}; it was not written by ctr")
+    tmp = path.with_name(path.name + ".stamp")
+    onnx.save(model, str(tmp))
+    tmp.replace(path)
 
 
 def onnx_session(path: Path, threads: int = 1) -> ort.InferenceSession:
@@ -66,7 +174,9 @@ def onnx_session(path: Path, threads: int = 1) -> ort.InferenceSession:
         raise ArtifactError(f"cannot load ONNX model {path}: {exc}") from exc
 
 
-def onnx_predict(session: ort.InferenceSession, dense: np.ndarray, sparse: np.ndarray) -> np.ndarray:
-    """pCTR ``(n,)`` from an ONNX Runtime session."""
-    out = session.run(["pctr"], {"dense": dense.astype(np.float32), "sparse": sparse.astype(np.int64)})
-    return out[0].reshape(-1)
+def onnx_predict(session: ort.InferenceSession, dense: np.ndarray, sparse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pCTR ``(n,)`` float32, model version ``(n,)`` int64) from raw feature arrays."""
+    pctr, version = session.run(
+        ["pctr", "model_version"], {"dense": dense.astype(np.float32), "sparse": sparse.astype(np.int64)}
+    )
+    return pctr.reshape(-1), version.reshape(-1)

@@ -25,8 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ctr.errors import ArtifactError, InputError
 from ctr.schema import DENSE_COLUMNS, N_DENSE, N_SPARSE, SPARSE_COLUMNS
@@ -150,8 +148,7 @@ class FeatureTransform:
             "sizes": self.sizes.tolist(),
         }
         (directory / _META).write_text(json.dumps(meta, indent=2) + "\n")
-        table = pa.table({"key": self.keys, "id": self.ids})
-        pq.write_table(table, directory / _VOCAB, compression="zstd")
+        pl.DataFrame({"key": self.keys, "id": self.ids}).write_parquet(directory / _VOCAB, compression="zstd")
 
     @classmethod
     def load(cls, directory: Path) -> FeatureTransform:
@@ -160,7 +157,7 @@ class FeatureTransform:
             meta = json.loads((directory / _META).read_text())
             if meta.get("format") != FORMAT:
                 raise ArtifactError(f"{directory / _META}: unknown format {meta.get('format')!r}")
-            table = pq.read_table(directory / _VOCAB)
+            table = pl.read_parquet(directory / _VOCAB)
             keys = table["key"].to_numpy().astype(np.int64)
             ids = table["id"].to_numpy().astype(np.int64)
             transform = cls(
@@ -173,7 +170,7 @@ class FeatureTransform:
             )
         except ArtifactError:
             raise
-        except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+        except (OSError, ValueError, KeyError, pl.exceptions.PolarsError) as exc:
             raise ArtifactError(f"feature transform in {directory} is missing or corrupt: {exc}") from exc
         transform.validate(directory)
         return transform

@@ -3,7 +3,7 @@
 Layout (what Triton reads, plus what the system needs beside each version)::
 
     MODEL_REPO/dcn/config.pbtxt
-    MODEL_REPO/dcn/<N>/model.onnx        # Triton's onnxruntime backend loads this
+    MODEL_REPO/dcn/<N>/model.onnx        # transform + network; Triton's onnxruntime backend loads it
     MODEL_REPO/dcn/<N>/weights.pt        # state dict, for warm starts
     MODEL_REPO/dcn/<N>/transform/        # the feature transform the version was trained with
     MODEL_REPO/dcn/<N>/reference.parquet # a sample of training rows (drift reference)
@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -35,11 +36,17 @@ WEIGHTS_FILE = "weights.pt"
 TRANSFORM_DIR = "transform"
 REFERENCE_FILE = "reference.parquet"
 STAGING = ".staging"
+CONFIG_FILE = "config.pbtxt"
+_PINNED = re.compile(r"version_policy:\s*\{\s*specific:\s*\{\s*versions:\s*\[\s*(\d+)\s*\]")
 MAX_BATCH_SIZE = 4096
 
 
-def triton_config(name: str = MODEL_NAME, max_batch_size: int = MAX_BATCH_SIZE) -> str:
-    """``config.pbtxt`` for the ONNX model: dense FP32 [13], sparse INT64 [26] → pctr FP32 [1]."""
+def triton_config(name: str = MODEL_NAME, max_batch_size: int = MAX_BATCH_SIZE, pinned: int | None = None) -> str:
+    """``config.pbtxt``: raw dense FP32 [13], sparse INT64 [26] → pctr FP32 [1], model_version INT64 [1].
+
+    Triton serves the newest version, or only version ``pinned`` after a rollback.
+    """
+    policy = f"specific: {{ versions: [ {pinned} ] }}" if pinned is not None else "latest: { num_versions: 1 }"
     return f"""name: "{name}"
 backend: "onnxruntime"
 max_batch_size: {max_batch_size}
@@ -48,9 +55,10 @@ input [
   {{ name: "sparse", data_type: TYPE_INT64, dims: [ {N_SPARSE} ] }}
 ]
 output [
-  {{ name: "pctr", data_type: TYPE_FP32, dims: [ 1 ] }}
+  {{ name: "pctr", data_type: TYPE_FP32, dims: [ 1 ] }},
+  {{ name: "model_version", data_type: TYPE_INT64, dims: [ 1 ] }}
 ]
-version_policy: {{ latest: {{ num_versions: 1 }} }}
+version_policy: {{ {policy} }}
 dynamic_batching {{
   max_queue_delay_microseconds: 500
 }}
@@ -97,15 +105,22 @@ class ModelRepository:
         return path
 
     def publish(self, staged: Path, metadata: dict[str, Any]) -> int:
-        """Atomically turn ``staged`` into the next version; returns its number.
+        """Atomically turn ``staged`` into the next version and serve it; returns its number.
 
-        ``metadata`` is written as ``metadata.json`` (with ``version`` set) before the rename.
+        The ONNX graph is stamped with the number and ``metadata`` is written as
+        ``metadata.json`` (with ``version`` set) before the rename. A rollback pin is lifted.
         """
+        from ctr.export import stamp_version
+
         if not (staged / ONNX_FILE).is_file():
             raise ArtifactError(f"{staged} holds no {ONNX_FILE}; nothing to publish")
-        self._ensure_config()
+        if self.pinned() is not None:
+            self._write_config(pinned=None)
+        else:
+            self._ensure_config()
         while True:
             version = (self.latest() or 0) + 1
+            stamp_version(staged / ONNX_FILE, version)
             (staged / METADATA).write_text(json.dumps({**metadata, "version": version}, indent=2) + "\n")
             try:
                 os.rename(staged, self.model_dir / str(version))
@@ -118,10 +133,29 @@ class ModelRepository:
     def discard(self, staged: Path) -> None:
         shutil.rmtree(staged, ignore_errors=True)
 
+    def served(self) -> int | None:
+        """The version Triton serves: the pinned one after a rollback, else the newest."""
+        pinned = self.pinned()
+        return pinned if pinned is not None else self.latest()
+
+    def pinned(self) -> int | None:
+        config = self.model_dir / CONFIG_FILE
+        if not config.is_file():
+            return None
+        match = _PINNED.search(config.read_text())
+        return int(match.group(1)) if match else None
+
+    def rollback(self, version: int) -> None:
+        """Serve ``version`` again (newer versions stay on disk); the next publish lifts it."""
+        self.version_dir(version)
+        self._write_config(pinned=version)
+
+    def _write_config(self, pinned: int | None) -> None:
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.model_dir / f".{CONFIG_FILE}.{uuid.uuid4().hex}"
+        tmp.write_text(triton_config(self.name, pinned=pinned))
+        os.replace(tmp, self.model_dir / CONFIG_FILE)
+
     def _ensure_config(self) -> None:
-        config = self.model_dir / "config.pbtxt"
-        if not config.exists():
-            self.model_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.model_dir / f".config.pbtxt.{uuid.uuid4().hex}"
-            tmp.write_text(triton_config(self.name))
-            os.replace(tmp, config)
+        if not (self.model_dir / CONFIG_FILE).exists():
+            self._write_config(pinned=None)

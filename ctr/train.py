@@ -35,7 +35,7 @@ from torch import nn
 from ctr.config import Experiment, load_experiment
 from ctr.data.dataset import DayShards, available_days, iter_days
 from ctr.errors import ArtifactError, InputError
-from ctr.export import export_onnx
+from ctr.export import export_serving_onnx
 from ctr.features import FeatureTransform
 from ctr.metrics import calibration, log_loss, roc_auc
 from ctr.model import DCN
@@ -325,7 +325,7 @@ def train_candidate(spec: TrainSpec, repo: ModelRepository) -> Candidate:
     seconds = time.perf_counter() - started
     staged = repo.stage()
     try:
-        export_onnx(model, staged / "model.onnx")
+        export_serving_onnx(model.to("cpu"), transform, staged / "model.onnx")
         torch.save(model.to("cpu").state_dict(), staged / WEIGHTS_FILE)
         transform.save(staged / TRANSFORM_DIR)
         _reference_sample(train, rng).write_parquet(staged / REFERENCE_FILE)

@@ -4,7 +4,7 @@ Writes ``DIR/day_K`` (or ``day_K.gz``) for each day, ``DIR/day_K.truth.parquet``
 column ``p_true``, the true click probability of each row, in file order) and
 ``DIR/manifest.json`` (per day: rows, positive rate, Bayes AUC, whether drift is active).
 Same arguments → byte-identical files: rows are drawn in fixed-size blocks, each from its
-own ``SeedSequence([seed, day, block])``, and gzip headers carry no timestamp.
+own ``SeedSequence([seed, day, block])`` (``SyntheticWorld.day_blocks``), and gzip headers carry no timestamp.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from ctr.errors import InputError
 from ctr.metrics import roc_auc
 from ctr.schema import day_name
 
-BLOCK_ROWS = 100_000
 MANIFEST = "manifest.json"
 TRUTH_SUFFIX = ".truth.parquet"
 
@@ -72,10 +71,7 @@ def _write_day(world: SyntheticWorld, args: SynthArgs, day: int, out: Path) -> d
     with ExitStack() as stack:
         stream = _open_day(stack, data_tmp, args.gzip)
         truth = stack.enter_context(pq.ParquetWriter(truth_tmp, truth_schema))
-        for block, start in enumerate(range(0, args.rows_per_day, BLOCK_ROWS)):
-            n = min(BLOCK_ROWS, args.rows_per_day - start)
-            rng = np.random.default_rng([args.seed, day, block])
-            imp = world.sample(day, n, rng)
+        for imp in world.day_blocks(day, args.rows_per_day):
             write_criteo(stream, criteo_table(imp.label, imp.dense, imp.dense_missing, imp.sparse))
             truth.write_table(pa.table({"p_true": imp.p_true}, schema=truth_schema))
             labels.append(imp.label)

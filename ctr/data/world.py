@@ -25,6 +25,7 @@ before, with their own (strong) effects; ``concept``: click-model weights change
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -161,6 +162,10 @@ class _Effects:
         return out
 
 
+#: Rows are drawn in blocks of this size, block ``b`` of day ``d`` from ``SeedSequence([seed, d, b])``.
+BLOCK_ROWS = 100_000
+
+
 class SyntheticWorld:
     """Samples impressions of a given day, with true probabilities (see module docstring)."""
 
@@ -274,3 +279,9 @@ class SyntheticWorld:
         p = 1.0 / (1.0 + np.exp(-self._logit(day, z, idx)))
         label = (rng.random(n) < p).astype(np.int8)
         return Impressions(counts, missing, self._hashes(idx), label, p)
+
+    def day_blocks(self, day: int, rows: int) -> Iterator[Impressions]:
+        """All ``rows`` impressions of ``day`` in the generator's fixed blocks (deterministic)."""
+        for block, start in enumerate(range(0, rows, BLOCK_ROWS)):
+            rng = np.random.default_rng([self.cfg.seed, day, block])
+            yield self.sample(day, min(BLOCK_ROWS, rows - start), rng)

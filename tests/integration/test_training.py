@@ -61,15 +61,21 @@ def test_new_values_get_rows(trained: ModelRepository) -> None:
 
 
 def test_published_onnx_matches_pytorch(drift_days: Path, trained: ModelRepository) -> None:
-    model, transform, _ = load_version(trained, 2)
-    frame = day_shards(drift_days, 5).scan().head(500).collect()
-    dense, ids = transform.transform_frame(frame)
+    import polars as pl
     import torch
 
+    from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS
+
+    model, transform, _ = load_version(trained, 2)
+    frame = day_shards(drift_days, 5).scan().head(500).collect()
+    dense = frame.select([pl.col(c).cast(pl.Float64) for c in DENSE_COLUMNS]).to_numpy()
+    sparse = frame.select([pl.col(c).fill_null(-1) for c in SPARSE_COLUMNS]).to_numpy()
+    x, ids = transform.transform(dense, sparse)
     with torch.no_grad():
-        expected = torch.sigmoid(model.eval()(torch.from_numpy(dense), torch.from_numpy(ids))).squeeze(1).numpy()
-    got = onnx_predict(onnx_session(trained.version_dir(2) / "model.onnx"), dense, ids)
-    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+        expected = torch.sigmoid(model.eval()(torch.from_numpy(x), torch.from_numpy(ids))).squeeze(1).numpy()
+    pctr, version = onnx_predict(onnx_session(trained.version_dir(2) / "model.onnx"), dense, sparse)
+    np.testing.assert_allclose(pctr, expected, atol=1e-5, rtol=0)
+    assert set(version.tolist()) == {2}
 
 
 def test_version_layout_and_metadata(trained: ModelRepository) -> None:
@@ -83,6 +89,7 @@ def test_version_layout_and_metadata(trained: ModelRepository) -> None:
         meta = trained.metadata(v)
         assert meta["version"] == v and meta["seed"] == 2024 and meta["experiment"]["name"] == "dcn_v2_small"
         assert {"auc", "logloss", "calibration", "bayes_auc"} <= set(meta["metrics"])
+        assert set(onnx_predict(onnx_session(path / "model.onnx"), np.zeros((2, 13)), -np.ones((2, 26)))[1]) == {v}
         assert meta["code_revision"]
 
 
@@ -115,6 +122,22 @@ def test_publish_is_atomic_for_a_polling_reader(trained: ModelRepository, tmp_pa
         reader.join()
     assert repo.versions() == list(range(1, 11))
     assert seen_incomplete == []
+
+
+def test_rollback_pins_an_older_version_until_the_next_publish(trained: ModelRepository, tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path / "repo")
+    shutil.copytree(trained.root, repo.root)
+    assert repo.served() == 2 and repo.pinned() is None
+    repo.rollback(1)
+    assert repo.served() == 1 and repo.versions() == [1, 2]
+    assert "specific: { versions: [ 1 ] }" in (repo.model_dir / "config.pbtxt").read_text()
+    staged = repo.stage()
+    for item in repo.version_dir(2).iterdir():
+        (shutil.copytree if item.is_dir() else shutil.copy2)(item, staged / item.name)
+    assert repo.publish(staged, {"mode": "full"}) == 3
+    assert repo.served() == 3 and repo.pinned() is None
+    with pytest.raises(InputError, match="version 9 not found"):
+        repo.rollback(9)
 
 
 def test_concurrent_publishers_get_distinct_versions(trained: ModelRepository, tmp_path: Path) -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
 from ctr.errors import InputError
-from ctr.export import export_onnx, onnx_predict, onnx_session
+from ctr.export import export_serving_onnx, onnx_predict, onnx_session, stamp_version
+from ctr.features import FeatureTransform
 from ctr.model import DCN, MatrixCrossNet, ModelConfig, VectorCrossNet
+from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS
 
 SIZES = [3, 50, 7, 1000, *[11] * 22]
 CONFIGS = {
@@ -76,14 +79,37 @@ def test_bad_configs_are_refused() -> None:
         DCN(ModelConfig(), [5] * 25)
 
 
+def raw_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raw values as a request carries them: counts with NaN, hashes with -1, some unseen."""
+    rng = np.random.default_rng(seed)
+    dense = rng.integers(-3, 5000, (n, 13)).astype(np.float64)
+    dense[rng.random((n, 13)) < 0.2] = np.nan
+    sparse = rng.integers(0, 40, (n, 26)) * 1_000_003 % (2**32)
+    sparse[rng.random((n, 26)) < 0.1] = -1
+    return dense, sparse
+
+
+def fitted_transform() -> FeatureTransform:
+    dense, sparse = raw_rows(3000, seed=0)
+    frame = {c: pl.Series(dense[:, i]).fill_nan(None).cast(pl.Int64) for i, c in enumerate(DENSE_COLUMNS)}
+    frame |= {c: pl.Series(sparse[:, j]).replace(-1, None) for j, c in enumerate(SPARSE_COLUMNS)}
+    return FeatureTransform.fit(pl.LazyFrame(frame), min_count=2)
+
+
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_onnx_runtime_matches_pytorch(name: str, tmp_path: Path) -> None:
+def test_served_onnx_matches_transform_plus_pytorch(name: str, tmp_path: Path) -> None:
     torch.manual_seed(1)
-    model = DCN(CONFIGS[name], SIZES).eval()
+    transform = fitted_transform()
+    model = DCN(CONFIGS[name], transform.sizes.tolist()).eval()
     path = tmp_path / "model.onnx"
-    export_onnx(model, path)
+    export_serving_onnx(model, transform, path)
+    stamp_version(path, 42)
+    session = onnx_session(path)
     for batch in (1, 7, 300):  # dynamic batch axis
-        dense, sparse = inputs(batch, seed=batch)
-        expected = torch.sigmoid(model(dense, sparse)).squeeze(1).detach().numpy()
-        got = onnx_predict(onnx_session(path), dense.numpy(), sparse.numpy())
-        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+        dense, sparse = raw_rows(batch, seed=batch)
+        x, ids = transform.transform(dense, sparse)
+        with torch.no_grad():
+            expected = torch.sigmoid(model(torch.from_numpy(x), torch.from_numpy(ids))).squeeze(1).numpy()
+        pctr, version = onnx_predict(session, dense, sparse)
+        np.testing.assert_allclose(pctr, expected, atol=1e-5, rtol=0)
+        assert version.tolist() == [42] * batch
