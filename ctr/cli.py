@@ -24,8 +24,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Criteo-layout data: convert and inspect.")
 models_app = typer.Typer(no_args_is_help=True, help="Versions in a Triton model repository.")
+events_app = typer.Typer(no_args_is_help=True, help="The impression and click log.")
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+app.add_typer(events_app, name="events")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON line.")]
 
@@ -192,6 +194,93 @@ def models_list(
             f"days {r['train_days']}, AUC {r.get('auc')}, log loss {r.get('logloss')}, "
             f"created {r['created_at']}"
         )
+
+
+@app.command()
+def triton(
+    repo: Annotated[Path, typer.Option(help="Triton model repository (holds dcn/).")],
+    http_port: Annotated[int, typer.Option(help="KServe v2 HTTP port.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="KServe v2 gRPC port.")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port.")] = 8002,
+    poll_seconds: Annotated[float, typer.Option(help="How often to look for a new version.")] = 5.0,
+) -> None:
+    """Serve the repository's dcn model on a real tritonserver (nvidia-pytriton)."""
+    from ctr.serving.triton import TritonSettings, serve
+    from ctr.signals import sigterm_as_interrupt
+
+    sigterm_as_interrupt()
+    serve(TritonSettings(repo, http_port, grpc_port, metrics_port, poll_seconds))
+
+
+@app.command()
+def api(
+    triton: Annotated[str, typer.Option(help="Triton gRPC address host:port (CTR_TRITON).")] = "localhost:8001",
+    db: Annotated[str | None, typer.Option(help="Event log URL (CTR_DB_URL), e.g. sqlite:///ctr-events.db.")] = None,
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8080,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    max_candidates: Annotated[int | None, typer.Option(help="Most candidates per request (default 1000).")] = None,
+    deadline_ms: Annotated[int | None, typer.Option(help="Deadline of each Triton call (default 200).")] = None,
+    spool_dir: Annotated[Path | None, typer.Option(help="Where impressions wait while the log is down.")] = None,
+) -> None:
+    """Run the score API (FastAPI on uvicorn) in front of Triton."""
+    import uvicorn
+
+    from ctr.serving.api import ApiSettings, create_app
+
+    settings = ApiSettings.from_env(triton=triton, db_url=db, max_candidates=max_candidates,
+                                    deadline_ms=deadline_ms, spool_dir=spool_dir)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command()
+def serve(
+    repo: Annotated[Path, typer.Option(help="Triton model repository.")],
+    db: Annotated[str, typer.Option(help="Event log URL.")] = "sqlite:///ctr-events.db",
+    port: Annotated[int, typer.Option(help="Score API HTTP port.")] = 8080,
+    grpc_port: Annotated[int, typer.Option(help="Triton gRPC port.")] = 8001,
+    http_port: Annotated[int, typer.Option(help="Triton HTTP port.")] = 8000,
+    metrics_port: Annotated[int, typer.Option(help="Triton metrics port.")] = 8002,
+    poll_seconds: Annotated[float, typer.Option(help="Triton's repository poll interval.")] = 5.0,
+) -> None:
+    """Start Triton and the score API together on this machine (Ctrl-C stops both)."""
+    from ctr.serving.local import LocalStack
+    from ctr.signals import sigterm_as_interrupt
+
+    sigterm_as_interrupt()
+    with LocalStack(repo, db, api_port=port, grpc_port=grpc_port, http_port=http_port,
+                    metrics_port=metrics_port, poll_seconds=poll_seconds) as stack:
+        typer.echo(f"score API on http://127.0.0.1:{port} (docs at /docs), Triton gRPC :{grpc_port}")
+        stack.wait()
+
+
+@events_app.command("migrate")
+def events_migrate(db: Annotated[str, typer.Option(help="Event log URL.")]) -> None:
+    """Create or upgrade the event-log schema."""
+    from ctr.events.store import EventStore
+
+    EventStore(db).migrate()
+    typer.echo(f"event log at {db} is at the newest schema")
+
+
+@events_app.command("export")
+def events_export(
+    db: Annotated[str, typer.Option(help="Event log URL.")],
+    since: Annotated[str, typer.Option(help="Start of the window (ISO 8601, UTC).")],
+    until: Annotated[str, typer.Option(help="End of the window (ISO 8601, UTC; exclusive).")],
+    out: Annotated[Path, typer.Option(help="Directory for day_0 … in the Criteo layout.")],
+    attribution_window: Annotated[str, typer.Option(help="Clicks count within this time of the impression.")] = "30m",
+    now: Annotated[str, typer.Option(help="Evaluate as of this time (default: now).")] = "now",
+    as_json: JsonFlag = False,
+) -> None:
+    """Write matured impressions as labelled Criteo-layout days (for incremental training)."""
+    from ctr.events.export import ExportWindow, export_days
+    from ctr.events.store import EventStore
+    from ctr.timeutil import parse_duration, parse_time
+
+    window = ExportWindow(parse_time(since), parse_time(until), parse_duration(attribution_window), parse_time(now))
+    summary = export_days(EventStore(db), window, out)
+    text = "\n".join(f"day {d['day']}: {d['rows']} rows, {d['positives']} clicked" for d in summary["days"])
+    _emit(summary, as_json, text)
 
 
 def main() -> None:

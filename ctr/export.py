@@ -179,4 +179,5 @@ def onnx_predict(session: ort.InferenceSession, dense: np.ndarray, sparse: np.nd
     pctr, version = session.run(
         ["pctr", "model_version"], {"dense": dense.astype(np.float32), "sparse": sparse.astype(np.int64)}
     )
-    return pctr.reshape(-1), version.reshape(-1)
+    # ORT hands back C ``long long`` for INT64, a distinct numpy type from ``np.int64`` on Linux
+    return pctr.reshape(-1).astype(np.float32, copy=False), version.reshape(-1).astype(np.int64)

@@ -1,0 +1,107 @@
+"""``ctr events export``: matured impressions as labelled Criteo-layout days for retraining.
+
+An impression is *matured* once its attribution window has closed (``served_at + window <=
+now``); its label is 1 when a click arrived within ``[served_at, served_at + window]``.
+Day ``k`` holds impressions served in ``[since + k·24h, since + (k+1)·24h)``; files are
+``DIR/day_k`` in the Criteo layout plus ``DIR/export.json`` describing the window. Rows
+stream from the database in chunks, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from sqlalchemy import and_, case, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from ctr.data.writer import criteo_table, write_criteo
+from ctr.errors import InputError
+from ctr.events.schema import DENSE_DB, SPARSE_DB, clicks, impressions
+from ctr.events.store import EventStore, StoreUnavailable
+from ctr.schema import day_name
+from ctr.timeutil import to_us
+
+DAY_US = 86_400_000_000
+_SCHEMA = {"served_at_us": pl.Int64, "label": pl.Int8, **{c: pl.Int64 for c in (*DENSE_DB, *SPARSE_DB)}}
+CHUNK = 50_000
+
+
+@dataclass(frozen=True)
+class ExportWindow:
+    since: datetime
+    until: datetime
+    attribution_window: timedelta
+    now: datetime
+
+    def __post_init__(self) -> None:
+        if self.until <= self.since:
+            raise InputError("--until must be after --since")
+
+
+def labelled_query(window: ExportWindow) -> Any:
+    """SELECT of matured impressions in the window with their label, oldest first."""
+    window_us = int(window.attribution_window.total_seconds() * 1_000_000)
+    served = impressions.c.served_at_us
+    label = case(
+        (and_(clicks.c.clicked_at_us >= served, clicks.c.clicked_at_us <= served + window_us), 1), else_=0
+    ).label("label")
+    return (
+        select(served, label, *[impressions.c[c] for c in DENSE_DB], *[impressions.c[c] for c in SPARSE_DB])
+        .select_from(impressions.outerjoin(clicks, clicks.c.impression_id == impressions.c.impression_id))
+        .where(served >= to_us(window.since), served < to_us(window.until),
+               served + window_us <= to_us(window.now))
+        .order_by(served, impressions.c.impression_id)
+    )
+
+
+def export_days(store: EventStore, window: ExportWindow, out: Path) -> dict[str, Any]:
+    """Write the labelled days; returns the summary also saved as ``export.json``."""
+    out.mkdir(parents=True, exist_ok=True)
+    since_us = to_us(window.since)
+    n_days = math.ceil((to_us(window.until) - since_us) / DAY_US)
+    counts = [{"day": k, "rows": 0, "positives": 0} for k in range(n_days)]
+    handles: dict[int, Any] = {}
+    try:
+        with store.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=CHUNK).execute(labelled_query(window))
+            for chunk in result.partitions(CHUNK):
+                frame = pl.DataFrame(chunk, schema=_SCHEMA, orient="row")
+                day_of = ((frame["served_at_us"] - since_us) // DAY_US).to_numpy()
+                for k in np.unique(day_of).tolist():
+                    part = frame.filter(pl.Series(day_of == k))
+                    if k not in handles:
+                        handles[k] = open(out / f".{day_name(k)}.part", "wb")  # noqa: SIM115 - closed below
+                    dense = part.select(DENSE_DB)
+                    table = criteo_table(
+                        part["label"].to_numpy(),
+                        dense.fill_null(0).to_numpy(),
+                        dense.select(pl.all().is_null()).to_numpy(),
+                        part.select(SPARSE_DB).fill_null(-1).to_numpy(),
+                    )
+                    write_criteo(handles[k], table)
+                    counts[k]["rows"] += part.height
+                    counts[k]["positives"] += int(part["label"].sum())
+    except SQLAlchemyError as exc:
+        raise StoreUnavailable(f"could not read impressions: {str(exc).splitlines()[0]}") from exc
+    finally:
+        for handle in handles.values():
+            handle.close()
+    for k in range(n_days):
+        part = out / f".{day_name(k)}.part"
+        if not part.exists():
+            part.write_bytes(b"")
+        os.replace(part, out / day_name(k))
+    summary = {
+        "since": window.since.isoformat(), "until": window.until.isoformat(), "now": window.now.isoformat(),
+        "attribution_window_seconds": window.attribution_window.total_seconds(), "days": counts,
+    }
+    (out / "export.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

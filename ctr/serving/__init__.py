@@ -1,0 +1,1 @@
+"""Serving: Triton on the model repository, and the score API in front of it."""

@@ -1,0 +1,334 @@
+"""``ctr api``: the score service ad servers call (FastAPI).
+
+``POST /v1/score`` validates a request, scores every candidate on Triton (KServe v2 over
+gRPC, with a deadline), ranks by pCTR, assigns each returned ad an impression id (UUIDv7)
+and makes the impressions durable — in the event log, or in the on-disk spool while the
+log is unreachable — before it answers. ``POST /v1/clicks`` records clicks idempotently.
+
+Failure contract: bad input → 4xx naming the field, nothing logged; Triton down or slow →
+503 with ``Retry-After`` within the deadline; event log down → impressions spooled (503
+only when the spool is full); missing or wrong API key (when keys are configured) → 401.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from ctr.events.spool import Spool, SpoolFull
+from ctr.events.store import EventStore, StoreUnavailable
+from ctr.ids import uuid7
+from ctr.repository import MODEL_NAME
+from ctr.serving.features import FeatureErrors, encode, feature_columns
+from ctr.timeutil import to_us, utcnow
+
+log = logging.getLogger(__name__)
+
+FeatureValue = StrictInt | StrictStr | None
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Configuration; ``from_env`` reads ``CTR_*`` variables (12-factor)."""
+
+    triton: str = "localhost:8001"
+    db_url: str = "sqlite:///ctr-events.db"
+    max_candidates: int = 1000
+    max_body_bytes: int = 1_000_000
+    deadline_ms: int = 200
+    spool_dir: Path = Path("ctr-spool")
+    spool_max_bytes: int = 64 * 1024 * 1024
+    api_keys: tuple[str, ...] = field(default_factory=tuple)
+    migrate: bool = True
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> ApiSettings:
+        env = os.environ
+        values: dict[str, Any] = {
+            "triton": env.get("CTR_TRITON", cls.triton),
+            "db_url": env.get("CTR_DB_URL", cls.db_url),
+            "max_candidates": int(env.get("CTR_MAX_CANDIDATES", cls.max_candidates)),
+            "max_body_bytes": int(env.get("CTR_MAX_BODY_BYTES", cls.max_body_bytes)),
+            "deadline_ms": int(env.get("CTR_DEADLINE_MS", cls.deadline_ms)),
+            "spool_dir": Path(env.get("CTR_SPOOL_DIR", str(cls.spool_dir))),
+            "spool_max_bytes": int(env.get("CTR_SPOOL_MAX_BYTES", cls.spool_max_bytes)),
+            "api_keys": tuple(k.strip() for k in env.get("CTR_API_KEYS", "").split(",") if k.strip()),
+            "migrate": env.get("CTR_MIGRATE", "1") != "0",
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+class Candidate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ad_id: StrictStr = Field(min_length=1, max_length=256)
+    features: dict[str, FeatureValue] = Field(default_factory=dict)
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    request_id: StrictStr | None = Field(default=None, min_length=1, max_length=128)
+    event_time: datetime | None = Field(default=None, description="The ad server's event time (UTC); default now.")
+    context: dict[str, FeatureValue] = Field(default_factory=dict)
+    candidates: list[Candidate] = Field(min_length=1)
+    top_k: StrictInt | None = Field(default=None, ge=1)
+
+
+class ScoredAd(BaseModel):
+    ad_id: str
+    impression_id: str
+    pctr: float
+
+
+class ScoreResponse(BaseModel):
+    request_id: str
+    model_version: int
+    results: list[ScoredAd]
+
+
+class ClickRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    impression_ids: list[StrictStr] = Field(min_length=1, max_length=10_000)
+    clicked_at: datetime | None = Field(default=None, description="When the clicks happened (UTC); default now.")
+
+
+class ClickResponse(BaseModel):
+    accepted: int
+    duplicate: int
+    unknown: int
+
+
+class TritonUnavailable(Exception):
+    """Triton could not answer within the deadline."""
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.latency = Histogram("ctr_api_request_seconds", "Request latency", ["endpoint"], registry=self.registry,
+                                 buckets=(0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+        self.candidates = Histogram("ctr_api_candidates_per_request", "Candidates per score request",
+                                    registry=self.registry, buckets=(1, 10, 50, 100, 200, 500, 1000))
+        self.errors = Counter("ctr_api_errors_total", "Errors by kind", ["kind"], registry=self.registry)
+        self.triton = Histogram("ctr_api_triton_seconds", "Triton call latency", registry=self.registry,
+                                buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1))
+        self.spooled = Gauge("ctr_api_spool_bytes", "Bytes waiting in the impression spool", registry=self.registry)
+        self.impressions = Counter("ctr_api_impressions_total", "Impressions made durable", ["where"],
+                                   registry=self.registry)
+
+
+class TritonScorer:
+    """KServe v2 gRPC client for the dcn model, with a deadline on every call."""
+
+    def __init__(self, url: str, deadline_s: float) -> None:
+        import tritonclient.grpc.aio as grpcclient
+
+        self._mod = grpcclient
+        self.url = url
+        self.deadline_s = deadline_s
+        self.client = grpcclient.InferenceServerClient(url)
+
+    async def score(self, dense: np.ndarray, sparse: np.ndarray) -> tuple[np.ndarray, int]:
+        from tritonclient.utils import InferenceServerException
+
+        g = self._mod
+        inputs = [g.InferInput("dense", list(dense.shape), "FP32"), g.InferInput("sparse", list(sparse.shape), "INT64")]
+        inputs[0].set_data_from_numpy(dense.astype(np.float32))
+        inputs[1].set_data_from_numpy(sparse)
+        outputs = [g.InferRequestedOutput("pctr"), g.InferRequestedOutput("model_version")]
+        try:
+            result = await self.client.infer(MODEL_NAME, inputs, outputs=outputs, client_timeout=self.deadline_s)
+        except InferenceServerException as exc:
+            raise TritonUnavailable(str(exc).splitlines()[0] if str(exc) else "Triton error") from exc
+        versions = result.as_numpy("model_version").reshape(-1)
+        return result.as_numpy("pctr").reshape(-1), int(versions[0])
+
+    async def ready(self) -> bool:
+        try:
+            return bool(await self.client.is_model_ready(MODEL_NAME, client_timeout=1.0))
+        except Exception:  # any transport error means "not ready"
+            return False
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def _error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": [{"loc": [], "msg": message, "type": kind}]}, status_code=status, headers=headers)
+
+
+def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAPI:
+    """The FastAPI application (one per process; ``store`` may be given for tests)."""
+    metrics = _Metrics()
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        events = store or EventStore(settings.db_url)
+        if settings.migrate:
+            try:
+                await run_in_threadpool(events.migrate)
+            except StoreUnavailable as exc:
+                log.warning("event log not migrated at start (%s); impressions will spool", exc)
+        state["store"] = events
+        state["spool"] = Spool(settings.spool_dir, settings.spool_max_bytes)
+        state["triton"] = TritonScorer(settings.triton, settings.deadline_ms / 1000)
+        replayer = asyncio.create_task(_replay_forever())
+        yield
+        replayer.cancel()
+        await state["triton"].close()
+        if store is None:
+            events.dispose()
+
+    async def _replay_forever() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            spool: Spool = state["spool"]
+            if spool.files():
+                await run_in_threadpool(spool.replay, state["store"])
+            metrics.spooled.set(spool.size_bytes())
+
+    app = FastAPI(title="ctr-loop score API", version="1", lifespan=lifespan,
+                  description="Ranks candidate ads by predicted CTR and logs impressions and clicks.")
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Response:
+        started = time.perf_counter()
+        path = request.url.path
+        if path.startswith("/v1/"):
+            if settings.api_keys and not _authorized(request.headers.get("authorization", ""), settings.api_keys):
+                metrics.errors.labels("unauthorized").inc()
+                return _error(401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)",
+                              {"WWW-Authenticate": "Bearer"})
+            length = request.headers.get("content-length")
+            if (length and length.isdigit() and int(length) > settings.max_body_bytes) or (
+                len(await request.body()) > settings.max_body_bytes
+            ):
+                metrics.errors.labels("too_large").inc()
+                return _error(413, "too_large", f"request body over {settings.max_body_bytes} bytes")
+        response = await call_next(request)
+        if path.startswith("/v1/"):
+            metrics.latency.labels(path).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        metrics.errors.labels("invalid").inc()
+        errors = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.post("/v1/score", response_model=ScoreResponse, responses={
+        401: {"description": "Missing or invalid API key"}, 413: {"description": "Body too large"},
+        422: {"description": "Invalid request; `detail[].loc` names the field"},
+        503: {"description": "Triton unavailable or spool full; retry after `Retry-After` seconds"}})
+    async def score(body: ScoreRequest) -> Any:
+        n = len(body.candidates)
+        if n > settings.max_candidates:
+            raise RequestValidationError([{"loc": ("body", "candidates"), "type": "too_long",
+                                           "msg": f"at most {settings.max_candidates} candidates, got {n}"}])
+        if body.event_time is not None and body.event_time.tzinfo is None:
+            raise RequestValidationError([{"loc": ("body", "event_time"), "type": "timezone_aware",
+                                           "msg": "event_time needs a timezone (use Z for UTC)"}])
+        try:
+            dense, sparse = encode(body.context, [c.features for c in body.candidates])
+        except FeatureErrors as exc:
+            raise RequestValidationError(exc.errors) from None
+        metrics.candidates.observe(n)
+        t0 = time.perf_counter()
+        try:
+            pctr, version = await state["triton"].score(dense, sparse)
+        except TritonUnavailable as exc:
+            metrics.errors.labels("triton").inc()
+            return _error(503, "triton_unavailable", f"scoring backend unavailable: {exc}", {"Retry-After": "1"})
+        metrics.triton.observe(time.perf_counter() - t0)
+        order = np.argsort(-pctr, kind="stable")
+        if body.top_k is not None:
+            order = order[: body.top_k]
+        request_id = body.request_id or uuid7()
+        served_at = to_us(body.event_time or utcnow())
+        features = feature_columns(dense[order], sparse[order])
+        results, rows = [], []
+        for rank, k in enumerate(order.tolist()):
+            impression_id = uuid7()
+            p = float(pctr[k])
+            results.append({"ad_id": body.candidates[k].ad_id, "impression_id": impression_id, "pctr": p})
+            rows.append({"impression_id": impression_id, "request_id": request_id, "ad_id": body.candidates[k].ad_id,
+                         "served_at_us": served_at, "model_version": version, "pctr": p, **features[rank]})
+        try:
+            await run_in_threadpool(_make_durable, rows)
+        except SpoolFull as exc:
+            metrics.errors.labels("spool_full").inc()
+            return _error(503, "spool_full", str(exc), {"Retry-After": "5"})
+        return {"request_id": request_id, "model_version": version, "results": results}
+
+    def _make_durable(rows: list[dict[str, Any]]) -> None:
+        spool: Spool = state["spool"]
+        if not spool.files():  # keep order: while a backlog exists, new rows queue behind it
+            try:
+                state["store"].log_impressions(rows)
+                metrics.impressions.labels("store").inc(len(rows))
+                return
+            except StoreUnavailable as exc:
+                metrics.errors.labels("store").inc()
+                log.warning("event log unavailable, spooling %d impressions: %s", len(rows), exc)
+        spool.append(rows)
+        metrics.impressions.labels("spool").inc(len(rows))
+
+    @app.post("/v1/clicks", response_model=ClickResponse, responses={
+        401: {"description": "Missing or invalid API key"}, 422: {"description": "Invalid request"},
+        503: {"description": "Event log unavailable; retry after `Retry-After` seconds"}})
+    async def record_clicks(body: ClickRequest) -> Any:
+        if body.clicked_at is not None and body.clicked_at.tzinfo is None:
+            raise RequestValidationError([{"loc": ("body", "clicked_at"), "type": "timezone_aware",
+                                           "msg": "clicked_at needs a timezone (use Z for UTC)"}])
+        if state["spool"].files():  # impressions still spooled: their ids would look unknown
+            await run_in_threadpool(state["spool"].replay, state["store"])
+        try:
+            counts = await run_in_threadpool(state["store"].record_clicks, body.impression_ids,
+                                             to_us(body.clicked_at or utcnow()))
+        except StoreUnavailable as exc:
+            metrics.errors.labels("store").inc()
+            return _error(503, "store_unavailable", str(exc), {"Retry-After": "5"})
+        return {"accepted": counts.accepted, "duplicate": counts.duplicate, "unknown": counts.unknown}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        triton_ok = await state["triton"].ready()
+        store_ok = await run_in_threadpool(state["store"].ping)
+        body = {"ready": triton_ok and store_ok, "triton": triton_ok, "event_log": store_ok}
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _authorized(header: str, keys: tuple[str, ...]) -> bool:
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return False
+    return any(hmac.compare_digest(token.strip(), key) for key in keys)
