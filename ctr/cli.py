@@ -227,8 +227,9 @@ def api(
 
     from ctr.serving.api import ApiSettings, create_app
 
-    settings = ApiSettings.from_env(triton=triton, db_url=db, max_candidates=max_candidates,
-                                    deadline_ms=deadline_ms, spool_dir=spool_dir)
+    settings = ApiSettings.from_env(
+        triton=triton, db_url=db, max_candidates=max_candidates, deadline_ms=deadline_ms, spool_dir=spool_dir
+    )
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
 
 
@@ -247,8 +248,15 @@ def serve(
     from ctr.signals import sigterm_as_interrupt
 
     sigterm_as_interrupt()
-    with LocalStack(repo, db, api_port=port, grpc_port=grpc_port, http_port=http_port,
-                    metrics_port=metrics_port, poll_seconds=poll_seconds) as stack:
+    with LocalStack(
+        repo,
+        db,
+        api_port=port,
+        grpc_port=grpc_port,
+        http_port=http_port,
+        metrics_port=metrics_port,
+        poll_seconds=poll_seconds,
+    ) as stack:
         typer.echo(f"score API on http://127.0.0.1:{port} (docs at /docs), Triton gRPC :{grpc_port}")
         stack.wait()
 

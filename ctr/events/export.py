@@ -56,8 +56,7 @@ def labelled_query(window: ExportWindow) -> Any:
     return (
         select(served, label, *[impressions.c[c] for c in DENSE_DB], *[impressions.c[c] for c in SPARSE_DB])
         .select_from(impressions.outerjoin(clicks, clicks.c.impression_id == impressions.c.impression_id))
-        .where(served >= to_us(window.since), served < to_us(window.until),
-               served + window_us <= to_us(window.now))
+        .where(served >= to_us(window.since), served < to_us(window.until), served + window_us <= to_us(window.now))
         .order_by(served, impressions.c.impression_id)
     )
 
@@ -100,8 +99,11 @@ def export_days(store: EventStore, window: ExportWindow, out: Path) -> dict[str,
             part.write_bytes(b"")
         os.replace(part, out / day_name(k))
     summary = {
-        "since": window.since.isoformat(), "until": window.until.isoformat(), "now": window.now.isoformat(),
-        "attribution_window_seconds": window.attribution_window.total_seconds(), "days": counts,
+        "since": window.since.isoformat(),
+        "until": window.until.isoformat(),
+        "now": window.now.isoformat(),
+        "attribution_window_seconds": window.attribution_window.total_seconds(),
+        "days": counts,
     }
     (out / "export.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

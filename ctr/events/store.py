@@ -124,8 +124,11 @@ class EventStore:
                 new_rows = [{"impression_id": i, "clicked_at_us": clicked_at_us} for i in ids if i in known]
                 accepted = 0
                 if new_rows:
-                    stmt = (self._insert(clicks).on_conflict_do_nothing(index_elements=["impression_id"])
-                            .returning(clicks.c.impression_id))
+                    stmt = (
+                        self._insert(clicks)
+                        .on_conflict_do_nothing(index_elements=["impression_id"])
+                        .returning(clicks.c.impression_id)
+                    )
                     accepted = len(conn.execute(stmt, new_rows).all())
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"could not record {len(ids)} clicks: {_short(exc)}") from exc

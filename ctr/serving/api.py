@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -30,18 +30,16 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr
 
 from ctr.events.spool import Spool, SpoolFull
 from ctr.events.store import EventStore, StoreUnavailable
 from ctr.ids import uuid7
 from ctr.repository import MODEL_NAME
-from ctr.serving.features import FeatureErrors, encode, feature_columns
+from ctr.serving.features import Features, encode, feature_columns, present, whole_number
 from ctr.timeutil import to_us, utcnow
 
 log = logging.getLogger(__name__)
-
-FeatureValue = StrictInt | StrictStr | None
 
 
 @dataclass(frozen=True)
@@ -79,16 +77,16 @@ class ApiSettings:
 class Candidate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ad_id: StrictStr = Field(min_length=1, max_length=256)
-    features: dict[str, FeatureValue] = Field(default_factory=dict)
+    features: Features = Field(default_factory=Features)
 
 
 class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     request_id: StrictStr | None = Field(default=None, min_length=1, max_length=128)
     event_time: datetime | None = Field(default=None, description="The ad server's event time (UTC); default now.")
-    context: dict[str, FeatureValue] = Field(default_factory=dict)
+    context: Features = Field(default_factory=Features)
     candidates: list[Candidate] = Field(min_length=1)
-    top_k: StrictInt | None = Field(default=None, ge=1)
+    top_k: Annotated[int, Field(ge=1), BeforeValidator(whole_number)] | None = None
 
 
 class ScoredAd(BaseModel):
@@ -122,16 +120,30 @@ class TritonUnavailable(Exception):
 class _Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.latency = Histogram("ctr_api_request_seconds", "Request latency", ["endpoint"], registry=self.registry,
-                                 buckets=(0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
-        self.candidates = Histogram("ctr_api_candidates_per_request", "Candidates per score request",
-                                    registry=self.registry, buckets=(1, 10, 50, 100, 200, 500, 1000))
+        self.latency = Histogram(
+            "ctr_api_request_seconds",
+            "Request latency",
+            ["endpoint"],
+            registry=self.registry,
+            buckets=(0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.candidates = Histogram(
+            "ctr_api_candidates_per_request",
+            "Candidates per score request",
+            registry=self.registry,
+            buckets=(1, 10, 50, 100, 200, 500, 1000),
+        )
         self.errors = Counter("ctr_api_errors_total", "Errors by kind", ["kind"], registry=self.registry)
-        self.triton = Histogram("ctr_api_triton_seconds", "Triton call latency", registry=self.registry,
-                                buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1))
+        self.triton = Histogram(
+            "ctr_api_triton_seconds",
+            "Triton call latency",
+            registry=self.registry,
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
+        )
         self.spooled = Gauge("ctr_api_spool_bytes", "Bytes waiting in the impression spool", registry=self.registry)
-        self.impressions = Counter("ctr_api_impressions_total", "Impressions made durable", ["where"],
-                                   registry=self.registry)
+        self.impressions = Counter(
+            "ctr_api_impressions_total", "Impressions made durable", ["where"], registry=self.registry
+        )
 
 
 class TritonScorer:
@@ -205,8 +217,12 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
                 await run_in_threadpool(spool.replay, state["store"])
             metrics.spooled.set(spool.size_bytes())
 
-    app = FastAPI(title="ctr-loop score API", version="1", lifespan=lifespan,
-                  description="Ranks candidate ads by predicted CTR and logs impressions and clicks.")
+    app = FastAPI(
+        title="ctr-loop score API",
+        version="1",
+        lifespan=lifespan,
+        description="Ranks candidate ads by predicted CTR and logs impressions and clicks.",
+    )
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Response:
@@ -215,8 +231,12 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
         if path.startswith("/v1/"):
             if settings.api_keys and not _authorized(request.headers.get("authorization", ""), settings.api_keys):
                 metrics.errors.labels("unauthorized").inc()
-                return _error(401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)",
-                              {"WWW-Authenticate": "Bearer"})
+                return _error(
+                    401,
+                    "unauthorized",
+                    "missing or invalid API key (Authorization: Bearer <key>)",
+                    {"WWW-Authenticate": "Bearer"},
+                )
             length = request.headers.get("content-length")
             if (length and length.isdigit() and int(length) > settings.max_body_bytes) or (
                 len(await request.body()) > settings.max_body_bytes
@@ -231,26 +251,44 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         metrics.errors.labels("invalid").inc()
-        errors = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", ""), "type": e.get("type", "")}
-                  for e in exc.errors()]
+        errors = [
+            {"loc": list(e.get("loc", [])), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
+        ]
         return JSONResponse({"detail": errors}, status_code=422)
 
-    @app.post("/v1/score", response_model=ScoreResponse, responses={
-        401: {"description": "Missing or invalid API key"}, 413: {"description": "Body too large"},
-        422: {"description": "Invalid request; `detail[].loc` names the field"},
-        503: {"description": "Triton unavailable or spool full; retry after `Retry-After` seconds"}})
+    @app.post(
+        "/v1/score",
+        response_model=ScoreResponse,
+        responses={
+            401: {"description": "Missing or invalid API key"},
+            413: {"description": "Body too large"},
+            422: {"description": "Invalid request; `detail[].loc` names the field"},
+            503: {"description": "Triton unavailable or spool full; retry after `Retry-After` seconds"},
+        },
+    )
     async def score(body: ScoreRequest) -> Any:
         n = len(body.candidates)
         if n > settings.max_candidates:
-            raise RequestValidationError([{"loc": ("body", "candidates"), "type": "too_long",
-                                           "msg": f"at most {settings.max_candidates} candidates, got {n}"}])
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ("body", "candidates"),
+                        "type": "too_long",
+                        "msg": f"at most {settings.max_candidates} candidates, got {n}",
+                    }
+                ]
+            )
         if body.event_time is not None and body.event_time.tzinfo is None:
-            raise RequestValidationError([{"loc": ("body", "event_time"), "type": "timezone_aware",
-                                           "msg": "event_time needs a timezone (use Z for UTC)"}])
-        try:
-            dense, sparse = encode(body.context, [c.features for c in body.candidates])
-        except FeatureErrors as exc:
-            raise RequestValidationError(exc.errors) from None
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ("body", "event_time"),
+                        "type": "timezone_aware",
+                        "msg": "event_time needs a timezone (use Z for UTC)",
+                    }
+                ]
+            )
+        dense, sparse = encode(present(body.context), [present(c.features) for c in body.candidates])
         metrics.candidates.observe(n)
         t0 = time.perf_counter()
         try:
@@ -270,8 +308,17 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
             impression_id = uuid7()
             p = float(pctr[k])
             results.append({"ad_id": body.candidates[k].ad_id, "impression_id": impression_id, "pctr": p})
-            rows.append({"impression_id": impression_id, "request_id": request_id, "ad_id": body.candidates[k].ad_id,
-                         "served_at_us": served_at, "model_version": version, "pctr": p, **features[rank]})
+            rows.append(
+                {
+                    "impression_id": impression_id,
+                    "request_id": request_id,
+                    "ad_id": body.candidates[k].ad_id,
+                    "served_at_us": served_at,
+                    "model_version": version,
+                    "pctr": p,
+                    **features[rank],
+                }
+            )
         try:
             await run_in_threadpool(_make_durable, rows)
         except SpoolFull as exc:
@@ -292,18 +339,32 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
         spool.append(rows)
         metrics.impressions.labels("spool").inc(len(rows))
 
-    @app.post("/v1/clicks", response_model=ClickResponse, responses={
-        401: {"description": "Missing or invalid API key"}, 422: {"description": "Invalid request"},
-        503: {"description": "Event log unavailable; retry after `Retry-After` seconds"}})
+    @app.post(
+        "/v1/clicks",
+        response_model=ClickResponse,
+        responses={
+            401: {"description": "Missing or invalid API key"},
+            422: {"description": "Invalid request"},
+            503: {"description": "Event log unavailable; retry after `Retry-After` seconds"},
+        },
+    )
     async def record_clicks(body: ClickRequest) -> Any:
         if body.clicked_at is not None and body.clicked_at.tzinfo is None:
-            raise RequestValidationError([{"loc": ("body", "clicked_at"), "type": "timezone_aware",
-                                           "msg": "clicked_at needs a timezone (use Z for UTC)"}])
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ("body", "clicked_at"),
+                        "type": "timezone_aware",
+                        "msg": "clicked_at needs a timezone (use Z for UTC)",
+                    }
+                ]
+            )
         if state["spool"].files():  # impressions still spooled: their ids would look unknown
             await run_in_threadpool(state["spool"].replay, state["store"])
         try:
-            counts = await run_in_threadpool(state["store"].record_clicks, body.impression_ids,
-                                             to_us(body.clicked_at or utcnow()))
+            counts = await run_in_threadpool(
+                state["store"].record_clicks, body.impression_ids, to_us(body.clicked_at or utcnow())
+            )
         except StoreUnavailable as exc:
             metrics.errors.labels("store").inc()
             return _error(503, "store_unavailable", str(exc), {"Retry-After": "5"})

@@ -1,91 +1,89 @@
-"""Request features → raw arrays for Triton, with errors that name the offending field.
+"""Request features: their schema (part of the OpenAPI spec) and raw arrays for Triton.
 
-Feature names are the Criteo columns ``I1..I13`` (JSON integers or null) and ``C1..C26``
-(the 32-bit hash as 1-8 hex characters, or null). Context features are shared by every
-candidate; a candidate's own features override them; absent features are missing values.
+Feature names are the Criteo columns: ``I1..I13`` (JSON integers, or null) and ``C1..C26``
+(the 32-bit hash as 1-8 hex characters, or null); any other name is rejected with its path.
+Context features are shared by every candidate; a candidate's own features (including an
+explicit null) override them; absent features are missing values.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, create_model
 
 from ctr.schema import DENSE_COLUMNS, N_DENSE, N_SPARSE, SPARSE_COLUMNS
 
+#: Largest integer JSON carries exactly (2^53 - 1); counts beyond it are not plausible.
+JSON_SAFE_INT = 2**53 - 1
+HexHash = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{1,8}$")]
+
+
+def whole_number(value: Any) -> Any:
+    """JSON Schema's ``integer`` admits ``3.0``; booleans and strings are refused."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be an integer")
+        return int(value)
+    return value
+
+
+Count = Annotated[int, Field(ge=-JSON_SAFE_INT, le=JSON_SAFE_INT), BeforeValidator(whole_number)]
 _DENSE_INDEX = {name: i for i, name in enumerate(DENSE_COLUMNS)}
 _SPARSE_INDEX = {name: j for j, name in enumerate(SPARSE_COLUMNS)}
-_HEX = frozenset("0123456789abcdefABCDEF")
-INT64_MAX = 2**63 - 1
-Loc = tuple[str | int, ...]
+
+_fields: dict[str, Any] = {
+    name: (Count | None, Field(default=None, description="integer count")) for name in DENSE_COLUMNS
+}
+_fields |= {name: (HexHash | None, Field(default=None, description="32-bit hash, hex")) for name in SPARSE_COLUMNS}
+Features: type[BaseModel] = create_model(
+    "Features", __config__=ConfigDict(extra="forbid"), __doc__="Criteo features; absent = missing.", **_fields
+)
 
 
-class FeatureErrors(Exception):
-    """Validation errors as FastAPI reports them: ``[{"loc", "msg", "type"}, ...]``."""
-
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
-        super().__init__(errors)
-        self.errors = errors
+def present(features: BaseModel) -> dict[str, Any]:
+    """The features a request actually set (explicit nulls included)."""
+    return {name: getattr(features, name) for name in features.model_fields_set}
 
 
-def _fill(dense: np.ndarray, sparse: np.ndarray, features: Mapping[str, Any], loc: Loc,
-          errors: list[dict[str, Any]]) -> None:
+def _fill(dense: np.ndarray, sparse: np.ndarray, features: Mapping[str, Any]) -> None:
     for name, value in features.items():
         if name in _DENSE_INDEX:
-            i = _DENSE_INDEX[name]
-            if value is None:
-                dense[i] = np.nan
-            elif isinstance(value, int) and not isinstance(value, bool) and -INT64_MAX <= value <= INT64_MAX:
-                dense[i] = value
-            else:
-                errors.append({"loc": [*loc, name], "msg": "must be an integer or null", "type": "int_type"})
-        elif name in _SPARSE_INDEX:
-            j = _SPARSE_INDEX[name]
-            if value is None:
-                sparse[j] = -1
-            elif isinstance(value, str) and 1 <= len(value) <= 8 and _HEX.issuperset(value):
-                sparse[j] = int(value, 16)
-            else:
-                errors.append({"loc": [*loc, name], "msg": "must be a 32-bit hash as 1-8 hex characters, or null",
-                               "type": "hex_type"})
+            dense[_DENSE_INDEX[name]] = np.nan if value is None else value
         else:
-            errors.append({"loc": [*loc, name], "msg": "unknown feature; expected I1..I13 or C1..C26",
-                           "type": "unknown_feature"})
+            sparse[_SPARSE_INDEX[name]] = -1 if value is None else int(value, 16)
 
 
-def encode(
-    context: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Raw arrays for ``n`` candidates; ``FeatureErrors`` listing every invalid field.
+def encode(context: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Raw arrays for validated features (see ``Features``).
 
     Returns dense float64 ``(n, 13)`` (NaN = missing; exact integers for the event log) and
     sparse int64 ``(n, 26)`` (-1 = missing).
     """
-    errors: list[dict[str, Any]] = []
     base_dense = np.full(N_DENSE, np.nan, dtype=np.float64)
     base_sparse = np.full(N_SPARSE, -1, dtype=np.int64)
-    _fill(base_dense, base_sparse, context, ("body", "context"), errors)
+    _fill(base_dense, base_sparse, context)
     n = len(candidates)
     dense = np.broadcast_to(base_dense, (n, N_DENSE)).copy()
     sparse = np.broadcast_to(base_sparse, (n, N_SPARSE)).copy()
     for k, features in enumerate(candidates):
         if features:
-            _fill(dense[k], sparse[k], features, ("body", "candidates", k, "features"), errors)
-    if errors:
-        raise FeatureErrors(errors)
+            _fill(dense[k], sparse[k], features)
     return dense, sparse
 
 
 def feature_columns(dense: np.ndarray, sparse: np.ndarray) -> list[dict[str, int | None]]:
     """Per row: ``{"i1": …, "c26": …}`` raw values for the event log (None where missing)."""
-    rows = []
-    d_missing = np.isnan(dense)
-    d_int = np.where(d_missing, 0, dense).astype(np.int64).tolist()
+    missing = np.isnan(dense).tolist()
+    d_int = np.where(np.isnan(dense), 0, dense).astype(np.int64).tolist()
     s_list = sparse.tolist()
-    dm = d_missing.tolist()
+    rows = []
     for r in range(dense.shape[0]):
-        row: dict[str, int | None] = {f"i{i + 1}": (None if dm[r][i] else d_int[r][i]) for i in range(N_DENSE)}
+        row: dict[str, int | None] = {f"i{i + 1}": (None if missing[r][i] else d_int[r][i]) for i in range(N_DENSE)}
         row.update({f"c{j + 1}": (None if s_list[r][j] < 0 else s_list[r][j]) for j in range(N_SPARSE)})
         rows.append(row)
     return rows

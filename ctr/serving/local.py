@@ -44,10 +44,21 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes], name: st
 class LocalStack:
     """``ctr triton`` + ``ctr api`` as process groups, ready when ``__enter__`` returns."""
 
-    def __init__(self, repo: Path, db_url: str, *, api_port: int = 8080, grpc_port: int = 8001,
-                 http_port: int = 8000, metrics_port: int = 8002, poll_seconds: float = 5.0,
-                 log_dir: Path | None = None, spool_dir: Path | None = None, env: dict[str, str] | None = None,
-                 start_api: bool = True) -> None:
+    def __init__(
+        self,
+        repo: Path,
+        db_url: str,
+        *,
+        api_port: int = 8080,
+        grpc_port: int = 8001,
+        http_port: int = 8000,
+        metrics_port: int = 8002,
+        poll_seconds: float = 5.0,
+        log_dir: Path | None = None,
+        spool_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+        start_api: bool = True,
+    ) -> None:
         self.repo, self.db_url = repo, db_url
         self.api_port, self.grpc_port, self.http_port, self.metrics_port = api_port, grpc_port, http_port, metrics_port
         self.poll_seconds = poll_seconds
@@ -61,21 +72,57 @@ class LocalStack:
     def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / log_name, "ab")  # noqa: SIM115 - the child owns it
-        return subprocess.Popen([sys.executable, "-m", "ctr", *args], stdout=log, stderr=subprocess.STDOUT,
-                                env=self.env, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "ctr", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
 
     def start_triton(self, timeout: float = 120) -> None:
-        self.triton = self._spawn(["triton", "--repo", str(self.repo), "--grpc-port", str(self.grpc_port),
-                                   "--http-port", str(self.http_port), "--metrics-port", str(self.metrics_port),
-                                   "--poll-seconds", str(self.poll_seconds)], "triton.log")
-        _wait_http(f"http://127.0.0.1:{self.http_port}/v2/models/dcn/ready", timeout, self.triton, "Triton",
-                   self.log_dir / "triton.log")
+        self.triton = self._spawn(
+            [
+                "triton",
+                "--repo",
+                str(self.repo),
+                "--grpc-port",
+                str(self.grpc_port),
+                "--http-port",
+                str(self.http_port),
+                "--metrics-port",
+                str(self.metrics_port),
+                "--poll-seconds",
+                str(self.poll_seconds),
+            ],
+            "triton.log",
+        )
+        _wait_http(
+            f"http://127.0.0.1:{self.http_port}/v2/models/dcn/ready",
+            timeout,
+            self.triton,
+            "Triton",
+            self.log_dir / "triton.log",
+        )
 
     def start_api_process(self, timeout: float = 60) -> None:
-        self.api = self._spawn(["api", "--triton", f"127.0.0.1:{self.grpc_port}", "--db", self.db_url,
-                                "--port", str(self.api_port), "--spool-dir", str(self.spool_dir)], "api.log")
-        _wait_http(f"http://127.0.0.1:{self.api_port}/healthz", timeout, self.api, "score API",
-                   self.log_dir / "api.log")
+        self.api = self._spawn(
+            [
+                "api",
+                "--triton",
+                f"127.0.0.1:{self.grpc_port}",
+                "--db",
+                self.db_url,
+                "--port",
+                str(self.api_port),
+                "--spool-dir",
+                str(self.spool_dir),
+            ],
+            "api.log",
+        )
+        _wait_http(
+            f"http://127.0.0.1:{self.api_port}/healthz", timeout, self.api, "score API", self.log_dir / "api.log"
+        )
 
     def __enter__(self) -> LocalStack:
         try:

@@ -86,10 +86,14 @@ def serve(settings: TritonSettings) -> None:
         triton.bind(
             model_name=MODEL_NAME,
             infer_func=[infer] * settings.instances,
-            inputs=[Tensor(name="dense", dtype=np.float32, shape=(N_DENSE,)),
-                    Tensor(name="sparse", dtype=np.int64, shape=(N_SPARSE,))],
-            outputs=[Tensor(name="pctr", dtype=np.float32, shape=(1,)),
-                     Tensor(name="model_version", dtype=np.int64, shape=(1,))],
+            inputs=[
+                Tensor(name="dense", dtype=np.float32, shape=(N_DENSE,)),
+                Tensor(name="sparse", dtype=np.int64, shape=(N_SPARSE,)),
+            ],
+            outputs=[
+                Tensor(name="pctr", dtype=np.float32, shape=(1,)),
+                Tensor(name="model_version", dtype=np.int64, shape=(1,)),
+            ],
             config=ModelConfig(
                 max_batch_size=MAX_BATCH_SIZE,
                 batcher=DynamicBatcher(max_queue_delay_microseconds=settings.max_queue_delay_us),
@@ -98,8 +102,13 @@ def serve(settings: TritonSettings) -> None:
         )
         poller = threading.Thread(target=_poll, args=(scorer, settings.poll_seconds, stop), daemon=True)
         poller.start()
-        log.info("tritonserver up: grpc :%d, http :%d, metrics :%d, serving version %s",
-                 settings.grpc_port, settings.http_port, settings.metrics_port, scorer.version)
+        log.info(
+            "tritonserver up: grpc :%d, http :%d, metrics :%d, serving version %s",
+            settings.grpc_port,
+            settings.http_port,
+            settings.metrics_port,
+            scorer.version,
+        )
         try:
             triton.serve()
         finally:
