@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ctr.errors import CtrError
 from ctr.logs import setup_logging
+
+if TYPE_CHECKING:
+    from pipelines.runner import PipelineParams
 
 app = typer.Typer(
     add_completion=False,
@@ -25,6 +28,8 @@ app = typer.Typer(
 data_app = typer.Typer(no_args_is_help=True, help="Criteo-layout data: convert and inspect.")
 models_app = typer.Typer(no_args_is_help=True, help="Versions in a Triton model repository.")
 events_app = typer.Typer(no_args_is_help=True, help="The impression and click log.")
+pipeline_app = typer.Typer(no_args_is_help=True, help="The Kubeflow retraining pipeline.")
+app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.add_typer(events_app, name="events")
@@ -289,6 +294,166 @@ def events_export(
     summary = export_days(EventStore(db), window, out)
     text = "\n".join(f"day {d['day']}: {d['rows']} rows, {d['positives']} clicked" for d in summary["days"])
     _emit(summary, as_json, text)
+
+
+@models_app.command("rollback")
+def models_rollback(
+    repo: Annotated[Path, typer.Option(help="Triton model repository.")],
+    to: Annotated[int, typer.Option("--to", help="Version to serve again.")],
+) -> None:
+    """Serve version N again (newer versions stay on disk; the next publish serves itself)."""
+    from ctr.repository import ModelRepository
+
+    ModelRepository(repo).rollback(to)
+    typer.echo(f"serving version {to} from {repo}; Triton picks it up on its next poll")
+
+
+def _pipeline_params(
+    repo: Path,
+    data: Path | None,
+    train_days: str,
+    valid_day: int,
+    holdout_day: int | None,
+    work_dir: Path,
+    mode: str,
+    config: str,
+    seed: int | None,
+    epsilon: float,
+    events_db: str | None,
+    since: str | None,
+    until: str | None,
+    attribution_window: str,
+    now: str,
+    fallback_to_full: bool,
+) -> PipelineParams:
+    from pipelines.runner import PipelineParams
+
+    return PipelineParams(
+        repo=str(repo.resolve()),
+        data_dir=str(data.resolve()) if data else "",
+        train_days=train_days,
+        valid_day=valid_day,
+        holdout_day=holdout_day if holdout_day is not None else valid_day + 1,
+        work_dir=str(work_dir.resolve()),
+        mode=mode,
+        experiment=config,
+        seed=-1 if seed is None else seed,
+        epsilon=epsilon,
+        events_db=events_db or "",
+        events_since=since or "",
+        events_until=until or "",
+        attribution_window=attribution_window,
+        now=now,
+        fallback_to_full=fallback_to_full,
+    )
+
+
+@pipeline_app.command("compile")
+def pipeline_compile(out: Annotated[Path, typer.Option(help="Where to write the pipeline spec (YAML).")]) -> None:
+    """Write the KFP v2 pipeline spec."""
+    from pipelines.runner import compile_pipeline
+
+    typer.echo(f"wrote {compile_pipeline(out)}")
+
+
+@pipeline_app.command("run")
+def pipeline_run(
+    repo: Annotated[Path, typer.Option(help="Model repository (shared with Triton).")],
+    mode: Annotated[str, typer.Option(help="full or incremental.")] = "incremental",
+    data: Annotated[Path | None, typer.Option(help="Data directory (history days).")] = None,
+    train_days: Annotated[str, typer.Option(help="Training days, e.g. 0-5.")] = "",
+    valid_day: Annotated[int, typer.Option(help="Validation day.")] = 0,
+    holdout_day: Annotated[int | None, typer.Option(help="Fresh holdout for the gate (default valid+1).")] = None,
+    config: Annotated[str, typer.Option(help="Experiment id.")] = "dcn",
+    seed: Annotated[int | None, typer.Option(help="Override the experiment's seed.")] = None,
+    epsilon: Annotated[float, typer.Option(help="Gate tolerance on holdout AUC.")] = 0.002,
+    events_db: Annotated[str | None, typer.Option(help="Event log URL to export recent impressions from.")] = None,
+    since: Annotated[str | None, typer.Option(help="Event export window start (UTC).")] = None,
+    until: Annotated[str | None, typer.Option(help="Event export window end (UTC).")] = None,
+    attribution_window: Annotated[str, typer.Option(help="Click attribution window.")] = "30m",
+    now: Annotated[str, typer.Option(help="Evaluate maturity as of this time.")] = "now",
+    fallback_to_full: Annotated[bool, typer.Option(help="Incremental with no serving version runs full.")] = False,
+    work_dir: Annotated[Path, typer.Option(help="Scratch space for prepared data.")] = Path("ctr-pipeline-work"),
+    local: Annotated[bool, typer.Option("--local", help="Run here with kfp.local (default when no --host).")] = False,
+    host: Annotated[str | None, typer.Option(envvar="CTR_KFP_HOST", help="KFP API server URL.")] = None,
+    token: Annotated[str | None, typer.Option(envvar="CTR_KFP_TOKEN", help="Bearer token for KFP.")] = None,
+    namespace: Annotated[str | None, typer.Option(envvar="CTR_KFP_NAMESPACE", help="KFP namespace.")] = None,
+    experiment_name: Annotated[str, typer.Option("--experiment", help="KFP experiment.")] = "ctr-loop",
+    as_json: JsonFlag = False,
+) -> None:
+    """Run the retraining pipeline: locally through kfp.local, or on Kubeflow with --host."""
+    from pipelines.runner import run_local, submit
+
+    params = _pipeline_params(
+        repo,
+        data,
+        train_days,
+        valid_day,
+        holdout_day,
+        work_dir,
+        mode,
+        config,
+        seed,
+        epsilon,
+        events_db,
+        since,
+        until,
+        attribution_window,
+        now,
+        fallback_to_full,
+    )
+    if host and not local:
+        run_id = submit(params, host, token, namespace, experiment_name)
+        _emit({"run_id": run_id, "host": host}, as_json, f"submitted run {run_id} to {host}")
+        return
+    outcome = run_local(params)
+    text = (
+        f"run {outcome['run_id']}: published version {outcome['version']} ({outcome.get('gate')})"
+        if outcome["published"]
+        else f"run {outcome['run_id']}: gate refused the candidate; nothing published"
+    )
+    _emit(outcome, as_json, text)
+
+
+@pipeline_app.command("schedule")
+def pipeline_schedule(
+    cron: Annotated[str, typer.Option(help="Cron expression (6 fields, KFP style), e.g. '0 0 3 * * *'.")],
+    repo: Annotated[Path, typer.Option(help="Model repository path as mounted in the pipeline pods.")],
+    data: Annotated[Path | None, typer.Option(help="History data directory in the pods.")] = None,
+    train_days: Annotated[str, typer.Option(help="Training days.")] = "",
+    valid_day: Annotated[int, typer.Option(help="Validation day.")] = 0,
+    holdout_day: Annotated[int | None, typer.Option(help="Holdout day.")] = None,
+    config: Annotated[str, typer.Option(help="Experiment id.")] = "dcn",
+    events_db: Annotated[str | None, typer.Option(help="Event log URL.")] = None,
+    since: Annotated[str | None, typer.Option(help="Event window start.")] = None,
+    until: Annotated[str | None, typer.Option(help="Event window end.")] = None,
+    work_dir: Annotated[Path, typer.Option(help="Scratch space in the pods.")] = Path("/mnt/ctr/work"),
+    host: Annotated[str | None, typer.Option(envvar="CTR_KFP_HOST", help="KFP API server URL.")] = None,
+    token: Annotated[str | None, typer.Option(envvar="CTR_KFP_TOKEN", help="Bearer token for KFP.")] = None,
+    namespace: Annotated[str | None, typer.Option(envvar="CTR_KFP_NAMESPACE", help="KFP namespace.")] = None,
+) -> None:
+    """Create a recurring incremental run (periodic retraining) on Kubeflow."""
+    from pipelines.runner import schedule
+
+    params = _pipeline_params(
+        repo,
+        data,
+        train_days,
+        valid_day,
+        holdout_day,
+        work_dir,
+        "incremental",
+        config,
+        None,
+        0.002,
+        events_db,
+        since,
+        until,
+        "30m",
+        "now",
+        False,
+    )
+    typer.echo(f"recurring run {schedule(params, cron, host or '', token, namespace)} created")
 
 
 def main() -> None:

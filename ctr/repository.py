@@ -130,6 +130,11 @@ class ModelRepository:
                 raise
             return version
 
+    def staged(self) -> list[Path]:
+        """Candidates built but not (yet) published."""
+        staging = self.model_dir / STAGING
+        return sorted(staging.iterdir()) if staging.is_dir() else []
+
     def discard(self, staged: Path) -> None:
         shutil.rmtree(staged, ignore_errors=True)
 

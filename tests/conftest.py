@@ -62,3 +62,11 @@ def pg_database() -> Iterator[Callable[[], str]]:
             conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pipeline_days(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """7 days × 30k rows, seed 5, new-ads drift from day 4 (0-3 before, 4-6 after)."""
+    out = tmp_path_factory.mktemp("pipeline_days")
+    synthesize(SynthArgs(days=7, rows_per_day=30_000, seed=5, drift_day=4, drift="new-ads"), out)
+    return out

@@ -34,6 +34,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr
 
 from ctr.events.spool import Spool, SpoolFull
 from ctr.events.store import EventStore, StoreUnavailable
+from ctr.events.writer import GroupCommitWriter
 from ctr.ids import uuid7
 from ctr.repository import MODEL_NAME
 from ctr.serving.features import Features, encode, feature_columns, present, whole_number
@@ -140,6 +141,13 @@ class _Metrics:
             registry=self.registry,
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
         )
+        self.stages = Histogram(
+            "ctr_api_stage_seconds",
+            "Time per stage of /v1/score",
+            ["stage"],
+            registry=self.registry,
+            buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
+        )
         self.spooled = Gauge("ctr_api_spool_bytes", "Bytes waiting in the impression spool", registry=self.registry)
         self.impressions = Counter(
             "ctr_api_impressions_total", "Impressions made durable", ["where"], registry=self.registry
@@ -202,9 +210,12 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
         state["store"] = events
         state["spool"] = Spool(settings.spool_dir, settings.spool_max_bytes)
         state["triton"] = TritonScorer(settings.triton, settings.deadline_ms / 1000)
+        state["writer"] = GroupCommitWriter(_make_durable)
+        state["writer"].start()
         replayer = asyncio.create_task(_replay_forever())
         yield
         replayer.cancel()
+        await state["writer"].stop()
         await state["triton"].close()
         if store is None:
             events.dispose()
@@ -227,6 +238,7 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Response:
         started = time.perf_counter()
+        request.state.started = started
         path = request.url.path
         if path.startswith("/v1/"):
             if settings.api_keys and not _authorized(request.headers.get("authorization", ""), settings.api_keys):
@@ -266,7 +278,9 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
             503: {"description": "Triton unavailable or spool full; retry after `Retry-After` seconds"},
         },
     )
-    async def score(body: ScoreRequest) -> Any:
+    async def score(body: ScoreRequest, request: Request) -> Any:
+        t_parsed = time.perf_counter()
+        metrics.stages.labels("parse").observe(t_parsed - request.state.started)
         n = len(body.candidates)
         if n > settings.max_candidates:
             raise RequestValidationError(
@@ -291,12 +305,15 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
         dense, sparse = encode(present(body.context), [present(c.features) for c in body.candidates])
         metrics.candidates.observe(n)
         t0 = time.perf_counter()
+        metrics.stages.labels("encode").observe(t0 - t_parsed)
         try:
             pctr, version = await state["triton"].score(dense, sparse)
         except TritonUnavailable as exc:
             metrics.errors.labels("triton").inc()
             return _error(503, "triton_unavailable", f"scoring backend unavailable: {exc}", {"Retry-After": "1"})
-        metrics.triton.observe(time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        metrics.triton.observe(t1 - t0)
+        metrics.stages.labels("triton").observe(t1 - t0)
         order = np.argsort(-pctr, kind="stable")
         if body.top_k is not None:
             order = order[: body.top_k]
@@ -319,11 +336,14 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
                     **features[rank],
                 }
             )
+        t2 = time.perf_counter()
+        metrics.stages.labels("rank").observe(t2 - t1)
         try:
-            await run_in_threadpool(_make_durable, rows)
+            await state["writer"].write(rows)
         except SpoolFull as exc:
             metrics.errors.labels("spool_full").inc()
             return _error(503, "spool_full", str(exc), {"Retry-After": "5"})
+        metrics.stages.labels("store").observe(time.perf_counter() - t2)
         return {"request_id": request_id, "model_version": version, "results": results}
 
     def _make_durable(rows: list[dict[str, Any]]) -> None:

@@ -265,6 +265,48 @@ def test_spool_keeps_impressions_through_a_store_outage(
     assert EventStore(url).count_impressions() == 80
 
 
+def test_locust_scenario_runs_clean(stack: LocalStack, tmp_path: Path) -> None:
+    """The load-test scenario itself, headless and bounded: no failed request, every answer logged."""
+    import csv
+    import subprocess
+    import sys
+
+    before = stack_store(stack).count_impressions()
+    locust = Path(sys.executable).parent / "locust"
+    done = subprocess.run(
+        [
+            str(locust),
+            "-f",
+            "tests/load/locustfile.py",
+            "--headless",
+            "-u",
+            "4",
+            "-r",
+            "4",
+            "-t",
+            "8s",
+            "--host",
+            f"http://127.0.0.1:{stack.api_port}",
+            "--csv",
+            str(tmp_path / "run"),
+            "--only-summary",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+        env={**__import__("os").environ, "CTR_LOAD_RPS_PER_USER": "5"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(tmp_path / "run_stats.csv") as f:
+        stats = {row["Name"]: row for row in csv.DictReader(f)}
+    scored = int(stats["/v1/score"]["Request Count"])
+    assert scored > 10 and int(stats["Aggregated"]["Failure Count"]) == 0
+    logged = stack_store(stack).count_impressions() - before
+    # top_k = 10 per answer; locust leaves out of its count requests in flight when the clock stops (≤ 1 a user)
+    assert 10 * scored <= logged <= 10 * (scored + 4)
+
+
 def test_version_swap_under_load(
     stack: LocalStack, requests_rows: pl.DataFrame, repo_and_next: tuple[ModelRepository, Candidate]
 ) -> None:

@@ -1,0 +1,226 @@
+"""The steps of the retraining pipeline as plain functions (the KFP components call these).
+
+prepare → train (full | incremental) → evaluate → gate → publish. Every step reads and
+writes paths on storage shared by the steps (local disk, or a PVC on the cluster); the
+model repository only changes in ``publish``, by one atomic rename, under the run's lease.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ctr.config import Experiment
+from ctr.data.dataset import available_days, day_shards, parse_days
+from ctr.data.reader import ReadReport, iter_batches
+from ctr.data.writer import criteo_table, write_criteo
+from ctr.errors import InputError
+from ctr.events.export import ExportWindow, export_days
+from ctr.events.store import EventStore
+from ctr.features import FeatureTransform
+from ctr.lease import acquire, release
+from ctr.model import DCN
+from ctr.repository import METADATA, TRANSFORM_DIR, WEIGHTS_FILE, ModelRepository
+from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS, day_name
+from ctr.timeutil import parse_duration, parse_time
+from ctr.train import TrainSpec, load_version, pick_device, score_day, train_candidate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What the train and evaluate steps read: one data directory and its day roles."""
+
+    run_id: str
+    mode: str
+    data_dir: str
+    train_days: list[int]
+    valid_day: int
+    holdout_day: int
+    replay_days: list[int] | None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Prepared:
+        return cls(**json.loads(text))
+
+
+def _link_days(source: Path, days: list[int], target: Path) -> None:
+    for day in days:
+        for name in (day_name(day), day_name(day) + ".gz", day_name(day) + ".truth.parquet"):
+            if (source / name).exists() and not (target / name).exists():
+                os.symlink((source / name).resolve(), target / name)
+
+
+def _split_day(path: Path, first: Path, second: Path) -> None:
+    """Rows of ``path`` in order: the first half to ``first``, the rest to ``second``."""
+    report = ReadReport()
+    frame = pl.concat(list(iter_batches(path, report))) if path.stat().st_size else pl.DataFrame()
+    if frame.height < 2:
+        raise InputError(f"{path} has {frame.height} labelled rows; too few for validation and holdout")
+    half = frame.height // 2
+    for part, dest in ((frame[:half], first), (frame[half:], second)):
+        dense = part.select(DENSE_COLUMNS)
+        table = criteo_table(
+            part["label"].to_numpy(),
+            dense.fill_null(0).to_numpy(),
+            dense.select(pl.all().is_null()).to_numpy(),
+            part.select(SPARSE_COLUMNS).fill_null(-1).to_numpy(),
+        )
+        with open(dest, "wb") as f:
+            write_criteo(f, table)
+
+
+def prepare(
+    *,
+    mode: str,
+    repo: str,
+    run_id: str,
+    data_dir: str,
+    train_days: str,
+    valid_day: int,
+    holdout_day: int,
+    work_dir: str,
+    events_db: str = "",
+    events_since: str = "",
+    events_until: str = "",
+    attribution_window: str = "30m",
+    now: str = "now",
+    fallback_to_full: bool = False,
+) -> Prepared:
+    """Take the repository lease, settle the mode, and lay out the days the run trains on.
+
+    Without an event log, the data directory is used as it is. With one (``events_db``),
+    matured impressions of ``[events_since, events_until)`` are exported as new days after
+    the history days of ``data_dir``: all but the last exported day are trained on, the last
+    is split in time into a validation half and a holdout half; history is replayed.
+    """
+    repository = ModelRepository(Path(repo))
+    acquire(repository, run_id)
+    if mode not in ("full", "incremental"):
+        raise InputError(f"mode must be full or incremental, got {mode!r}")
+    if mode == "incremental" and repository.served() is None:
+        if not fallback_to_full:
+            raise InputError(
+                f"incremental mode needs a serving version in {repository.model_dir}; "
+                "run mode=full first (or pass fallback_to_full)"
+            )
+        log.warning("no serving version: falling back to a full run as asked")
+        mode = "full"
+    if not events_db:
+        days = parse_days(train_days)
+        return Prepared(run_id, mode, data_dir, days, valid_day, holdout_day, None)
+    work = Path(work_dir) / run_id
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "data").mkdir(parents=True)
+    history = available_days(Path(data_dir)) if data_dir else []
+    _link_days(Path(data_dir), history, work / "data")
+    window = ExportWindow(
+        parse_time(events_since), parse_time(events_until), parse_duration(attribution_window), parse_time(now)
+    )
+    summary = export_days(EventStore(events_db), window, work / "events")
+    exported = [d["day"] for d in summary["days"] if d["rows"] > 0]
+    if not exported:
+        raise InputError(f"no matured impressions between {events_since} and {events_until}")
+    base = (max(history) + 1) if history else 0
+    new_days = []
+    for k in exported[:-1]:
+        os.symlink((work / "events" / day_name(k)).resolve(), work / "data" / day_name(base + len(new_days)))
+        new_days.append(base + len(new_days))
+    valid, hold = base + len(new_days), base + len(new_days) + 1
+    _split_day(
+        work / "events" / day_name(exported[-1]), work / "data" / day_name(valid), work / "data" / day_name(hold)
+    )
+    if not new_days:  # a single exported day: train on its first half, validate and hold out on the rest
+        new_days = [valid]
+        _split_day(
+            work / "data" / day_name(hold), work / "data" / day_name(valid + 2), work / "data" / day_name(valid + 3)
+        )
+        valid, hold = valid + 2, valid + 3
+    return Prepared(run_id, mode, str(work / "data"), new_days, valid, hold, history)
+
+
+def train(prepared: Prepared, repo: str, experiment: str, seed: int | None = None) -> str:
+    """Train per ``prepared`` and stage the candidate; returns its staged path."""
+    spec = TrainSpec(
+        Path(prepared.data_dir),
+        prepared.train_days,
+        prepared.valid_day,
+        experiment=experiment,
+        mode=prepared.mode,  # type: ignore[arg-type]
+        replay_days=prepared.replay_days,
+        seed=seed,
+    )
+    candidate = train_candidate(spec, ModelRepository(Path(repo)))
+    (candidate.staged / METADATA).write_text(json.dumps(candidate.metadata, indent=2) + "\n")
+    return str(candidate.staged)
+
+
+def _load_staged(staged: Path) -> tuple[DCN, FeatureTransform, dict[str, Any]]:
+    import torch
+
+    meta = json.loads((staged / METADATA).read_text())
+    transform = FeatureTransform.load(staged / TRANSFORM_DIR)
+    model = DCN(Experiment.from_dict(meta["experiment"]).model, transform.sizes.tolist())
+    model.load_state_dict(torch.load(staged / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    return model, transform, meta
+
+
+def evaluate(staged: str, repo: str, data_dir: str, holdout_day: int) -> dict[str, Any]:
+    """AUC of the candidate and of the serving version on the same holdout day."""
+    device = pick_device(None)
+    holdout = day_shards(Path(data_dir), holdout_day)
+    model, transform, _ = _load_staged(Path(staged))
+    candidate = score_day(model.to(device), transform, holdout, device)
+    repository = ModelRepository(Path(repo))
+    serving_version = repository.served()
+    serving = None
+    if serving_version is not None:
+        s_model, s_transform, _ = load_version(repository, serving_version, device)
+        serving = score_day(s_model, s_transform, holdout, device)
+    return {
+        "holdout_day": holdout_day,
+        "holdout_rows": candidate["rows"],
+        "candidate_auc": candidate["auc"],
+        "candidate_logloss": candidate["logloss"],
+        "serving_version": serving_version,
+        "serving_auc": serving["auc"] if serving else None,
+        "bayes_auc": candidate["bayes_auc"],
+    }
+
+
+def gate(evaluation: dict[str, Any], epsilon: float) -> tuple[bool, str]:
+    """Publish only if the candidate's holdout AUC ≥ the serving version's − epsilon."""
+    cand, serv = evaluation["candidate_auc"], evaluation["serving_auc"]
+    if serv is None:
+        return True, f"no serving version; candidate AUC {cand:.4f}"
+    if cand >= serv - epsilon:
+        return True, f"candidate AUC {cand:.4f} >= serving v{evaluation['serving_version']} {serv:.4f} - {epsilon}"
+    return False, f"candidate AUC {cand:.4f} < serving v{evaluation['serving_version']} {serv:.4f} - {epsilon}"
+
+
+def publish(staged: str, repo: str, run_id: str, evaluation: dict[str, Any], reason: str) -> int:
+    """Atomically publish the candidate, record run and gate numbers, release the lease."""
+    repository = ModelRepository(Path(repo))
+    meta = json.loads((Path(staged) / METADATA).read_text())
+    meta["pipeline"] = {"run_id": run_id, "gate": {**evaluation, "reason": reason}}
+    version = repository.publish(Path(staged), meta)
+    release(repository, run_id)
+    return version
+
+
+def reject(staged: str, repo: str, run_id: str) -> None:
+    """Drop a candidate the gate refused and release the lease; the repository is unchanged."""
+    repository = ModelRepository(Path(repo))
+    repository.discard(Path(staged))
+    release(repository, run_id)

@@ -1,0 +1,148 @@
+"""The retraining pipeline: compiled spec, and real local runs through kfp.local.SubprocessRunner."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+
+from ctr.data.reader import ReadReport, iter_batches
+from ctr.data.writer import criteo_table, write_criteo
+from ctr.lease import LEASE_FILE, acquire, holder
+from ctr.repository import ModelRepository
+from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS
+from pipelines.runner import PipelineError, PipelineParams, compile_pipeline, run_local
+
+pytestmark = pytest.mark.slow
+CONFIG = "dcn_v2_small"
+
+
+def params(data: Path, repo: Path, work: Path, mode: str, train: str, valid: int, holdout: int) -> PipelineParams:
+    return PipelineParams(
+        repo=str(repo),
+        data_dir=str(data),
+        train_days=train,
+        valid_day=valid,
+        holdout_day=holdout,
+        work_dir=str(work),
+        mode=mode,
+        experiment=CONFIG,
+    )
+
+
+def test_compiled_spec_holds_both_branches_and_cluster_settings(tmp_path: Path) -> None:
+    spec, platform = yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml").read_text())
+    assert "pipelinechannel--prepare-op-mode" in json.dumps(spec["root"]["dag"])  # branches on the mode
+    components = json.dumps(spec["components"])
+    for branch in ("full-retrain", "incremental-retrain", "gate-passed", "gate-refused"):
+        assert f'"name": "{branch}"' in components, branch
+    executors = json.dumps(platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"])
+    assert "nvidia.com/gpu" in executors and "ctr-loop/pool" in executors and "ctr-model-repo" in executors
+    train = [e for e in spec["deploymentSpec"]["executors"].values() if "train_op" in json.dumps(e)]
+    assert train and all(e["container"]["resources"]["accelerator"]["resourceCount"] for e in train)
+
+
+@pytest.fixture(scope="module")
+def loop_repo(pipeline_days: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelRepository, Path]:
+    work = tmp_path_factory.mktemp("pipeline")
+    repo = ModelRepository(work / "repo")
+    first = run_local(params(pipeline_days, repo.root, work / "w", "full", "0-1", 2, 3))
+    assert first["published"] and first["version"] == 1
+    return repo, work
+
+
+def test_local_full_run_publishes_version_1(loop_repo: tuple[ModelRepository, Path]) -> None:
+    repo, _ = loop_repo
+    meta = repo.metadata(1)
+    assert meta["mode"] == "full" and meta["parent_version"] is None
+    assert meta["pipeline"]["run_id"].startswith("local-")
+    assert meta["pipeline"]["gate"]["serving_version"] is None
+    assert not (repo.model_dir / LEASE_FILE).exists() and repo.staged() == []
+
+
+def test_local_incremental_after_drift_publishes_version_2(
+    pipeline_days: Path, loop_repo: tuple[ModelRepository, Path]
+) -> None:
+    repo, work = loop_repo
+    outcome = run_local(params(pipeline_days, repo.root, work / "w", "incremental", "4", 5, 6))
+    assert outcome["published"] and outcome["version"] == 2 and outcome["parent_version"] == 1
+    gate = repo.metadata(2)["pipeline"]["gate"]
+    assert gate["serving_version"] == 1 and gate["holdout_day"] == 6
+    assert gate["candidate_auc"] > gate["serving_auc"] + 0.01, gate
+    assert repo.metadata(2)["data"]["replay_days"] == [0, 1, 2, 3]
+
+
+def _shuffled_copy(source: Path, dest: Path, day: int) -> None:
+    report = ReadReport()
+    frame = pl.concat(list(iter_batches(source / f"day_{day}", report)))
+    labels = np.random.default_rng(0).permutation(frame["label"].to_numpy())
+    dense = frame.select(DENSE_COLUMNS)
+    with open(dest / f"day_{day}", "wb") as f:
+        write_criteo(
+            f,
+            criteo_table(
+                labels,
+                dense.fill_null(0).to_numpy(),
+                dense.select(pl.all().is_null()).to_numpy(),
+                frame.select(SPARSE_COLUMNS).fill_null(-1).to_numpy(),
+            ),
+        )
+
+
+def test_gate_rejects_a_candidate_trained_on_shuffled_labels(
+    pipeline_days: Path, tmp_path: Path, loop_repo: tuple[ModelRepository, Path]
+) -> None:
+    repo_src, _ = loop_repo
+    repo = ModelRepository(tmp_path / "repo")
+    shutil.copytree(repo_src.root, repo.root)
+    data = tmp_path / "data"
+    data.mkdir()
+    for day in range(7):
+        if day == 4:
+            _shuffled_copy(pipeline_days, data, day)
+        else:
+            shutil.copy2(pipeline_days / f"day_{day}", data / f"day_{day}")
+    before = repo.versions()
+    outcome = run_local(params(data, repo.root, tmp_path / "w", "incremental", "4", 5, 6))
+    assert not outcome["published"]
+    assert repo.versions() == before and repo.staged() == []
+    assert holder(repo) is None
+
+
+def test_a_failing_step_leaves_the_repository_as_it_was(
+    pipeline_days: Path, tmp_path: Path, loop_repo: tuple[ModelRepository, Path]
+) -> None:
+    repo_src, _ = loop_repo
+    repo = ModelRepository(tmp_path / "repo")
+    shutil.copytree(repo_src.root, repo.root)
+    before = sorted(p.name for p in repo.model_dir.rglob("*"))
+    with pytest.raises(PipelineError, match="evaluate-op"):  # trains, then the holdout day is missing
+        run_local(params(pipeline_days, repo.root, tmp_path / "w", "incremental", "4", 5, 9))
+    assert sorted(p.name for p in repo.model_dir.rglob("*")) == before
+    assert holder(repo) is None
+
+
+def test_incremental_without_serving_version_fails_clearly(pipeline_days: Path, tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path / "empty")
+    with pytest.raises(PipelineError, match="prepare-op"):
+        run_local(params(pipeline_days, repo.root, tmp_path / "w", "incremental", "4", 5, 6))
+    assert repo.versions() == []
+
+
+def test_a_second_run_is_refused_while_one_holds_the_lease(
+    pipeline_days: Path, tmp_path: Path, loop_repo: tuple[ModelRepository, Path]
+) -> None:
+    repo_src, _ = loop_repo
+    repo = ModelRepository(tmp_path / "repo")
+    shutil.copytree(repo_src.root, repo.root)
+    acquire(repo, "other-run")  # a run in flight
+    before = repo.versions()
+    with pytest.raises(PipelineError, match="prepare-op"):
+        run_local(params(pipeline_days, repo.root, tmp_path / "w", "incremental", "4", 5, 6))
+    assert repo.versions() == before
+    assert holder(repo)["run_id"] == "other-run"  # the other run's lease is untouched
