@@ -6,6 +6,7 @@ Expected failures (``CtrError``) print one ``error: …`` line to stderr and exi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -29,6 +30,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Criteo-layout data: convert a
 models_app = typer.Typer(no_args_is_help=True, help="Versions in a Triton model repository.")
 events_app = typer.Typer(no_args_is_help=True, help="The impression and click log.")
 pipeline_app = typer.Typer(no_args_is_help=True, help="The Kubeflow retraining pipeline.")
+monitor_app = typer.Typer(no_args_is_help=True, help="Rolling AUC, drift, and the retraining trigger.")
+app.add_typer(monitor_app, name="monitor")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
@@ -379,6 +382,7 @@ def pipeline_run(
     token: Annotated[str | None, typer.Option(envvar="CTR_KFP_TOKEN", help="Bearer token for KFP.")] = None,
     namespace: Annotated[str | None, typer.Option(envvar="CTR_KFP_NAMESPACE", help="KFP namespace.")] = None,
     experiment_name: Annotated[str, typer.Option("--experiment", help="KFP experiment.")] = "ctr-loop",
+    run_id: Annotated[str | None, typer.Option(help="Run id (holds the repository lease).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Run the retraining pipeline: locally through kfp.local, or on Kubeflow with --host."""
@@ -402,9 +406,11 @@ def pipeline_run(
         now,
         fallback_to_full,
     )
+    if run_id:
+        params = dataclasses.replace(params, run_id=run_id)
     if host and not local:
-        run_id = submit(params, host, token, namespace, experiment_name)
-        _emit({"run_id": run_id, "host": host}, as_json, f"submitted run {run_id} to {host}")
+        submitted = submit(params, host, token, namespace, experiment_name)
+        _emit({"run_id": submitted, "host": host}, as_json, f"submitted run {submitted} to {host}")
         return
     outcome = run_local(params)
     text = (
@@ -454,6 +460,94 @@ def pipeline_schedule(
         False,
     )
     typer.echo(f"recurring run {schedule(params, cron, host or '', token, namespace)} created")
+
+
+@monitor_app.command("run")
+def monitor_run(
+    db: Annotated[str, typer.Option(help="Event log URL.")],
+    repo: Annotated[Path, typer.Option(help="Model repository.")],
+    rules: Annotated[Path | None, typer.Option(help="Rules YAML (see monitor/rules.example.yaml).")] = None,
+    trigger: Annotated[str, typer.Option(help="none (alert only), local or kfp.")] = "none",
+    threshold: Annotated[float | None, typer.Option(help="Override the absolute AUC threshold.")] = None,
+    attribution_window: Annotated[str | None, typer.Option(help="Override the attribution window.")] = None,
+    now: Annotated[str | None, typer.Option(help="Evaluate as of this time (UTC).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Compute and print; write nothing.")] = False,
+    pushgateway: Annotated[str | None, typer.Option(envvar="CTR_PUSHGATEWAY", help="Pushgateway URL.")] = None,
+    report_dir: Annotated[Path | None, typer.Option(help="Where to write the drift report.")] = None,
+    data: Annotated[Path | None, typer.Option(help="History data for triggered runs (replay).")] = None,
+    work_dir: Annotated[Path, typer.Option(help="Scratch space for triggered runs.")] = Path("ctr-pipeline-work"),
+    config: Annotated[str, typer.Option(help="Experiment for triggered runs.")] = "dcn",
+    export_window: Annotated[str, typer.Option(help="How much recent traffic a triggered run trains on.")] = "1d",
+    host: Annotated[str | None, typer.Option(envvar="CTR_KFP_HOST", help="KFP API server (trigger kfp).")] = None,
+    token: Annotated[str | None, typer.Option(envvar="CTR_KFP_TOKEN", help="KFP bearer token.")] = None,
+    namespace: Annotated[str | None, typer.Option(envvar="CTR_KFP_NAMESPACE", help="KFP namespace.")] = None,
+    experiment_name: Annotated[str, typer.Option("--experiment", envvar="CTR_KFP_EXPERIMENT")] = "ctr-loop",
+    as_json: JsonFlag = False,
+) -> None:
+    """Evaluate matured impressions, decide, and trigger incremental retraining at most once."""
+    from ctr.errors import InputError
+    from ctr.timeutil import parse_duration, parse_time
+    from monitor.rules import load_rules
+    from monitor.run import KfpSettings, MonitorRequest, run_monitor
+    from monitor.triggers import PipelineTarget
+
+    if trigger not in ("none", "local", "kfp"):
+        raise InputError(f"--trigger must be none, local or kfp, got {trigger!r}")
+    loaded = load_rules(rules).with_overrides(threshold, attribution_window)
+    target = PipelineTarget(
+        repo.resolve(),
+        db,
+        data.resolve() if data else None,
+        work_dir.resolve(),
+        config,
+        parse_duration(export_window),
+        loaded.attribution_window,
+    )
+    record = run_monitor(
+        MonitorRequest(
+            db_url=db,
+            repo=repo,
+            rules=loaded,
+            trigger=trigger,
+            as_of=parse_time(now) if now else None,  # type: ignore[arg-type]
+            dry_run=dry_run,
+            pushgateway=pushgateway,
+            report_dir=report_dir,
+            target=target,
+            kfp=KfpSettings(host or "", token, namespace, experiment_name),
+        )
+    )
+    auc = (
+        "n/a"
+        if record["auc"] is None
+        else f"{record['auc']:.4f} [{record['auc_lower']:.4f}, {record['auc_upper']:.4f}]"
+    )
+    text = (
+        f"{record['as_of']}: {record['labelled']} labelled, AUC {auc}, decision {record['decision']}"
+        f" ({record['reason']})" + (f", run {record['run_id']}" if record["run_id"] else "")
+    )
+    _emit(record, as_json, text)
+
+
+@monitor_app.command("history")
+def monitor_history(
+    db: Annotated[str, typer.Option(help="Event log URL.")],
+    limit: Annotated[int, typer.Option(help="How many records, newest first.")] = 20,
+    as_json: JsonFlag = False,
+) -> None:
+    """Decision records of past monitor runs."""
+    from monitor.run import history
+
+    records = history(db, limit)
+    if as_json:
+        typer.echo(json.dumps({"runs": records}))
+        return
+    for r in records:
+        auc = "n/a" if r["auc"] is None else f"{r['auc']:.4f}"
+        typer.echo(
+            f"{r['as_of']}  v{r['serving_version']}  labelled {r['labelled']:>7}  AUC {auc}  "
+            f"{r['decision']:<17} {r['reason']}"
+        )
 
 
 def main() -> None:

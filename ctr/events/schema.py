@@ -6,7 +6,7 @@ Impressions keep the raw feature values (``i1..i13``, ``c1..c26``: the retrainin
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Table
+from sqlalchemy import BigInteger, Boolean, Column, Float, Integer, MetaData, String, Table, Text
 
 from ctr.schema import N_DENSE, N_SPARSE
 
@@ -33,4 +33,36 @@ clicks = Table(
     metadata,
     Column("impression_id", String(36), primary_key=True),
     Column("clicked_at_us", BigInteger, nullable=False),
+)
+
+monitor_runs = Table(
+    "monitor_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("started_at_us", BigInteger, nullable=False),
+    Column("as_of_us", BigInteger, nullable=False, index=True),
+    Column("window_start_us", BigInteger, nullable=False),
+    Column("window_end_us", BigInteger, nullable=False),
+    Column("labelled", Integer, nullable=False),
+    Column("positives", Integer, nullable=False),
+    Column("auc", Float, nullable=True),
+    Column("auc_lower", Float, nullable=True),
+    Column("auc_upper", Float, nullable=True),
+    Column("threshold", Float, nullable=True),
+    Column("breach", Boolean, nullable=False),
+    Column("decision", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("trigger", String(16), nullable=False),
+    Column("run_id", String(128), nullable=True),
+    Column("submission", String(16), nullable=False),  # ok | failed | none
+    Column("serving_version", Integer, nullable=True),
+    Column("record", Text, nullable=False),  # the whole decision record as JSON
+)
+
+monitor_lease = Table(
+    "monitor_lease",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("expires_us", BigInteger, nullable=False),
 )

@@ -1,0 +1,75 @@
+"""Drift of recent served features and pCTR against the serving version's training sample.
+
+Reference: ``reference.parquet`` saved with the serving version (raw training rows) and the
+pCTRs that version gives them. Current: a sample of the window's impressions (raw features
+as logged, pCTR as served). Evidently's ``DataDriftPreset`` writes the HTML and JSON
+reports; the share of drifted columns goes into the decision record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import polars as pl
+from sqlalchemy import select
+
+from ctr.events.schema import DENSE_DB, SPARSE_DB, impressions
+from ctr.events.store import EventStore
+from ctr.export import onnx_predict, onnx_session
+from ctr.repository import ONNX_FILE, REFERENCE_FILE, ModelRepository
+from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS
+
+log = logging.getLogger(__name__)
+
+
+def _frame(dense: np.ndarray, sparse: np.ndarray, pctr: np.ndarray) -> pd.DataFrame:
+    data: dict[str, object] = {
+        c: pd.array(np.where(np.isnan(dense[:, i]), None, dense[:, i]), dtype="Float64")
+        for i, c in enumerate(DENSE_COLUMNS)
+    }
+    data |= {c: [None if v < 0 else f"{int(v):08x}" for v in sparse[:, j]] for j, c in enumerate(SPARSE_COLUMNS)}
+    data["pctr"] = pctr.astype(np.float64)
+    return pd.DataFrame(data)
+
+
+def drift_report(
+    store: EventStore, repo: ModelRepository, version: int, start_us: int, end_us: int, sample_rows: int, out_dir: Path
+) -> float | None:
+    """Write ``drift.html`` and ``drift.json`` into ``out_dir``; returns the drifted-column share."""
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    ref_path = repo.version_dir(version) / REFERENCE_FILE
+    if not ref_path.exists():
+        log.warning("version %d has no %s; drift skipped", version, REFERENCE_FILE)
+        return None
+    ref = pl.read_parquet(ref_path).head(sample_rows)
+    ref_dense = ref.select([pl.col(c).cast(pl.Float64) for c in DENSE_COLUMNS]).to_numpy()
+    ref_sparse = ref.select([pl.col(c).fill_null(-1) for c in SPARSE_COLUMNS]).to_numpy()
+    ref_pctr, _ = onnx_predict(onnx_session(repo.version_dir(version) / ONNX_FILE), ref_dense, ref_sparse)
+    query = (
+        select(impressions.c.pctr, *[impressions.c[c] for c in DENSE_DB], *[impressions.c[c] for c in SPARSE_DB])
+        .where(impressions.c.served_at_us >= start_us, impressions.c.served_at_us <= end_us)
+        .order_by(impressions.c.served_at_us.desc())
+        .limit(sample_rows)
+    )
+    with store.engine.connect() as conn:
+        rows = conn.execute(query).all()
+    if len(rows) < 50:
+        return None
+    cur = np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=np.float64)
+    current = _frame(cur[:, 1:14], np.nan_to_num(cur[:, 14:40], nan=-1).astype(np.int64), cur[:, 0])
+    reference = _frame(ref_dense, ref_sparse, ref_pctr)
+    evaluation = Report([DataDriftPreset()]).run(current, reference)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    evaluation.save_html(str(out_dir / "drift.html"))
+    summary = evaluation.dict()
+    (out_dir / "drift.json").write_text(json.dumps(summary, default=str))
+    for metric in summary["metrics"]:
+        if metric["metric_name"].startswith("DriftedColumnsCount"):
+            return float(metric["value"]["share"])
+    return None

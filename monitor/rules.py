@@ -1,0 +1,97 @@
+"""Monitor rules as data (a YAML file), Evidently-preset style: thresholds are configuration.
+
+Example (``monitor/rules.example.yaml``)::
+
+    attribution_window: 30m     # an impression is labelled once this has passed
+    window:
+      max_age: 6h               # only impressions served in the last 6 h ...
+      max_labelled: 50000       # ... and at most the newest 50k of them
+    evidence:
+      min_positives: 100
+      min_negatives: 100
+      confidence: 0.95          # DeLong interval
+      consecutive_breaches: 1   # runs in a row whose interval lies below the threshold
+    auc:
+      absolute: 0.70            # breach when the upper bound < 0.70 ...
+      relative_drop: 0.03       # ... or < serving version's validation AUC - 0.03
+    cooldown: 6h                # no second trigger (or alert) within this
+    lease_ttl: 10m              # a crashed monitor run's lease expires after this
+    drift:
+      enabled: true
+      sample_rows: 5000
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ctr.errors import InputError
+from ctr.timeutil import parse_duration
+
+
+@dataclass(frozen=True)
+class Rules:
+    attribution_window: timedelta = timedelta(minutes=30)
+    max_age: timedelta = timedelta(hours=6)
+    max_labelled: int = 50_000
+    min_positives: int = 100
+    min_negatives: int = 100
+    confidence: float = 0.95
+    consecutive_breaches: int = 1
+    absolute_auc: float | None = 0.70
+    relative_drop: float | None = None
+    cooldown: timedelta = timedelta(hours=6)
+    lease_ttl: timedelta = timedelta(minutes=10)
+    drift_enabled: bool = True
+    drift_sample_rows: int = 5_000
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def with_overrides(self, threshold: float | None = None, attribution_window: str | None = None) -> Rules:
+        rules = self
+        if threshold is not None:
+            rules = replace(rules, absolute_auc=threshold)
+        if attribution_window is not None:
+            rules = replace(rules, attribution_window=parse_duration(attribution_window))
+        return rules
+
+
+def load_rules(path: Path | None) -> Rules:
+    """Rules from a YAML file (missing keys keep their defaults); ``InputError`` if malformed."""
+    if path is None:
+        return Rules()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as exc:
+        raise InputError(f"rules file {path} not found") from exc
+    except yaml.YAMLError as exc:
+        raise InputError(f"rules file {path} is not valid YAML: {exc}") from exc
+    try:
+        window, evidence, auc, drift = (raw.get(k, {}) or {} for k in ("window", "evidence", "auc", "drift"))
+        defaults = Rules()
+        rules = Rules(
+            attribution_window=parse_duration(str(raw.get("attribution_window", "30m"))),
+            max_age=parse_duration(str(window.get("max_age", "6h"))),
+            max_labelled=int(window.get("max_labelled", defaults.max_labelled)),
+            min_positives=int(evidence.get("min_positives", defaults.min_positives)),
+            min_negatives=int(evidence.get("min_negatives", defaults.min_negatives)),
+            confidence=float(evidence.get("confidence", defaults.confidence)),
+            consecutive_breaches=int(evidence.get("consecutive_breaches", defaults.consecutive_breaches)),
+            absolute_auc=None if auc.get("absolute", 0.70) is None else float(auc.get("absolute", 0.70)),
+            relative_drop=None if auc.get("relative_drop") is None else float(auc["relative_drop"]),
+            cooldown=parse_duration(str(raw.get("cooldown", "6h"))),
+            lease_ttl=parse_duration(str(raw.get("lease_ttl", "10m"))),
+            drift_enabled=bool(drift.get("enabled", True)),
+            drift_sample_rows=int(drift.get("sample_rows", defaults.drift_sample_rows)),
+        )
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"rules file {path}: {exc}") from exc
+    if rules.absolute_auc is None and rules.relative_drop is None:
+        raise InputError(f"rules file {path}: set auc.absolute and/or auc.relative_drop")
+    if rules.consecutive_breaches < 1 or rules.min_positives < 1 or rules.min_negatives < 1:
+        raise InputError(f"rules file {path}: counts must be at least 1")
+    return rules

@@ -1,0 +1,270 @@
+"""One monitor run (what the CronJob executes): measure, decide, maybe trigger, record.
+
+Decisions, in order: ``insufficient-data`` (fewer positives or negatives than the rules ask)
+→ ``no-trigger`` (no breach: the AUC interval's upper bound is not below the threshold for
+``consecutive_breaches`` runs) → ``in-flight`` (a pipeline run holds the repository lease)
+→ ``cooldown`` (a trigger or alert was issued within ``cooldown``) → ``trigger``.
+A failed submission is recorded with ``submission = failed`` and does not start the
+cooldown, so the next run retries. Every run but a dry run writes one ``monitor_runs`` row,
+under a database lease, so concurrent runs decide one after the other and trigger once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from sqlalchemy import desc, insert, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from ctr.errors import CtrError
+from ctr.events.schema import monitor_runs
+from ctr.events.store import EventStore, StoreUnavailable
+from ctr.ids import uuid7
+from ctr.lease import holder as repository_lease
+from ctr.metrics import calibration, log_loss
+from ctr.repository import ModelRepository
+from ctr.timeutil import from_us, to_us, utcnow
+from monitor.drift import drift_report
+from monitor.lease import release, try_acquire
+from monitor.push import push_metrics
+from monitor.rules import Rules
+from monitor.stats import delong_auc, expected_auc
+from monitor.triggers import PipelineTarget, SubmissionFailed, start_local, submit_kfp
+from monitor.window import LabelledWindow, load_window
+
+log = logging.getLogger(__name__)
+TriggerKind = Literal["none", "local", "kfp"]
+
+
+class MonitorBusy(CtrError):
+    """Another monitor run holds the lease."""
+
+
+@dataclass(frozen=True)
+class KfpSettings:
+    host: str = ""
+    token: str | None = None
+    namespace: str | None = None
+    experiment: str = "ctr-loop"
+
+
+@dataclass(frozen=True)
+class MonitorRequest:
+    db_url: str
+    repo: Path
+    rules: Rules
+    trigger: TriggerKind = "none"
+    as_of: datetime | None = None
+    dry_run: bool = False
+    pushgateway: str | None = None
+    report_dir: Path | None = None
+    target: PipelineTarget | None = None
+    kfp: KfpSettings = KfpSettings()
+
+
+def _metrics(window: LabelledWindow, confidence: float) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "labelled": int(window.label.size),
+        "positives": window.positives,
+        "negatives": window.negatives,
+        "auc": None,
+        "auc_lower": None,
+        "auc_upper": None,
+        "logloss": None,
+        "calibration": None,
+        "expected_auc": None,
+    }
+    if window.label.size >= 2:
+        out["expected_auc"] = round(expected_auc(window.pctr), 6)
+        out["logloss"] = round(log_loss(window.label, window.pctr), 6)
+    if window.positives > 0:
+        out["calibration"] = round(calibration(window.label, window.pctr), 6)
+    if window.positives > 0 and window.negatives > 0:
+        ci = delong_auc(window.label, window.pctr, confidence)
+        out |= {"auc": round(ci.auc, 6), "auc_lower": round(ci.lower, 6), "auc_upper": round(ci.upper, 6)}
+    return out
+
+
+def _per_version(window: LabelledWindow, confidence: float) -> dict[str, Any]:
+    result = {}
+    for v in np.unique(window.version).tolist():
+        mask = window.version == v
+        part = LabelledWindow(
+            window.start_us, window.end_us, window.pctr[mask], window.label[mask], window.version[mask]
+        )
+        result[str(v)] = _metrics(part, confidence)
+    return result
+
+
+def _threshold(rules: Rules, repo: ModelRepository, serving: int | None) -> float | None:
+    candidates = [] if rules.absolute_auc is None else [rules.absolute_auc]
+    if rules.relative_drop is not None and serving is not None:
+        valid_auc = repo.metadata(serving).get("metrics", {}).get("auc")
+        if valid_auc is not None:
+            candidates.append(float(valid_auc) - rules.relative_drop)
+    return max(candidates) if candidates else None
+
+
+def _previous(store: EventStore, limit: int) -> list[dict[str, Any]]:
+    with store.engine.connect() as conn:
+        rows = (
+            conn.execute(
+                select(monitor_runs).order_by(desc(monitor_runs.c.as_of_us), desc(monitor_runs.c.id)).limit(limit)
+            )
+            .mappings()
+            .all()
+        )
+    return [dict(r) for r in rows]
+
+
+def _last_trigger(store: EventStore) -> dict[str, Any] | None:
+    query = (
+        select(monitor_runs)
+        .where(monitor_runs.c.decision == "trigger", monitor_runs.c.submission.in_(["ok", "none"]))
+        .order_by(desc(monitor_runs.c.as_of_us), desc(monitor_runs.c.id))
+        .limit(1)
+    )
+    with store.engine.connect() as conn:
+        row = conn.execute(query).mappings().first()
+    return dict(row) if row else None
+
+
+def _decide(
+    req: MonitorRequest, store: EventStore, repo: ModelRepository, record: dict[str, Any], as_of: datetime
+) -> None:
+    rules = req.rules
+    if record["positives"] < rules.min_positives or record["negatives"] < rules.min_negatives:
+        record |= {
+            "decision": "insufficient-data",
+            "reason": f"{record['positives']} positives / {record['negatives']} negatives in the window; "
+            f"need {rules.min_positives} / {rules.min_negatives}",
+        }
+        return
+    threshold = record["threshold"]
+    breach = threshold is not None and record["auc_upper"] < threshold
+    record["breach"] = breach
+    streak = 1 if breach else 0
+    if breach:
+        for prev in _previous(store, rules.consecutive_breaches - 1):
+            if not prev["breach"]:
+                break
+            streak += 1
+    record["consecutive_breaches"] = streak
+    if not breach or streak < rules.consecutive_breaches:
+        status = f"breach {streak}/{rules.consecutive_breaches}" if breach else "no breach"
+        interval = f"AUC {record['auc']:.4f} [{record['auc_lower']:.4f}, {record['auc_upper']:.4f}]"
+        record |= {"decision": "no-trigger", "reason": f"{interval} vs threshold {threshold}: {status}"}
+        return
+    lease = repository_lease(repo)
+    if lease and int(lease.get("expires_us", 0)) > to_us(utcnow()):
+        record |= {"decision": "in-flight", "reason": f"pipeline run {lease.get('run_id')} is still running"}
+        return
+    last = _last_trigger(store)
+    if last and as_of - from_us(last["as_of_us"]) < rules.cooldown:
+        record |= {
+            "decision": "cooldown",
+            "reason": f"last trigger at {from_us(last['as_of_us']).isoformat()} (run {last['run_id']}); "
+            f"cooldown {rules.cooldown}",
+        }
+        return
+    record |= {
+        "decision": "trigger",
+        "reason": f"AUC upper bound {record['auc_upper']:.4f} < threshold {threshold:.4f}",
+    }
+    if req.trigger == "none" or req.dry_run:
+        record["submission"] = "none"
+        return
+    if req.target is None:
+        raise CtrError("a pipeline target (repository, event log, data) is needed to trigger")
+    try:
+        if req.trigger == "local":
+            record["run_id"] = start_local(req.target, as_of, req.target.work_dir / "logs")
+        else:
+            record["run_id"] = submit_kfp(
+                req.target, as_of, req.kfp.host, req.kfp.token, req.kfp.namespace, req.kfp.experiment
+            )
+        record["submission"] = "ok"
+    except SubmissionFailed as exc:
+        record |= {"submission": "failed", "reason": f"{record['reason']}; submission failed: {exc}"}
+
+
+def run_monitor(req: MonitorRequest) -> dict[str, Any]:
+    """Measure and decide; returns the decision record (also stored unless ``dry_run``)."""
+    as_of = req.as_of or utcnow()
+    store = EventStore(req.db_url)
+    if not store.ping():
+        raise StoreUnavailable(f"event database {req.db_url} is unreachable; no decision recorded")
+    repo = ModelRepository(req.repo)
+    holder = f"monitor-{uuid7()}"
+    if not req.dry_run and not try_acquire(store, holder, req.rules.lease_ttl):
+        raise MonitorBusy("another monitor run holds the lease; this run made no decision")
+    try:
+        window = load_window(store, req.rules, as_of)
+        serving = repo.served()
+        record: dict[str, Any] = {
+            "as_of": as_of.isoformat(),
+            "as_of_us": to_us(as_of),
+            "window_start": from_us(window.start_us).isoformat(),
+            "window_end": from_us(window.end_us).isoformat(),
+            "serving_version": serving,
+            **_metrics(window, req.rules.confidence),
+            "per_version": _per_version(window, req.rules.confidence),
+            "threshold": _threshold(req.rules, repo, serving),
+            "breach": False,
+            "trigger": req.trigger,
+            "run_id": None,
+            "submission": "none",
+            "drift_share": None,
+        }
+        if req.rules.drift_enabled and serving is not None and req.report_dir is not None and window.label.size:
+            record["drift_share"] = drift_report(
+                store, repo, serving, window.start_us, window.end_us, req.rules.drift_sample_rows, req.report_dir
+            )
+        _decide(req, store, repo, record, as_of)
+        if not req.dry_run:
+            _store(store, record, as_of)
+    except SQLAlchemyError as exc:
+        raise StoreUnavailable(f"event database failed during the run: {str(exc).splitlines()[0]}") from exc
+    finally:
+        if not req.dry_run:
+            release(store, holder)
+    if req.pushgateway and not req.dry_run:
+        push_metrics(req.pushgateway, record)
+    return record
+
+
+def _store(store: EventStore, record: dict[str, Any], as_of: datetime) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(
+            insert(monitor_runs).values(
+                started_at_us=to_us(utcnow()),
+                as_of_us=record["as_of_us"],
+                window_start_us=to_us(datetime.fromisoformat(record["window_start"])),
+                window_end_us=to_us(datetime.fromisoformat(record["window_end"])),
+                labelled=record["labelled"],
+                positives=record["positives"],
+                auc=record["auc"],
+                auc_lower=record["auc_lower"],
+                auc_upper=record["auc_upper"],
+                threshold=record["threshold"],
+                breach=record["breach"],
+                decision=record["decision"],
+                reason=record["reason"],
+                trigger=record["trigger"],
+                run_id=record["run_id"],
+                submission=record["submission"],
+                serving_version=record["serving_version"],
+                record=json.dumps(record),
+            )
+        )
+
+
+def history(db_url: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest decision records, newest first."""
+    return [json.loads(r["record"]) for r in _previous(EventStore(db_url), limit)]

@@ -1,0 +1,93 @@
+"""Statistics for the monitor: AUC with a DeLong confidence interval, and a label-free AUC.
+
+``delong_auc(labels, scores, confidence)`` returns the AUC and its normal-approximation
+interval from DeLong's variance (placements computed with mid-ranks, O(n log n)).
+``expected_auc(probs)`` estimates AUC without labels, treating calibrated pCTRs as the
+probabilities of a click (in the spirit of NannyML's CBPE): the expected share of
+(click, no-click) pairs the scores order correctly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from ctr.errors import InputError
+
+
+@dataclass(frozen=True)
+class AucInterval:
+    auc: float
+    lower: float
+    upper: float
+    std_error: float
+
+
+def _midranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks with ties sharing their mean rank."""
+    order = np.argsort(x, kind="mergesort")
+    sorted_x = x[order]
+    boundaries = np.flatnonzero(np.diff(sorted_x)) + 1
+    starts = np.concatenate(([0], boundaries))
+    ends = np.concatenate((boundaries, [x.size]))
+    ranks = np.empty(x.size)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return ranks
+
+
+def _z(confidence: float) -> float:
+    """Two-sided normal quantile for ``confidence`` (bisection on erf; no SciPy needed)."""
+    if not 0.0 < confidence < 1.0:
+        raise InputError(f"confidence must be in (0, 1), got {confidence}")
+    target = 1.0 - (1.0 - confidence) / 2.0
+    lo, hi = 0.0, 10.0
+    for _ in range(80):
+        mid = (lo + hi) / 2.0
+        if 0.5 * (1.0 + math.erf(mid / math.sqrt(2.0))) < target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2.0
+
+
+def delong_auc(labels: ArrayLike, scores: ArrayLike, confidence: float = 0.95) -> AucInterval:
+    """AUC and DeLong interval; ``InputError`` unless both classes are present."""
+    y = np.asarray(labels).astype(bool).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    pos, neg = s[y], s[~y]
+    m, n = pos.size, neg.size
+    if m == 0 or n == 0:
+        raise InputError(f"AUC needs both classes; got {m} positives and {n} negatives")
+    all_ranks = _midranks(np.concatenate([pos, neg]))
+    pos_ranks, neg_ranks = all_ranks[:m], all_ranks[m:]
+    auc = (pos_ranks.sum() - m * (m + 1) / 2.0) / (m * n)
+    v10 = (pos_ranks - _midranks(pos)) / n  # placement of each positive among negatives
+    v01 = 1.0 - (neg_ranks - _midranks(neg)) / m
+    var = (np.var(v10, ddof=1) / m if m > 1 else 0.0) + (np.var(v01, ddof=1) / n if n > 1 else 0.0)
+    se = math.sqrt(max(var, 0.0))
+    z = _z(confidence)
+    return AucInterval(float(auc), float(max(0.0, auc - z * se)), float(min(1.0, auc + z * se)), se)
+
+
+def expected_auc(probs: ArrayLike) -> float:
+    """Label-free AUC estimate from calibrated probabilities (ties count one half)."""
+    p = np.asarray(probs, dtype=np.float64).ravel()
+    if p.size < 2:
+        raise InputError("expected AUC needs at least two predictions")
+    order = np.argsort(p, kind="mergesort")
+    ps = p[order]
+    neg_weight = 1.0 - ps
+    # for each i: expected negatives with a strictly lower score, plus half of the tied ones
+    cum_neg = np.cumsum(neg_weight) - neg_weight
+    boundaries = np.flatnonzero(np.diff(ps)) + 1
+    starts = np.concatenate(([0], boundaries))
+    ends = np.concatenate((boundaries, [ps.size]))
+    group_neg = np.add.reduceat(neg_weight, starts)
+    before_group = np.repeat(cum_neg[starts], ends - starts)
+    tied = np.repeat(group_neg, ends - starts) - neg_weight  # others in the same tie group
+    correct = (ps * (before_group + 0.5 * tied)).sum()
+    total = ps.sum() * neg_weight.sum() - (ps * neg_weight).sum()
+    return float(correct / total) if total > 0 else float("nan")

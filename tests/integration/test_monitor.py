@@ -1,0 +1,325 @@
+"""The monitor on real SQLite and PostgreSQL, with events written by the score service's store."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from ctr.data.dataset import day_shards
+from ctr.errors import CtrError
+from ctr.events.store import EventStore, StoreUnavailable
+from ctr.ids import uuid7
+from ctr.repository import ModelRepository
+from ctr.timeutil import to_us
+from ctr.train import TrainSpec, train_and_publish
+from monitor.rules import Rules
+from monitor.run import KfpSettings, MonitorBusy, MonitorRequest, history, run_monitor
+from monitor.triggers import PipelineTarget
+from tests.conftest import free_port
+from tests.standins.kfp_api import KfpStandIn
+
+T0 = datetime(2026, 11, 20, 12, tzinfo=UTC)
+RULES = Rules(min_positives=50, min_negatives=50, absolute_auc=0.70, cooldown=timedelta(hours=1), drift_enabled=False)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, pg_database: Callable[[], str]) -> str:
+    url = f"sqlite:///{tmp_path / 'events.db'}" if request.param == "sqlite" else pg_database()
+    EventStore(url).migrate()
+    return url
+
+
+@pytest.fixture(scope="module")
+def repo(small_days: Path, tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
+    r = ModelRepository(tmp_path_factory.mktemp("monitor") / "repo")
+    train_and_publish(TrainSpec(small_days, [0], 1, experiment="lr"), r)
+    return r
+
+
+def log_traffic(url: str, n: int, quality: float, seed: int, start: datetime = T0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` impressions over an hour; pCTR informative to the degree ``quality`` (0..1)."""
+    rng = np.random.default_rng(seed)
+    p_true = rng.beta(1.5, 4.0, n)
+    pctr = np.clip(quality * p_true + (1 - quality) * rng.beta(1.5, 4.0, n), 1e-4, 1 - 1e-4)
+    clicked = rng.random(n) < p_true
+    rows, clicks = [], []
+    for k in range(n):
+        at = start + timedelta(seconds=3600 * k / n)
+        iid = uuid7()
+        row: dict[str, Any] = {
+            "impression_id": iid,
+            "request_id": f"r{k}",
+            "ad_id": f"a{k % 50}",
+            "served_at_us": to_us(at),
+            "model_version": 1,
+            "pctr": float(pctr[k]),
+        }
+        row |= {f"i{i}": k % 7 for i in range(1, 14)} | {f"c{j}": (k * 7919 + j) % 1000 for j in range(1, 27)}
+        rows.append(row)
+        if clicked[k]:
+            clicks.append((iid, at + timedelta(minutes=5)))
+    store = EventStore(url)
+    store.log_impressions(rows)
+    for iid, at in clicks:
+        store.record_clicks([iid], to_us(at))
+    return pctr, clicked.astype(int)
+
+
+def request(url: str, repo: ModelRepository, as_of: datetime, rules: Rules = RULES, **kw: Any) -> MonitorRequest:
+    return MonitorRequest(db_url=url, repo=repo.root, rules=rules, as_of=as_of, **kw)
+
+
+def test_auc_and_interval_match_sklearn_and_a_bootstrap(db_url: str, repo: ModelRepository) -> None:
+    pctr, label = log_traffic(db_url, 3000, quality=0.8, seed=1)
+    record = run_monitor(request(db_url, repo, T0 + timedelta(hours=2)))
+    assert record["labelled"] == 3000 and record["positives"] == int(label.sum())
+    assert record["auc"] == pytest.approx(roc_auc_score(label, pctr), abs=1e-6)
+    rng = np.random.default_rng(0)
+    boot = [roc_auc_score(label[i], pctr[i]) for i in (rng.integers(0, 3000, 3000) for _ in range(300))]
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    assert record["auc_lower"] == pytest.approx(lo, abs=0.01) and record["auc_upper"] == pytest.approx(hi, abs=0.01)
+    assert record["per_version"]["1"]["auc"] == record["auc"]
+    assert record["expected_auc"] is not None and record["calibration"] > 0
+    assert history(db_url)[0]["decision"] == record["decision"] == "no-trigger"
+
+
+def test_only_matured_impressions_count(db_url: str, repo: ModelRepository) -> None:
+    log_traffic(db_url, 600, quality=0.8, seed=2)
+    early = run_monitor(request(db_url, repo, T0 + timedelta(minutes=40), dry_run=True))
+    late = run_monitor(request(db_url, repo, T0 + timedelta(hours=2), dry_run=True))
+    assert 0 < early["labelled"] < late["labelled"] == 600  # 30 min window: only the first 10 min matured
+    assert history(db_url) == []  # dry runs write nothing
+
+
+def test_no_decision_under_the_minimum_counts(db_url: str, repo: ModelRepository) -> None:
+    log_traffic(db_url, 80, quality=0.0, seed=3)
+    record = run_monitor(request(db_url, repo, T0 + timedelta(hours=2)))
+    assert record["decision"] == "insufficient-data"
+    empty = run_monitor(request(db_url, repo, T0 - timedelta(days=3)))  # an empty window
+    assert empty["labelled"] == 0 and empty["decision"] == "insufficient-data" and empty["auc"] is None
+
+
+def test_a_drop_triggers_once_and_cooldown_holds(db_url: str, repo: ModelRepository) -> None:
+    log_traffic(db_url, 3000, quality=0.0, seed=4)  # a useless model: AUC ≈ 0.5
+    decisions = [
+        run_monitor(request(db_url, repo, T0 + timedelta(hours=2, minutes=m)))["decision"] for m in (0, 10, 20)
+    ]
+    assert decisions == ["trigger", "cooldown", "cooldown"]
+    after = run_monitor(request(db_url, repo, T0 + timedelta(hours=3, minutes=5)))
+    assert after["decision"] == "trigger"  # the cooldown (1 h) has passed
+    assert [r["decision"] for r in history(db_url)].count("trigger") == 2
+
+
+def test_two_concurrent_runs_trigger_once(db_url: str, repo: ModelRepository) -> None:
+    log_traffic(db_url, 3000, quality=0.0, seed=5)
+    outcomes: list[str] = []
+
+    def one() -> None:
+        try:
+            outcomes.append(run_monitor(request(db_url, repo, T0 + timedelta(hours=2)))["decision"])
+        except MonitorBusy:
+            outcomes.append("busy")
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("trigger") == 1
+    assert set(outcomes) <= {"trigger", "cooldown", "busy"}
+
+
+def test_a_crashed_runs_lease_expires(db_url: str, repo: ModelRepository) -> None:
+    from monitor.lease import try_acquire
+
+    store = EventStore(db_url)
+    assert try_acquire(store, "crashed-run", timedelta(seconds=1))
+    with pytest.raises(MonitorBusy):
+        run_monitor(request(db_url, repo, T0))
+    time.sleep(1.2)
+    assert run_monitor(request(db_url, repo, T0))["decision"] == "insufficient-data"
+
+
+def test_kfp_trigger_against_a_stand_in_api_server(db_url: str, repo: ModelRepository, tmp_path: Path) -> None:
+    log_traffic(db_url, 3000, quality=0.0, seed=6)
+    target = PipelineTarget(repo.root, db_url, None, tmp_path / "work")
+    with KfpStandIn() as kfp:
+        record = run_monitor(
+            request(
+                db_url,
+                repo,
+                T0 + timedelta(hours=2),
+                trigger="kfp",
+                target=target,
+                kfp=KfpSettings(kfp.url, "secret-token", None, "ctr-loop"),
+            )
+        )
+    assert record["decision"] == "trigger" and record["submission"] == "ok" and record["run_id"] == "run-1"
+    created = [r for r in kfp.requests if r["method"] == "POST" and r["path"].startswith("/apis/v2beta1/runs")]
+    assert len(created) == 1
+    body = created[0]["body"]
+    assert body["runtime_config"]["parameters"]["mode"] == "incremental"
+    assert body["runtime_config"]["parameters"]["events_db"] == db_url
+    spec = body["pipeline_spec"].get("pipeline_spec", body["pipeline_spec"])  # with a platform spec it is nested
+    assert spec["pipelineInfo"]["name"] == "ctr-retrain"
+    assert created[0]["authorization"] == "Bearer secret-token"
+
+
+def test_a_failed_submission_is_recorded_and_retried(db_url: str, repo: ModelRepository, tmp_path: Path) -> None:
+    log_traffic(db_url, 3000, quality=0.0, seed=7)
+    target = PipelineTarget(repo.root, db_url, None, tmp_path / "work")
+    dead = KfpSettings(f"http://127.0.0.1:{free_port()}", None, None)
+    first = run_monitor(request(db_url, repo, T0 + timedelta(hours=2), trigger="kfp", target=target, kfp=dead))
+    assert first["decision"] == "trigger" and first["submission"] == "failed"
+    with KfpStandIn() as kfp:
+        retry = run_monitor(
+            request(
+                db_url,
+                repo,
+                T0 + timedelta(hours=2, minutes=5),
+                trigger="kfp",
+                target=target,
+                kfp=KfpSettings(kfp.url, None, None),
+            )
+        )
+    assert retry["decision"] == "trigger" and retry["submission"] == "ok"  # no cooldown from the failure
+
+
+class _Gateway:
+    """A local HTTP server that records what a Pushgateway client sends."""
+
+    def __init__(self) -> None:
+        self.bodies: list[tuple[str, str, bytes]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_PUT(self) -> None:
+                outer.bodies.append(("PUT", self.path, self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"127.0.0.1:{self.server.server_address[1]}"
+
+
+def test_pushgateway_protocol_and_outage(db_url: str, repo: ModelRepository) -> None:
+    log_traffic(db_url, 600, quality=0.8, seed=8)
+    gateway = _Gateway()
+    run_monitor(request(db_url, repo, T0 + timedelta(hours=2), pushgateway=gateway.url))
+    gateway.server.shutdown()
+    ((method, path, body),) = gateway.bodies
+    assert method == "PUT" and path == "/metrics/job/ctr_monitor"
+    text = body.decode()
+    for name in (
+        "ctr_monitor_auc{",
+        "ctr_monitor_auc_lower",
+        "ctr_monitor_labelled_impressions",
+        "ctr_monitor_triggers_total",
+        "ctr_monitor_last_run_timestamp_seconds",
+    ):
+        assert name in text
+    assert 'model_version="1"' in text
+    down = run_monitor(
+        request(db_url, repo, T0 + timedelta(hours=2, minutes=1), pushgateway=f"127.0.0.1:{free_port()}")
+    )
+    assert down["decision"] == "no-trigger"  # a warning, not a failure
+
+
+def test_unreachable_database_fails_cleanly(repo: ModelRepository) -> None:
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nope"
+    with pytest.raises(StoreUnavailable, match="unreachable"):
+        run_monitor(request(url, repo, T0))
+
+
+@pytest.mark.slow
+def test_local_trigger_starts_a_real_pipeline_run(pipeline_days: Path, tmp_path: Path) -> None:
+    """Post-drift traffic logged with its real labels → the monitor triggers → version 2 appears."""
+    repo = ModelRepository(tmp_path / "repo")
+    train_and_publish(TrainSpec(pipeline_days, [0, 1], 2, experiment="lr"), repo)
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    store = EventStore(url)
+    store.migrate()
+    frame = pl.concat([day_shards(pipeline_days, d).scan().collect() for d in (4, 5)])
+    rows, clicks = [], []
+    for k, row in enumerate(frame.iter_rows(named=True)):
+        at = T0 + timedelta(seconds=172_800 * k / frame.height)  # two (simulated) days
+        iid = uuid7()
+        rows.append(
+            {
+                "impression_id": iid,
+                "request_id": "r",
+                "ad_id": "a",
+                "served_at_us": to_us(at),
+                "model_version": 1,
+                "pctr": 0.25,
+                **{f"i{i}": row[f"I{i}"] for i in range(1, 14)},
+                **{f"c{j}": row[f"C{j}"] for j in range(1, 27)},
+            }
+        )
+        if row["label"]:
+            clicks.append((iid, to_us(at + timedelta(minutes=1))))
+    store.log_impressions(rows)
+    for iid, at_us in clicks:
+        store.record_clicks([iid], at_us)
+    target = PipelineTarget(repo.root, url, pipeline_days, tmp_path / "work", "lr", export_window=timedelta(days=2))
+    as_of = T0 + timedelta(days=2, hours=1)
+    record = run_monitor(
+        request(
+            url,
+            repo,
+            as_of,
+            trigger="local",
+            target=target,
+            report_dir=tmp_path / "report",
+            rules=Rules(
+                min_positives=50, min_negatives=50, absolute_auc=0.99, max_age=timedelta(days=3), max_labelled=100_000
+            ),
+        )
+    )
+    assert record["decision"] == "trigger" and record["submission"] == "ok"
+    assert record["drift_share"] is not None and (tmp_path / "report" / "drift.html").exists()
+    deadline = time.monotonic() + 300
+    while repo.versions() != [1, 2] and time.monotonic() < deadline:
+        time.sleep(1)
+    log = (tmp_path / "work" / "logs" / f"{record['run_id']}.log").read_text()
+    assert repo.versions() == [1, 2], log[-3000:]
+    assert repo.metadata(2)["parent_version"] == 1 and repo.metadata(2)["pipeline"]["run_id"] == record["run_id"]
+
+
+def test_cli_reports_an_unreachable_database_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ctr",
+            "monitor",
+            "run",
+            "--db",
+            f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x",
+            "--repo",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("error: event database")
+    assert isinstance(StoreUnavailable("x"), CtrError)
