@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# checkov pins old versions of common packages: it lives in a venv of its own
+CHECKOV := $(VENV)/tools/bin/checkov
 DEMO_DIR ?= demo-run
 
 .PHONY: demo test lint bench clean
@@ -18,7 +20,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/ctr demo --workdir $(DEMO_DIR)
 
-test: $(STAMP)
+$(CHECKOV):
+	$(PYTHON) -m venv $(VENV)/tools
+	$(VENV)/tools/bin/pip install --quiet "checkov>=3.2,<4"
+
+test: $(STAMP) $(CHECKOV)
 	$(PY) -m pytest
 
 lint: $(STAMP)

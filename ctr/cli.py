@@ -464,8 +464,8 @@ def pipeline_schedule(
 
 @monitor_app.command("run")
 def monitor_run(
-    db: Annotated[str, typer.Option(help="Event log URL.")],
     repo: Annotated[Path, typer.Option(help="Model repository.")],
+    db: Annotated[str | None, typer.Option(help="Event log URL (default CTR_DB_URL or CTR_DB_URL_FILE).")] = None,
     rules: Annotated[Path | None, typer.Option(help="Rules YAML (see monitor/rules.example.yaml).")] = None,
     trigger: Annotated[str, typer.Option(help="none (alert only), local or kfp.")] = "none",
     threshold: Annotated[float | None, typer.Option(help="Override the absolute AUC threshold.")] = None,
@@ -486,6 +486,7 @@ def monitor_run(
 ) -> None:
     """Evaluate matured impressions, decide, and trigger incremental retraining at most once."""
     from ctr.errors import InputError
+    from ctr.settings import env_or_file
     from ctr.timeutil import parse_duration, parse_time
     from monitor.rules import load_rules
     from monitor.run import KfpSettings, MonitorRequest, run_monitor
@@ -493,6 +494,9 @@ def monitor_run(
 
     if trigger not in ("none", "local", "kfp"):
         raise InputError(f"--trigger must be none, local or kfp, got {trigger!r}")
+    db = db or env_or_file("CTR_DB_URL")
+    if not db:
+        raise InputError("no event log: pass --db or set CTR_DB_URL (or CTR_DB_URL_FILE)")
     loaded = load_rules(rules).with_overrides(threshold, attribution_window)
     target = PipelineTarget(
         repo.resolve(),
@@ -548,6 +552,47 @@ def monitor_history(
             f"{r['as_of']}  v{r['serving_version']}  labelled {r['labelled']:>7}  AUC {auc}  "
             f"{r['decision']:<17} {r['reason']}"
         )
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Scratch directory (data, repository, event log).")] = Path("demo-run"),
+    report_dir: Annotated[Path, typer.Option(help="Where the report goes.")] = Path("demo-report"),
+    days: Annotated[int, typer.Option(help="Generated days (the last ones are simulated traffic).")] = 7,
+    rows_per_day: Annotated[int, typer.Option(help="Rows per generated day.")] = 30_000,
+    drift: Annotated[str, typer.Option(help="new-ads, concept or popularity.")] = "new-ads",
+    drift_day: Annotated[int, typer.Option(help="First drifted day.")] = 4,
+    threshold: Annotated[float, typer.Option(help="Monitor's AUC threshold.")] = 0.72,
+    db: Annotated[str | None, typer.Option(help="Event log URL (default: SQLite in the workdir).")] = None,
+    requests_per_tick: Annotated[int, typer.Option(help="Score requests per 30 simulated minutes.")] = 40,
+    config: Annotated[str, typer.Option(help="Experiment id for both pipeline runs.")] = "dcn_v2_small",
+    keep_running: Annotated[bool, typer.Option("--keep-running", help="Leave Triton and the API up.")] = False,
+) -> None:
+    """The closed loop on this machine: drift detected, one retrain, recovery (writes demo-report/)."""
+    from ctr.demo import DemoConfig, run_demo
+    from ctr.errors import InputError
+    from ctr.signals import sigterm_as_interrupt
+
+    if drift not in ("new-ads", "concept", "popularity"):
+        raise InputError(f"--drift must be new-ads, concept or popularity, got {drift!r}")
+    if not 3 <= drift_day < days:
+        raise InputError(f"--drift-day must be at least 3 and before --days {days}")
+    sigterm_as_interrupt()
+    run_demo(
+        DemoConfig(
+            workdir=workdir,
+            report_dir=report_dir,
+            days=days,
+            rows_per_day=rows_per_day,
+            drift=drift,
+            drift_day=drift_day,
+            threshold=threshold,
+            db_url=db,  # type: ignore[arg-type]
+            requests_per_tick=requests_per_tick,
+            experiment=config,
+            keep_running=keep_running,
+        )
+    )
 
 
 def main() -> None:

@@ -31,3 +31,5 @@ def setup_logging(level: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level or os.environ.get("CTR_LOG_LEVEL", "INFO"))
+    for chatty in ("alembic", "httpx", "kfp", "evidently"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)

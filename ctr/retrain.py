@@ -62,14 +62,17 @@ def _link_days(source: Path, days: list[int], target: Path) -> None:
                 os.symlink((source / name).resolve(), target / name)
 
 
-def _split_day(path: Path, first: Path, second: Path) -> None:
-    """Rows of ``path`` in order: the first half to ``first``, the rest to ``second``."""
+def _split_day(path: Path, parts: list[tuple[Path, float]]) -> None:
+    """Rows of ``path`` in time order, cut into consecutive parts of the given fractions."""
     report = ReadReport()
     frame = pl.concat(list(iter_batches(path, report))) if path.stat().st_size else pl.DataFrame()
-    if frame.height < 2:
-        raise InputError(f"{path} has {frame.height} labelled rows; too few for validation and holdout")
-    half = frame.height // 2
-    for part, dest in ((frame[:half], first), (frame[half:], second)):
+    if frame.height < 10 * len(parts):
+        raise InputError(f"{path} has {frame.height} labelled rows; too few to train, validate and hold out")
+    start = 0
+    for k, (dest, fraction) in enumerate(parts):
+        stop = frame.height if k == len(parts) - 1 else start + int(frame.height * fraction)
+        part = frame[start:stop]
+        start = stop
         dense = part.select(DENSE_COLUMNS)
         table = criteo_table(
             part["label"].to_numpy(),
@@ -103,7 +106,8 @@ def prepare(
     Without an event log, the data directory is used as it is. With one (``events_db``),
     matured impressions of ``[events_since, events_until)`` are exported as new days after
     the history days of ``data_dir``: all but the last exported day are trained on, the last
-    is split in time into a validation half and a holdout half; history is replayed.
+    is split in time into a validation half and a holdout half (a single exported day: 70 %
+    train, 15 % validation, 15 % holdout, in time order); history is replayed.
     """
     repository = ModelRepository(Path(repo))
     acquire(repository, run_id)
@@ -133,20 +137,20 @@ def prepare(
     if not exported:
         raise InputError(f"no matured impressions between {events_since} and {events_until}")
     base = (max(history) + 1) if history else 0
+    target = work / "data"
     new_days = []
     for k in exported[:-1]:
-        os.symlink((work / "events" / day_name(k)).resolve(), work / "data" / day_name(base + len(new_days)))
+        os.symlink((work / "events" / day_name(k)).resolve(), target / day_name(base + len(new_days)))
         new_days.append(base + len(new_days))
-    valid, hold = base + len(new_days), base + len(new_days) + 1
-    _split_day(
-        work / "events" / day_name(exported[-1]), work / "data" / day_name(valid), work / "data" / day_name(hold)
-    )
-    if not new_days:  # a single exported day: train on its first half, validate and hold out on the rest
-        new_days = [valid]
+    last = work / "events" / day_name(exported[-1])
+    if new_days:  # earlier days train; the newest is split in time into validation and holdout
+        valid, hold = base + len(new_days), base + len(new_days) + 1
+        _split_day(last, [(target / day_name(valid), 0.5), (target / day_name(hold), 0.5)])
+    else:  # one exported day: its first 70 % trains, then 15 % validates and 15 % is held out
+        new_days, valid, hold = [base], base + 1, base + 2
         _split_day(
-            work / "data" / day_name(hold), work / "data" / day_name(valid + 2), work / "data" / day_name(valid + 3)
+            last, [(target / day_name(base), 0.7), (target / day_name(valid), 0.15), (target / day_name(hold), 0.15)]
         )
-        valid, hold = valid + 2, valid + 3
     return Prepared(run_id, mode, str(work / "data"), new_days, valid, hold, history)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +27,15 @@ from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS
 log = logging.getLogger(__name__)
 
 
-def _frame(dense: np.ndarray, sparse: np.ndarray, pctr: np.ndarray) -> pd.DataFrame:
-    data: dict[str, object] = {
-        c: pd.array(np.where(np.isnan(dense[:, i]), None, dense[:, i]), dtype="Float64")
-        for i, c in enumerate(DENSE_COLUMNS)
-    }
-    data |= {c: [None if v < 0 else f"{int(v):08x}" for v in sparse[:, j]] for j, c in enumerate(SPARSE_COLUMNS)}
+def _frame(dense: np.ndarray, sparse: np.ndarray, pctr: np.ndarray, reference_sparse: np.ndarray) -> pd.DataFrame:
+    """Numeric columns for Evidently: the 13 counts, pCTR, and per hashed categorical the log
+    count of its value in the reference sample (0: never seen there)."""
+    data: dict[str, object] = {c: dense[:, i] for i, c in enumerate(DENSE_COLUMNS)}
+    for j, c in enumerate(SPARSE_COLUMNS):
+        values, counts = np.unique(reference_sparse[:, j], return_counts=True)
+        pos = np.clip(np.searchsorted(values, sparse[:, j]), 0, values.size - 1)
+        seen = values[pos] == sparse[:, j]
+        data[f"{c}_ref_log_count"] = np.where(seen, np.log1p(counts[pos]), 0.0)
     data["pctr"] = pctr.astype(np.float64)
     return pd.DataFrame(data)
 
@@ -40,7 +44,7 @@ def drift_report(
     store: EventStore, repo: ModelRepository, version: int, start_us: int, end_us: int, sample_rows: int, out_dir: Path
 ) -> float | None:
     """Write ``drift.html`` and ``drift.json`` into ``out_dir``; returns the drifted-column share."""
-    from evidently import Report
+    from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
     ref_path = repo.version_dir(version) / REFERENCE_FILE
@@ -62,9 +66,15 @@ def drift_report(
     if len(rows) < 50:
         return None
     cur = np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=np.float64)
-    current = _frame(cur[:, 1:14], np.nan_to_num(cur[:, 14:40], nan=-1).astype(np.int64), cur[:, 0])
-    reference = _frame(ref_dense, ref_sparse, ref_pctr)
-    evaluation = Report([DataDriftPreset()]).run(current, reference)
+    current = _frame(cur[:, 1:14], np.nan_to_num(cur[:, 14:40], nan=-1).astype(np.int64), cur[:, 0], ref_sparse)
+    reference = _frame(ref_dense, ref_sparse, ref_pctr, ref_sparse)
+    definition = DataDefinition(numerical_columns=list(reference.columns))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Evidently's internals warn about pandas and sklearn details
+        evaluation = Report([DataDriftPreset()]).run(
+            Dataset.from_pandas(current, data_definition=definition),
+            Dataset.from_pandas(reference, data_definition=definition),
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     evaluation.save_html(str(out_dir / "drift.html"))
     summary = evaluation.dict()

@@ -78,7 +78,10 @@ def start_local(target: PipelineTarget, as_of: datetime, log_dir: Path) -> str:
     log_dir.mkdir(parents=True, exist_ok=True)
     try:
         with open(log_dir / f"{run_id}.log", "wb") as log:
-            subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy())
+            proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy()
+            )
+        (log_dir / f"{run_id}.pid").write_text(str(proc.pid))  # its process group, for whoever must stop it
     except OSError as exc:
         raise SubmissionFailed(f"could not start the local pipeline: {exc}") from exc
     return run_id

@@ -7,8 +7,12 @@ Pipelines API server through ``kfp.Client``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -62,10 +66,37 @@ def compile_pipeline(out: Path) -> Path:
     return out
 
 
-def run_local(params: PipelineParams, pipeline_root: Path | None = None) -> dict[str, Any]:
+@contextlib.contextmanager
+def _output_to(log_file: Path | None) -> Iterator[None]:
+    """Send this process's stdout/stderr (kfp.local streams every task's logs there) to a file."""
+    if log_file is None:
+        yield
+        return
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_file, "ab") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def run_local(
+    params: PipelineParams, pipeline_root: Path | None = None, log_file: Path | None = None
+) -> dict[str, Any]:
     """Run the pipeline here; returns the run id, the gate decision and the version (if any).
 
-    On failure the run's lease is released and its staged candidate stays out of the
+    With ``log_file`` the tasks' logs go there instead of this process's output. On failure
+    the run's lease is released and its staged candidate stays out of the
     repository (it was never renamed into a version).
     """
     from kfp import local
@@ -80,7 +111,8 @@ def run_local(params: PipelineParams, pipeline_root: Path | None = None) -> dict
     root = pipeline_root or Path(tempfile.mkdtemp(prefix="ctr-kfp-"))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     try:
-        retrain_pipeline(**params.arguments())
+        with _output_to(log_file):
+            retrain_pipeline(**params.arguments())
     except Exception as exc:  # kfp.local raises RuntimeError with the failing task's name
         for leftover in set(repo.staged()) - staged_before:  # this run's candidate, never published
             repo.discard(leftover)

@@ -95,8 +95,6 @@ def synthesize(args: SynthArgs, out: Path) -> dict[str, object]:
     """Write every day and the manifest into ``out``; returns the manifest."""
     if args.days < 1 or args.rows_per_day < 1:
         raise InputError("--days and --rows-per-day must be at least 1")
-    if args.drift_day is not None and args.drift_day >= args.days:
-        raise InputError(f"--drift-day {args.drift_day} is not before --days {args.days}")
     out.mkdir(parents=True, exist_ok=True)
     world = SyntheticWorld(args.world_config())
     days = [_write_day(world, args, day, out) for day in range(args.days)]

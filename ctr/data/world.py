@@ -47,7 +47,7 @@ SPARSE_CROSSES: tuple[tuple[int, int], ...] = (
 DENSE_CROSSES: tuple[tuple[int, int], ...] = ((0, 2), (4, 8), (6, 13), (10, 5))
 CROSS_RANK = 4
 ZIPF_EXPONENT = 1.15
-NEW_AD_SHARE = 0.5
+NEW_AD_SHARE = 0.6
 #: Values beyond this popularity rank carry progressively weaker effects.
 EFFECT_HEAD = 50.0
 MIN_CARDINALITY = 4

@@ -38,6 +38,7 @@ from ctr.events.writer import GroupCommitWriter
 from ctr.ids import uuid7
 from ctr.repository import MODEL_NAME
 from ctr.serving.features import Features, encode, feature_columns, present, whole_number
+from ctr.settings import env_or_file
 from ctr.timeutil import to_us, utcnow
 
 log = logging.getLogger(__name__)
@@ -62,13 +63,13 @@ class ApiSettings:
         env = os.environ
         values: dict[str, Any] = {
             "triton": env.get("CTR_TRITON", cls.triton),
-            "db_url": env.get("CTR_DB_URL", cls.db_url),
+            "db_url": env_or_file("CTR_DB_URL", cls.db_url),
             "max_candidates": int(env.get("CTR_MAX_CANDIDATES", cls.max_candidates)),
             "max_body_bytes": int(env.get("CTR_MAX_BODY_BYTES", cls.max_body_bytes)),
             "deadline_ms": int(env.get("CTR_DEADLINE_MS", cls.deadline_ms)),
             "spool_dir": Path(env.get("CTR_SPOOL_DIR", str(cls.spool_dir))),
             "spool_max_bytes": int(env.get("CTR_SPOOL_MAX_BYTES", cls.spool_max_bytes)),
-            "api_keys": tuple(k.strip() for k in env.get("CTR_API_KEYS", "").split(",") if k.strip()),
+            "api_keys": tuple(k.strip() for k in (env_or_file("CTR_API_KEYS") or "").split(",") if k.strip()),
             "migrate": env.get("CTR_MIGRATE", "1") != "0",
         }
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,25 @@
+"""12-factor settings: ``CTR_X`` from the environment, or the file named by ``CTR_X_FILE``.
+
+Kubernetes mounts secrets as files (``/var/run/secrets/...``); pointing ``CTR_DB_URL_FILE``
+at one keeps the value out of the process environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ctr.errors import InputError
+
+
+def env_or_file(name: str, default: str | None = None) -> str | None:
+    """The value of ``name``, else the stripped content of the file ``name + "_FILE"`` names."""
+    if name in os.environ:
+        return os.environ[name]
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise InputError(f"{name}_FILE={path} cannot be read: {exc.strerror}") from exc
+    return default
