@@ -562,9 +562,11 @@ def demo(
     rows_per_day: Annotated[int, typer.Option(help="Rows per generated day.")] = 30_000,
     drift: Annotated[str, typer.Option(help="new-ads, concept or popularity.")] = "new-ads",
     drift_day: Annotated[int, typer.Option(help="First drifted day.")] = 4,
-    threshold: Annotated[float, typer.Option(help="Monitor's AUC threshold.")] = 0.72,
+    threshold: Annotated[
+        float | None, typer.Option(help="Monitor's AUC threshold (default: warm-up baseline - 0.02).")
+    ] = None,
     db: Annotated[str | None, typer.Option(help="Event log URL (default: SQLite in the workdir).")] = None,
-    requests_per_tick: Annotated[int, typer.Option(help="Score requests per 30 simulated minutes.")] = 40,
+    requests_per_tick: Annotated[int, typer.Option(help="Score requests per 30 simulated minutes.")] = 60,
     config: Annotated[str, typer.Option(help="Experiment id for both pipeline runs.")] = "dcn_v2_small",
     keep_running: Annotated[bool, typer.Option("--keep-running", help="Leave Triton and the API up.")] = False,
 ) -> None:

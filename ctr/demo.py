@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ import numpy as np
 
 from ctr.data.synth import SynthArgs, synthesize
 from ctr.data.world import Drift, Impressions, SyntheticWorld
+from ctr.errors import CtrError
 from ctr.events.store import EventStore
 from ctr.repository import ModelRepository
 from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS
@@ -61,10 +62,11 @@ class DemoConfig:
     drift: Drift = "new-ads"
     seed: int = 7
     experiment: str = "dcn_v2_small"
-    threshold: float = 0.72
+    threshold: float | None = None  # None: the warm-up day's baseline minus threshold_margin
+    threshold_margin: float = 0.02
     db_url: str | None = None
     tick: timedelta = timedelta(minutes=30)
-    requests_per_tick: int = 40
+    requests_per_tick: int = 60
     candidates: int = 10
     top_k: int = 5
     monitor_every: timedelta = timedelta(hours=2)
@@ -82,6 +84,7 @@ class Timeline:
     swaps: list[dict[str, Any]] = field(default_factory=list)
     impressions_sent: int = 0
     requests_failed: int = 0
+    baseline: dict[str, float] = field(default_factory=dict)
 
 
 def _free_port() -> int:
@@ -259,6 +262,10 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         now = start
         next_monitor = start + cfg.monitor_every
         monitor_runs = 0
+        threshold = cfg.threshold
+        if threshold is not None:
+            timeline.baseline = {"threshold": threshold}
+        warmup_end = EPOCH + timedelta(days=cfg.drift_day)  # the pre-drift traffic day
         try:
             while now < end:
                 sim.tick(now)
@@ -270,6 +277,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                 if now >= next_monitor:
                     next_monitor += cfg.monitor_every
                     monitor_runs += 1
+                    if threshold is None and now >= warmup_end:
+                        threshold = _baseline_threshold(cfg, timeline, start + cfg.window)
+                    rules = replace(rules, absolute_auc=0.0 if threshold is None else threshold)
                     # Evidently's report takes seconds: the demo asks for one every drift_every runs
                     wants_drift = monitor_runs % cfg.drift_every == 0
                     record = run_monitor(
@@ -296,6 +306,27 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             print(f"Triton and the API keep running (API http://127.0.0.1:{stack.api_port}); Ctrl-C stops them")
             stack.wait()
     return summary
+
+
+def _baseline_threshold(cfg: DemoConfig, timeline: Timeline, full_from: datetime) -> float:
+    """The serving version's own windowed AUC on the warm-up day, minus the margin.
+
+    Offline validation AUC is not comparable: the monitor sees only the ads that were shown
+    (the top of each ranking), which lowers AUC. So the demo learns its baseline online."""
+    aucs = [
+        e["auc"] for e in timeline.entries if e["auc"] is not None and datetime.fromisoformat(e["as_of"]) >= full_from
+    ]
+    if not aucs:
+        raise DemoError("no labelled window during the warm-up day; raise --requests-per-tick")
+    baseline = float(np.mean(aucs))
+    threshold = round(baseline - cfg.threshold_margin, 3)
+    print(f"[baseline] version 1's windowed AUC on the warm-up day: {baseline:.3f}; threshold {threshold:.3f}")
+    timeline.baseline = {"auc": round(baseline, 4), "threshold": threshold}
+    return threshold
+
+
+class DemoError(CtrError):
+    """The demo could not complete."""
 
 
 def _fmt(t: datetime) -> str:
@@ -339,6 +370,8 @@ def _summary(
     return {
         "config": {k: str(v) for k, v in asdict(cfg).items()},
         "drift_onset": drift_at.isoformat(),
+        "baseline_auc": timeline.baseline.get("auc"),
+        "threshold": timeline.baseline.get("threshold"),
         "first_detection": detected[0]["as_of"] if detected else None,
         "triggers": len(triggers),
         "versions": versions,
@@ -373,7 +406,13 @@ def _write_report(cfg: DemoConfig, timeline: Timeline, summary: dict[str, Any]) 
             alpha=0.2,
             label="95% DeLong interval",
         )
-    ax.axhline(cfg.threshold, color="tab:red", linestyle="--", label=f"threshold {cfg.threshold}")
+    if timeline.baseline:
+        ax.axhline(
+            timeline.baseline["threshold"],
+            color="tab:red",
+            linestyle="--",
+            label=f"threshold {timeline.baseline['threshold']}",
+        )
     ax.axvline(cfg.drift_day, color="tab:orange", label=f"{cfg.drift} drift onset")
     for e in timeline.entries:
         if e["decision"] == "trigger" and e["submission"] == "ok":

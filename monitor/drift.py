@@ -20,7 +20,6 @@ from sqlalchemy import select
 
 from ctr.events.schema import DENSE_DB, SPARSE_DB, impressions
 from ctr.events.store import EventStore
-from ctr.export import onnx_predict, onnx_session
 from ctr.repository import ONNX_FILE, REFERENCE_FILE, ModelRepository
 from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS
 
@@ -46,6 +45,8 @@ def drift_report(
     """Write ``drift.html`` and ``drift.json`` into ``out_dir``; returns the drifted-column share."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
+
+    from ctr.export import onnx_predict, onnx_session  # torch and onnx: only when drift is asked for
 
     ref_path = repo.version_dir(version) / REFERENCE_FILE
     if not ref_path.exists():

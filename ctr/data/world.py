@@ -187,7 +187,7 @@ class SyntheticWorld:
         weight = [self._popularity_weight(j) for j in range(N_SPARSE)]
         self.effects = _Effects(rng, sizes, weight)
         self.effects_after = self.effects.blended(rng, sizes, weight, keep=0.3)
-        self.new_effects_boost = 1.5
+        self.new_effects_boost = 2.0
         for j in AD_FEATURES:
             c = int(self.cardinality[j])
             self.effects.first[j][c:-1] *= self.new_effects_boost
