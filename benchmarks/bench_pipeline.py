@@ -29,49 +29,52 @@ from ctr.repository import ModelRepository
 def pipeline(
     repo: Path, data: Path, work: Path, mode: str, train: str, valid: int, holdout: int, config: str
 ) -> dict[str, object]:
-    """One `ctr pipeline run --local` in its own process: wall time and peak RSS of its children."""
-    script = (
-        "import json, resource, sys; from ctr.cli import main; sys.argv = sys.argv[1:]; "
-        "exec('try:\\n main()\\nexcept SystemExit:\\n pass'); "
-        "print('PEAK', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-    )
-    args = [
-        sys.executable,
-        "-c",
-        script,
-        "ctr",
-        "pipeline",
-        "run",
-        "--local",
-        "--mode",
-        mode,
-        "--repo",
-        str(repo),
-        "--data",
-        str(data),
-        "--train-days",
-        train,
-        "--valid-day",
-        str(valid),
-        "--holdout-day",
-        str(holdout),
-        "--config",
-        config,
-        "--work-dir",
-        str(work),
-        "--json",
-    ]
-    t0 = time.perf_counter()
-    done = subprocess.run(args, capture_output=True, text=True, check=True)
-    wall = time.perf_counter() - t0
-    lines = done.stdout.strip().splitlines()
-    peak_kb = int(next(line.split()[1] for line in lines if line.startswith("PEAK")))
-    self_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    outcome = json.loads(next(line for line in reversed(lines) if line.startswith("{")))
+    """One `ctr pipeline run --local` under GNU time: wall time and the largest process's peak RSS.
+
+    kfp.local runs each component in its own process, so the peak is that of the biggest step.
+    """
+    ctr = Path(sys.executable).parent / "ctr"
+    with tempfile.NamedTemporaryFile(suffix=".time") as timing:
+        args = [
+            "/usr/bin/time",
+            "-f",
+            "%M",
+            "-o",
+            timing.name,
+            str(ctr),
+            "pipeline",
+            "run",
+            "--local",
+            "--mode",
+            mode,
+            "--repo",
+            str(repo),
+            "--data",
+            str(data),
+            "--train-days",
+            train,
+            "--valid-day",
+            str(valid),
+            "--holdout-day",
+            str(holdout),
+            "--config",
+            config,
+            "--work-dir",
+            str(work),
+            "--json",
+        ]
+        t0 = time.perf_counter()
+        done = subprocess.run(args, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if done.returncode != 0:
+            raise SystemExit(f"pipeline run failed ({done.returncode}): {done.stderr[-2000:]}")
+        driver_kb = int(Path(timing.name).read_text().split()[-1])
+    children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    outcome = json.loads(next(line for line in reversed(done.stdout.splitlines()) if line.startswith('{"run_id"')))
     return {
         "wall_s": round(wall, 1),
-        "peak_rss_mb": round(max(peak_kb, 0) / 1024),
-        "driver_peak_mb": round(self_kb / 1024),
+        "driver_peak_rss_mb": round(driver_kb / 1024),
+        "max_step_peak_rss_mb_so_far": round(children_kb / 1024),
         **outcome,
     }
 

@@ -20,7 +20,7 @@ import polars as pl
 from ctr.config import Experiment
 from ctr.data.dataset import available_days, day_shards, parse_days
 from ctr.data.reader import ReadReport, iter_batches
-from ctr.data.writer import criteo_table, write_criteo
+from ctr.data.writer import frame_table, write_criteo
 from ctr.errors import InputError
 from ctr.events.export import ExportWindow, export_days
 from ctr.events.store import EventStore
@@ -28,7 +28,7 @@ from ctr.features import FeatureTransform
 from ctr.lease import acquire, release
 from ctr.model import DCN
 from ctr.repository import METADATA, TRANSFORM_DIR, WEIGHTS_FILE, ModelRepository
-from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS, day_name
+from ctr.schema import day_name
 from ctr.timeutil import parse_duration, parse_time
 from ctr.train import TrainSpec, load_version, pick_device, score_day, train_candidate
 
@@ -71,17 +71,9 @@ def _split_day(path: Path, parts: list[tuple[Path, float]]) -> None:
     start = 0
     for k, (dest, fraction) in enumerate(parts):
         stop = frame.height if k == len(parts) - 1 else start + int(frame.height * fraction)
-        part = frame[start:stop]
-        start = stop
-        dense = part.select(DENSE_COLUMNS)
-        table = criteo_table(
-            part["label"].to_numpy(),
-            dense.fill_null(0).to_numpy(),
-            dense.select(pl.all().is_null()).to_numpy(),
-            part.select(SPARSE_COLUMNS).fill_null(-1).to_numpy(),
-        )
         with open(dest, "wb") as f:
-            write_criteo(f, table)
+            write_criteo(f, frame_table(frame[start:stop]))
+        start = stop
 
 
 def prepare(

@@ -12,9 +12,9 @@ import json
 import logging
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import polars as pl
 from sqlalchemy import select
 
@@ -22,6 +22,9 @@ from ctr.events.schema import DENSE_DB, SPARSE_DB, impressions
 from ctr.events.store import EventStore
 from ctr.repository import ONNX_FILE, REFERENCE_FILE, ModelRepository
 from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,8 @@ def _frame(dense: np.ndarray, sparse: np.ndarray, pctr: np.ndarray, reference_sp
         seen = values[pos] == sparse[:, j]
         data[f"{c}_ref_log_count"] = np.where(seen, np.log1p(counts[pos]), 0.0)
     data["pctr"] = pctr.astype(np.float64)
+    import pandas as pd  # only when a drift report is asked for
+
     return pd.DataFrame(data)
 
 

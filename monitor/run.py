@@ -91,9 +91,12 @@ def _metrics(window: LabelledWindow, confidence: float) -> dict[str, Any]:
     return out
 
 
-def _per_version(window: LabelledWindow, confidence: float) -> dict[str, Any]:
+def _per_version(window: LabelledWindow, confidence: float, overall: dict[str, Any]) -> dict[str, Any]:
+    versions = np.unique(window.version).tolist()
+    if len(versions) == 1:  # the whole window was served by one version
+        return {str(versions[0]): overall}
     result = {}
-    for v in np.unique(window.version).tolist():
+    for v in versions:
         mask = window.version == v
         part = LabelledWindow(
             window.start_us, window.end_us, window.pctr[mask], window.label[mask], window.version[mask]
@@ -207,14 +210,15 @@ def run_monitor(req: MonitorRequest) -> dict[str, Any]:
     try:
         window = load_window(store, req.rules, as_of)
         serving = repo.served()
+        overall = _metrics(window, req.rules.confidence)
         record: dict[str, Any] = {
             "as_of": as_of.isoformat(),
             "as_of_us": to_us(as_of),
             "window_start": from_us(window.start_us).isoformat(),
             "window_end": from_us(window.end_us).isoformat(),
             "serving_version": serving,
-            **_metrics(window, req.rules.confidence),
-            "per_version": _per_version(window, req.rules.confidence),
+            **overall,
+            "per_version": _per_version(window, req.rules.confidence, overall),
             "threshold": _threshold(req.rules, repo, serving),
             "breach": False,
             "trigger": req.trigger,

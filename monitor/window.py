@@ -50,8 +50,16 @@ def load_window(store: EventStore, rules: Rules, as_of: datetime) -> LabelledWin
         .order_by(served.desc())
         .limit(rules.max_labelled)
     )
+    # One statement through the driver's own cursor: a million rows as plain tuples, without
+    # building a SQLAlchemy Row for each (the values are numbers the code itself bound).
+    sql = str(query.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True}))
     with store.engine.connect() as conn:
-        rows = conn.execute(query).all()
+        cursor = conn.connection.driver_connection.cursor()
+        try:
+            cursor.execute(sql)
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
     if not rows:
         empty = np.empty(0)
         return LabelledWindow(start_us, end_us, empty, empty.astype(np.int8), empty.astype(np.int64))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import BinaryIO
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
@@ -45,6 +46,17 @@ def criteo_table(label: np.ndarray, dense: np.ndarray, dense_missing: np.ndarray
     for j, name in enumerate(SPARSE_COLUMNS):
         columns[name] = _hex_column(np.ascontiguousarray(sparse[:, j]))
     return pa.table(columns)
+
+
+def frame_table(frame: pl.DataFrame) -> pa.Table:
+    """``criteo_table`` for a frame with columns label, I1..I13, C1..C26 (nulls = missing)."""
+    dense = frame.select(DENSE_COLUMNS)
+    return criteo_table(
+        frame[LABEL].to_numpy(),
+        dense.fill_null(0).to_numpy(),
+        dense.select(pl.all().is_null()).to_numpy(),
+        frame.select(SPARSE_COLUMNS).fill_null(-1).to_numpy(),
+    )
 
 
 def write_criteo(stream: BinaryIO, table: pa.Table) -> None:

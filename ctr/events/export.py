@@ -22,14 +22,15 @@ import polars as pl
 from sqlalchemy import and_, case, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from ctr.data.writer import criteo_table, write_criteo
+from ctr.data.writer import frame_table, write_criteo
 from ctr.errors import InputError
 from ctr.events.schema import DENSE_DB, SPARSE_DB, clicks, impressions
 from ctr.events.store import EventStore, StoreUnavailable
-from ctr.schema import day_name
+from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS, day_name
 from ctr.timeutil import to_us
 
 DAY_US = 86_400_000_000
+_TO_CRITEO = {db: col for db, col in zip((*DENSE_DB, *SPARSE_DB), (*DENSE_COLUMNS, *SPARSE_COLUMNS), strict=True)}
 _SCHEMA = {"served_at_us": pl.Int64, "label": pl.Int8, **{c: pl.Int64 for c in (*DENSE_DB, *SPARSE_DB)}}
 CHUNK = 50_000
 
@@ -78,14 +79,7 @@ def export_days(store: EventStore, window: ExportWindow, out: Path) -> dict[str,
                     part = frame.filter(pl.Series(day_of == k))
                     if k not in handles:
                         handles[k] = open(out / f".{day_name(k)}.part", "wb")  # noqa: SIM115 - closed below
-                    dense = part.select(DENSE_DB)
-                    table = criteo_table(
-                        part["label"].to_numpy(),
-                        dense.fill_null(0).to_numpy(),
-                        dense.select(pl.all().is_null()).to_numpy(),
-                        part.select(SPARSE_DB).fill_null(-1).to_numpy(),
-                    )
-                    write_criteo(handles[k], table)
+                    write_criteo(handles[k], frame_table(part.rename(_TO_CRITEO)))
                     counts[k]["rows"] += part.height
                     counts[k]["positives"] += int(part["label"].sum())
     except SQLAlchemyError as exc:

@@ -17,8 +17,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
@@ -80,6 +78,9 @@ class EventStore:
 
     def migrate(self) -> None:
         """Upgrade the schema to the newest revision (creates it on an empty database)."""
+        from alembic import command
+        from alembic.config import Config
+
         config = Config()
         config.set_main_option("script_location", str(resources.files("ctr.events") / "migrations"))
         try:

@@ -21,8 +21,9 @@ def tritonservers() -> set[int]:
 
 def test_shortened_demo(tmp_path: Path) -> None:
     before = tritonservers()
-    cfg = DemoConfig(workdir=tmp_path / "run", report_dir=tmp_path / "report", days=6, rows_per_day=20_000,
-                     requests_per_tick=50)
+    cfg = DemoConfig(
+        workdir=tmp_path / "run", report_dir=tmp_path / "report", days=6, rows_per_day=20_000, requests_per_tick=50
+    )
     summary = run_demo(cfg)
     assert tritonservers() - before == set()  # no tritonserver (or stub) left behind
     assert summary == json.loads((tmp_path / "report" / "summary.json").read_text())

@@ -12,10 +12,9 @@ import pytest
 import yaml
 
 from ctr.data.reader import ReadReport, iter_batches
-from ctr.data.writer import criteo_table, write_criteo
+from ctr.data.writer import frame_table, write_criteo
 from ctr.lease import LEASE_FILE, acquire, holder
 from ctr.repository import ModelRepository
-from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS
 from pipelines.runner import PipelineError, PipelineParams, compile_pipeline, run_local
 
 pytestmark = pytest.mark.slow
@@ -81,17 +80,8 @@ def _shuffled_copy(source: Path, dest: Path, day: int) -> None:
     report = ReadReport()
     frame = pl.concat(list(iter_batches(source / f"day_{day}", report)))
     labels = np.random.default_rng(0).permutation(frame["label"].to_numpy())
-    dense = frame.select(DENSE_COLUMNS)
     with open(dest / f"day_{day}", "wb") as f:
-        write_criteo(
-            f,
-            criteo_table(
-                labels,
-                dense.fill_null(0).to_numpy(),
-                dense.select(pl.all().is_null()).to_numpy(),
-                frame.select(SPARSE_COLUMNS).fill_null(-1).to_numpy(),
-            ),
-        )
+        write_criteo(f, frame_table(frame.with_columns(pl.Series("label", labels))))
 
 
 def test_gate_rejects_a_candidate_trained_on_shuffled_labels(
