@@ -24,6 +24,7 @@ class IncrementalConfig:
     epochs: int
     learning_rate: float
     replay_share: float
+    min_count: int | None = None  # for vocabulary growth; None: the base version's
 
 
 @dataclass(frozen=True)

@@ -267,7 +267,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             timeline.baseline = {"threshold": threshold}
         warmup_end = EPOCH + timedelta(days=cfg.drift_day)  # the pre-drift traffic day
         try:
-            while now < end:
+            while _keep_going(cfg, timeline, now, end):
                 sim.tick(now)
                 now += cfg.tick
                 if repo.served() != served:
@@ -306,6 +306,22 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             print(f"Triton and the API keep running (API http://127.0.0.1:{stack.api_port}); Ctrl-C stops them")
             stack.wait()
     return summary
+
+
+def _keep_going(cfg: DemoConfig, timeline: Timeline, now: datetime, end: datetime) -> bool:
+    """Simulate to ``end``; past it, only while a triggered retrain has not yet been served for
+    one full monitor window (time keeps flowing while the pipeline runs), at most two days more."""
+    if now < end:
+        return True
+    if now >= end + timedelta(days=2):
+        return False
+    triggered = any(e["decision"] == "trigger" and e["submission"] == "ok" for e in timeline.entries)
+    if not triggered:
+        return False
+    if not timeline.swaps:
+        return True
+    swapped = datetime.fromisoformat(timeline.swaps[-1]["at"])
+    return now < swapped + cfg.window + cfg.attribution_window + cfg.monitor_every
 
 
 def _baseline_threshold(cfg: DemoConfig, timeline: Timeline, full_from: datetime) -> float:

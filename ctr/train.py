@@ -304,7 +304,7 @@ def train_candidate(spec: TrainSpec, repo: ModelRepository) -> Candidate:
         if parent is None:
             raise InputError(f"incremental training needs a published base version; {repo.model_dir} has none")
         model, base_transform, base_meta = load_version(repo, parent, device)
-        transform = base_transform.extend(pl.concat([d.scan() for d in train]))
+        transform = base_transform.extend(pl.concat([d.scan() for d in train]), exp.incremental.min_count)
         growth = (transform.sizes - base_transform.sizes).tolist()
         model.grow(transform.sizes.tolist())
         exp = Experiment.from_dict({**exp.to_dict(), "model": base_meta["experiment"]["model"]})

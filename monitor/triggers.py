@@ -79,7 +79,7 @@ def start_local(target: PipelineTarget, as_of: datetime, log_dir: Path) -> str:
     try:
         with open(log_dir / f"{run_id}.log", "wb") as log:
             proc = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy()
+                args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy(), cwd=log_dir
             )
         (log_dir / f"{run_id}.pid").write_text(str(proc.pid))  # its process group, for whoever must stop it
     except OSError as exc:

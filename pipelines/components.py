@@ -1,7 +1,7 @@
 """KFP v2 components: thin wrappers that call ``ctr.retrain`` inside the component image.
 
 Locally (``kfp.local.SubprocessRunner``) they run in this environment; on a cluster in
-``CTR_PIPELINE_IMAGE`` (built from ``docker/pipeline.Dockerfile``). Imports live inside the
+``CTR_PIPELINE_IMAGE`` (built from ``dockerfiles/pipeline.Dockerfile``). Imports live inside the
 functions because KFP ships each function's source on its own.
 """
 

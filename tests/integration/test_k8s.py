@@ -167,11 +167,11 @@ def test_images_match_dockerfiles(rendered: list[dict[str, Any]]) -> None:
     assert ours == {"ghcr.io/ctr-loop/ctr-api:0.1.0", "ghcr.io/ctr-loop/ctr-monitor:0.1.0"}
     for image in ours:
         name = image.split("/")[-1].split(":")[0]
-        dockerfile = ROOT / "docker" / f"{name.removeprefix('ctr-')}.Dockerfile"
+        dockerfile = ROOT / "dockerfiles" / f"{name.removeprefix('ctr-')}.Dockerfile"
         assert f'image.title="{name}"' in dockerfile.read_text()
     from pipelines.components import IMAGE
 
-    assert 'image.title="ctr-pipeline"' in (ROOT / "docker" / "pipeline.Dockerfile").read_text()
+    assert 'image.title="ctr-pipeline"' in (ROOT / "dockerfiles" / "pipeline.Dockerfile").read_text()
     assert IMAGE.startswith("ghcr.io/ctr-loop/ctr-pipeline:")
 
 

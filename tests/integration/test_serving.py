@@ -303,8 +303,10 @@ def test_locust_scenario_runs_clean(stack: LocalStack, tmp_path: Path) -> None:
     scored = int(stats["/v1/score"]["Request Count"])
     assert scored > 10 and int(stats["Aggregated"]["Failure Count"]) == 0
     logged = stack_store(stack).count_impressions() - before
-    # top_k = 10 per answer; locust leaves out of its count requests in flight when the clock stops (≤ 1 a user)
-    assert 10 * scored <= logged <= 10 * (scored + 4)
+    # top_k = 10 per answer: every answered request logged whole. Locust leaves requests still in
+    # flight when its clock stops out of its count, so the log may hold a few more (the demo test
+    # checks sent == logged exactly, from the client's side).
+    assert logged >= 10 * scored and logged % 10 == 0
 
 
 def test_version_swap_under_load(

@@ -1,5 +1,5 @@
 # ghcr.io/ctr-loop/ctr-pipeline — the KFP components (`pipelines/components.py`, CTR_PIPELINE_IMAGE). Build from the repository root:
-#   docker build -f docker/pipeline.Dockerfile -t ghcr.io/ctr-loop/ctr-pipeline:0.1.0 .
+#   docker build -f dockerfiles/pipeline.Dockerfile -t ghcr.io/ctr-loop/ctr-pipeline:0.1.0 .
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./

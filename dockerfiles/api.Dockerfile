@@ -1,5 +1,5 @@
-# ghcr.io/ctr-loop/ctr-monitor — the monitor CronJob (`ctr monitor run`). Build from the repository root:
-#   docker build -f docker/monitor.Dockerfile -t ghcr.io/ctr-loop/ctr-monitor:0.1.0 .
+# ghcr.io/ctr-loop/ctr-api — the score API (`ctr api`). Build from the repository root:
+#   docker build -f dockerfiles/api.Dockerfile -t ghcr.io/ctr-loop/ctr-api:0.1.0 .
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -10,10 +10,11 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels "torch==2.13.0" --index-url htt
  && pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
-LABEL org.opencontainers.image.title="ctr-monitor" org.opencontainers.image.source="https://github.com/ctr-loop/ctr-loop"
+LABEL org.opencontainers.image.title="ctr-api" org.opencontainers.image.source="https://github.com/ctr-loop/ctr-loop"
 RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin ctr
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER 10001
+EXPOSE 8080
 ENTRYPOINT ["ctr"]
-CMD ["monitor", "run", "--help"]
+CMD ["api", "--host", "0.0.0.0", "--port", "8080"]
