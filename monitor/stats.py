@@ -26,16 +26,12 @@ class AucInterval:
     std_error: float
 
 
-def _midranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks with ties sharing their mean rank."""
-    order = np.argsort(x, kind="mergesort")
-    sorted_x = x[order]
+def _midranks_sorted(sorted_x: np.ndarray) -> np.ndarray:
+    """Mid-ranks (1-based, ties share their mean rank) of an already sorted array."""
     boundaries = np.flatnonzero(np.diff(sorted_x)) + 1
     starts = np.concatenate(([0], boundaries))
-    ends = np.concatenate((boundaries, [x.size]))
-    ranks = np.empty(x.size)
-    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
-    return ranks
+    ends = np.concatenate((boundaries, [sorted_x.size]))
+    return np.repeat((starts + ends + 1) / 2.0, ends - starts)
 
 
 def _z(confidence: float) -> float:
@@ -57,15 +53,18 @@ def delong_auc(labels: ArrayLike, scores: ArrayLike, confidence: float = 0.95) -
     """AUC and DeLong interval; ``InputError`` unless both classes are present."""
     y = np.asarray(labels).astype(bool).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()
-    pos, neg = s[y], s[~y]
-    m, n = pos.size, neg.size
+    m = int(y.sum())
+    n = y.size - m
     if m == 0 or n == 0:
         raise InputError(f"AUC needs both classes; got {m} positives and {n} negatives")
-    all_ranks = _midranks(np.concatenate([pos, neg]))
-    pos_ranks, neg_ranks = all_ranks[:m], all_ranks[m:]
+    # one sort serves all three rankings: subsets of a sorted array stay sorted
+    order = np.argsort(s, kind="stable")
+    s_sorted, y_sorted = s[order], y[order]
+    all_ranks = _midranks_sorted(s_sorted)
+    pos_ranks, neg_ranks = all_ranks[y_sorted], all_ranks[~y_sorted]
     auc = (pos_ranks.sum() - m * (m + 1) / 2.0) / (m * n)
-    v10 = (pos_ranks - _midranks(pos)) / n  # placement of each positive among negatives
-    v01 = 1.0 - (neg_ranks - _midranks(neg)) / m
+    v10 = (pos_ranks - _midranks_sorted(s_sorted[y_sorted])) / n  # placement of each positive among negatives
+    v01 = 1.0 - (neg_ranks - _midranks_sorted(s_sorted[~y_sorted])) / m
     var = (np.var(v10, ddof=1) / m if m > 1 else 0.0) + (np.var(v01, ddof=1) / n if n > 1 else 0.0)
     se = math.sqrt(max(var, 0.0))
     z = _z(confidence)

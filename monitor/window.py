@@ -7,8 +7,10 @@ newest ``max_labelled`` matured impressions served within ``max_age`` of ``as_of
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 from sqlalchemy import and_, case, select
@@ -36,6 +38,18 @@ class LabelledWindow:
         return int(self.label.size - self.label.sum())
 
 
+def _fetch(raw: Any, sql: str, binary: bool) -> np.ndarray:
+    """All rows as one float array; PostgreSQL sends them in its binary format (no text parsing)."""
+    cursor = raw.cursor(binary=True) if binary else raw.cursor()
+    try:
+        cursor.execute(sql)
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=3 * len(rows))
+    return flat.reshape(-1, 3)
+
+
 def load_window(store: EventStore, rules: Rules, as_of: datetime) -> LabelledWindow:
     """Fetch the window (one query; label computed by the database)."""
     window_us = int(rules.attribution_window.total_seconds() * 1_000_000)
@@ -50,18 +64,13 @@ def load_window(store: EventStore, rules: Rules, as_of: datetime) -> LabelledWin
         .order_by(served.desc())
         .limit(rules.max_labelled)
     )
-    # One statement through the driver's own cursor: a million rows as plain tuples, without
-    # building a SQLAlchemy Row for each (the values are numbers the code itself bound).
+    # One statement through the driver itself: a million rows without a SQLAlchemy Row each
+    # (the values in the SQL are numbers the code bound, rendered as literals).
     sql = str(query.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True}))
     with store.engine.connect() as conn:
-        cursor = conn.connection.driver_connection.cursor()
-        try:
-            cursor.execute(sql)
-            rows = cursor.fetchall()
-        finally:
-            cursor.close()
-    if not rows:
+        raw = conn.connection.driver_connection
+        arr = _fetch(raw, sql, binary=store.dialect == "postgresql")
+    if arr.shape[0] == 0:
         empty = np.empty(0)
         return LabelledWindow(start_us, end_us, empty, empty.astype(np.int8), empty.astype(np.int64))
-    arr = np.array(rows, dtype=np.float64)
     return LabelledWindow(start_us, end_us, arr[:, 0], arr[:, 1].astype(np.int8), arr[:, 2].astype(np.int64))
