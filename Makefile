@@ -30,9 +30,16 @@ test: $(STAMP) $(CHECKOV)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ctr monitor pipelines tests benchmarks
 
+# The benchmarks of benchmarks/RESULTS.md that run on this machine (about 15 minutes).
+# The GPU one runs on a lent machine: python3 benchmarks/bench_train.py --deepctr --speed
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) benchmarks/bench_data.py
+	$(PY) benchmarks/bench_monitor.py
+	$(PY) benchmarks/bench_pipeline.py
+	$(PY) benchmarks/bench_serving.py
+	$(PY) benchmarks/bench_train.py --device cpu --days 3 --rows-per-day 100000 --epochs 1 \
+		--configs dcn,dcn_small --deepctr --out benchmarks/results/train-cpu.json
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
