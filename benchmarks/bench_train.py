@@ -361,7 +361,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=4096)
-    ap.add_argument("--min-count", type=int, default=10)
+    ap.add_argument("--min-count", type=int, default=200, help="as in the dcn and dcn_v2 experiments")
     ap.add_argument("--configs", default="dcn,dcn_v2")
     ap.add_argument("--deepctr", action="store_true", help="also run DeepCTR-Torch's DCN")
     ap.add_argument("--no-quality", action="store_true")
