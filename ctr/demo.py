@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import html
 import json
-import logging
 import os
 import shutil
 import signal
@@ -48,7 +47,6 @@ from monitor.run import MonitorRequest, run_monitor
 from monitor.triggers import PipelineTarget
 from pipelines.runner import PipelineParams, run_local
 
-log = logging.getLogger(__name__)
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)  # simulated day 0 starts here
 
 

@@ -32,7 +32,6 @@ from ctr.features import MISSING_ID, OOV_ID, FeatureTransform
 from ctr.model import DCN, ProbabilityHead
 from ctr.schema import N_DENSE, N_SPARSE
 
-log = logging.getLogger(__name__)
 OPSET = 18
 ML_OPSET = 3
 VERSION_INITIALIZER = "model_version_value"

@@ -19,7 +19,6 @@ Artifact: ``transform.json`` + ``vocab.parquet`` in a directory; no pickle.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,6 +189,3 @@ class FeatureTransform:
             ok = ok and bool(np.all((self.ids >= FIRST_VOCAB_ID) & (self.ids < self.sizes[feature])))
         if not ok:
             raise ArtifactError(f"feature transform in {where} is inconsistent")
-
-    def vocabulary_sizes(self) -> Sequence[int]:
-        return [int(s) for s in self.sizes]

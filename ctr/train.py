@@ -190,6 +190,11 @@ def _autocast(device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
+def _source_rows(sources: Sequence[_Source]) -> int:
+    """Rows the sources yield in one epoch (expected count for sampled shards), from parquet footers."""
+    return int(sum(pq.ParquetFile(s.shard).metadata.num_rows * s.keep for s in sources))
+
+
 def _fit(
     model: DCN,
     transform: FeatureTransform,
@@ -204,7 +209,7 @@ def _fit(
     """Train with early stopping on validation AUC; returns best metrics and samples/s."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=device.type == "cuda")
     loss_fn = nn.BCEWithLogitsLoss()
-    total = int(sum(pq.ParquetFile(s.shard).metadata.num_rows * s.keep for s in sources))
+    total = _source_rows(sources)
     best: dict[str, float | int | None] | None = None
     best_state: dict[str, torch.Tensor] | None = None
     stale, rates = 0, []
@@ -343,7 +348,7 @@ def train_candidate(spec: TrainSpec, repo: ModelRepository) -> Candidate:
             "train_days": list(spec.train_days),
             "valid_day": spec.valid_day,
             "replay_days": replay_days,
-            "train_rows": int(sum(pq.ParquetFile(s.shard).metadata.num_rows * s.keep for s in sources)),
+            "train_rows": _source_rows(sources),
         },
         "vocabulary_growth": growth,
         "experiment": exp.to_dict(),

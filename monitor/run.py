@@ -12,7 +12,6 @@ under a database lease, so concurrent runs decide one after the other and trigge
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -38,7 +37,6 @@ from monitor.stats import delong_auc, expected_auc
 from monitor.triggers import PipelineTarget, SubmissionFailed, start_local, submit_kfp
 from monitor.window import LabelledWindow, load_window
 
-log = logging.getLogger(__name__)
 TriggerKind = Literal["none", "local", "kfp"]
 
 
@@ -232,7 +230,7 @@ def run_monitor(req: MonitorRequest) -> dict[str, Any]:
             )
         _decide(req, store, repo, record, as_of)
         if not req.dry_run:
-            _store(store, record, as_of)
+            _store(store, record, window)
     except SQLAlchemyError as exc:
         raise StoreUnavailable(f"event database failed during the run: {str(exc).splitlines()[0]}") from exc
     finally:
@@ -243,14 +241,14 @@ def run_monitor(req: MonitorRequest) -> dict[str, Any]:
     return record
 
 
-def _store(store: EventStore, record: dict[str, Any], as_of: datetime) -> None:
+def _store(store: EventStore, record: dict[str, Any], window: LabelledWindow) -> None:
     with store.engine.begin() as conn:
         conn.execute(
             insert(monitor_runs).values(
                 started_at_us=to_us(utcnow()),
                 as_of_us=record["as_of_us"],
-                window_start_us=to_us(datetime.fromisoformat(record["window_start"])),
-                window_end_us=to_us(datetime.fromisoformat(record["window_end"])),
+                window_start_us=window.start_us,
+                window_end_us=window.end_us,
                 labelled=record["labelled"],
                 positives=record["positives"],
                 auc=record["auc"],

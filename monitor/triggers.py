@@ -91,7 +91,6 @@ def submit_kfp(
     target: PipelineTarget, as_of: datetime, host: str, token: str | None, namespace: str | None, experiment: str
 ) -> str:
     """Submit one incremental run to Kubeflow Pipelines; returns the KFP run id."""
-    from ctr.errors import CtrError as _CtrError
     from pipelines.runner import PipelineParams, submit
 
     since, until = _window(target, as_of)
@@ -113,5 +112,5 @@ def submit_kfp(
     )
     try:
         return submit(params, host, token, namespace, experiment)
-    except _CtrError as exc:
+    except CtrError as exc:
         raise SubmissionFailed(str(exc)) from exc

@@ -8,7 +8,6 @@ Pipelines API server through ``kfp.Client``.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 import tempfile
@@ -21,8 +20,6 @@ from ctr.errors import CtrError, InputError
 from ctr.ids import uuid7
 from ctr.lease import release
 from ctr.repository import ModelRepository
-
-log = logging.getLogger(__name__)
 
 
 class PipelineError(CtrError):

@@ -174,7 +174,6 @@ class SyntheticWorld:
         rng = np.random.default_rng([cfg.seed, 0xC7])
         base = np.asarray(CRITEO_1TB_CARDINALITIES, dtype=np.float64)
         self.cardinality = np.clip(np.round(base * cfg.scale), MIN_CARDINALITY, base).astype(np.int64)
-        self.cardinality = np.minimum(self.cardinality, base.astype(np.int64))
         # New ad values (used only under new-ads drift) live after the regular ones.
         self.n_new = np.where(np.isin(np.arange(N_SPARSE), AD_FEATURES), np.maximum(8, self.cardinality // 8), 0)
         sizes = self.cardinality + self.n_new

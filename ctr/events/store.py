@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -24,7 +23,6 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from ctr.errors import CtrError, InputError
 from ctr.events.schema import clicks, impressions
 
-log = logging.getLogger(__name__)
 DEFAULT_URL = "sqlite:///ctr-events.db"
 
 

@@ -9,11 +9,9 @@ request into one per batch.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from typing import Any
 
-log = logging.getLogger(__name__)
 Rows = list[dict[str, Any]]
 
 
