@@ -75,31 +75,32 @@ def main() -> None:
                     }
                 )
             )
-            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-            t0 = time.perf_counter()
-            done = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "ctr",
-                    "monitor",
-                    "run",
-                    "--db",
-                    url,
-                    "--repo",
-                    tmp,
-                    "--rules",
-                    str(rules),
-                    "--now",
-                    AS_OF.isoformat(),
-                    "--json",
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            wall = time.perf_counter() - t0
-            peak_mb = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024
+            walls = []
+            for attempt in range(3):  # this machine's timings vary between runs: report each
+                t0 = time.perf_counter()
+                done = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "ctr",
+                        "monitor",
+                        "run",
+                        "--db",
+                        url,
+                        "--repo",
+                        tmp,
+                        "--rules",
+                        str(rules),
+                        "--now",
+                        (AS_OF + timedelta(seconds=attempt)).isoformat(),
+                        "--json",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                walls.append(round(time.perf_counter() - t0, 2))
+            peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
             record = json.loads(done.stdout.strip().splitlines()[-1])
             from monitor.rules import load_rules
             from monitor.run import MonitorRequest, run_monitor
@@ -110,7 +111,7 @@ def main() -> None:
                     db_url=url,
                     repo=Path(tmp),
                     rules=load_rules(rules),
-                    as_of=AS_OF + timedelta(seconds=1),
+                    as_of=AS_OF + timedelta(seconds=10),
                     dry_run=True,
                 )
             )
@@ -120,7 +121,7 @@ def main() -> None:
             "rows": n,
             "labelled": record["labelled"],
             "auc": record["auc"],
-            "cli_wall_s": round(wall, 2),
+            "cli_wall_s": walls,
             "in_process_s": round(in_process, 2),
             "peak_rss_mb": round(peak_mb),
             "load_s": round(load_s, 1),

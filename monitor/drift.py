@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import polars as pl
 from sqlalchemy import select
 
 from ctr.events.schema import DENSE_DB, SPARSE_DB, impressions
@@ -51,7 +50,9 @@ def drift_report(
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    from ctr.export import onnx_predict, onnx_session  # torch and onnx: only when drift is asked for
+    import polars as pl
+
+    from ctr.export import onnx_predict, onnx_session  # polars, torch, onnx: only when drift is asked for
 
     ref_path = repo.version_dir(version) / REFERENCE_FILE
     if not ref_path.exists():

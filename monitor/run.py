@@ -78,13 +78,14 @@ def _metrics(window: LabelledWindow, confidence: float) -> dict[str, Any]:
         "calibration": None,
         "expected_auc": None,
     }
+    order = np.argsort(window.pctr, kind="stable")  # one sort for both AUCs
     if window.label.size >= 2:
-        out["expected_auc"] = round(expected_auc(window.pctr), 6)
+        out["expected_auc"] = round(expected_auc(window.pctr, order), 6)
         out["logloss"] = round(log_loss(window.label, window.pctr), 6)
     if window.positives > 0:
         out["calibration"] = round(calibration(window.label, window.pctr), 6)
     if window.positives > 0 and window.negatives > 0:
-        ci = delong_auc(window.label, window.pctr, confidence)
+        ci = delong_auc(window.label, window.pctr, confidence, order)
         out |= {"auc": round(ci.auc, 6), "auc_lower": round(ci.lower, 6), "auc_upper": round(ci.upper, 6)}
     return out
 

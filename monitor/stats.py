@@ -49,8 +49,13 @@ def _z(confidence: float) -> float:
     return (lo + hi) / 2.0
 
 
-def delong_auc(labels: ArrayLike, scores: ArrayLike, confidence: float = 0.95) -> AucInterval:
-    """AUC and DeLong interval; ``InputError`` unless both classes are present."""
+def delong_auc(
+    labels: ArrayLike, scores: ArrayLike, confidence: float = 0.95, order: np.ndarray | None = None
+) -> AucInterval:
+    """AUC and DeLong interval; ``InputError`` unless both classes are present.
+
+    ``order``: ``np.argsort(scores, kind="stable")`` when the caller already has it.
+    """
     y = np.asarray(labels).astype(bool).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()
     m = int(y.sum())
@@ -58,7 +63,7 @@ def delong_auc(labels: ArrayLike, scores: ArrayLike, confidence: float = 0.95) -
     if m == 0 or n == 0:
         raise InputError(f"AUC needs both classes; got {m} positives and {n} negatives")
     # one sort serves all three rankings: subsets of a sorted array stay sorted
-    order = np.argsort(s, kind="stable")
+    order = np.argsort(s, kind="stable") if order is None else order
     s_sorted, y_sorted = s[order], y[order]
     all_ranks = _midranks_sorted(s_sorted)
     pos_ranks, neg_ranks = all_ranks[y_sorted], all_ranks[~y_sorted]
@@ -71,12 +76,15 @@ def delong_auc(labels: ArrayLike, scores: ArrayLike, confidence: float = 0.95) -
     return AucInterval(float(auc), float(max(0.0, auc - z * se)), float(min(1.0, auc + z * se)), se)
 
 
-def expected_auc(probs: ArrayLike) -> float:
-    """Label-free AUC estimate from calibrated probabilities (ties count one half)."""
+def expected_auc(probs: ArrayLike, order: np.ndarray | None = None) -> float:
+    """Label-free AUC estimate from calibrated probabilities (ties count one half).
+
+    ``order``: ``np.argsort(probs, kind="stable")`` when the caller already has it.
+    """
     p = np.asarray(probs, dtype=np.float64).ravel()
     if p.size < 2:
         raise InputError("expected AUC needs at least two predictions")
-    order = np.argsort(p, kind="mergesort")
+    order = np.argsort(p, kind="stable") if order is None else order
     ps = p[order]
     neg_weight = 1.0 - ps
     # for each i: expected negatives with a strictly lower score, plus half of the tied ones
