@@ -61,7 +61,9 @@ def request_arrays(n: int) -> tuple[np.ndarray, np.ndarray]:
     return dense, imp.sparse.astype(np.int64)
 
 
-def triton_direct(port: int, dense: np.ndarray, sparse: np.ndarray, calls: int, clients: int, seconds: float) -> None:
+def triton_direct(
+    port: int, precision: str, dense: np.ndarray, sparse: np.ndarray, calls: int, clients: int, seconds: float
+) -> None:
     import tritonclient.grpc as g
 
     def one_call(client: g.InferenceServerClient) -> None:
@@ -78,7 +80,7 @@ def triton_direct(port: int, dense: np.ndarray, sparse: np.ndarray, calls: int, 
         t = time.perf_counter()
         one_call(client)
         times.append(time.perf_counter() - t)
-    record(name="triton_grpc_sequential", requests=calls, **percentiles(times))
+    record(name="triton_grpc_sequential", precision=precision, requests=calls, **percentiles(times))
     counts = [0] * clients
     stop = time.perf_counter() + seconds
 
@@ -93,7 +95,8 @@ def triton_direct(port: int, dense: np.ndarray, sparse: np.ndarray, calls: int, 
         th.start()
     for th in threads:
         th.join()
-    record(name="triton_grpc_concurrent", clients=clients, requests_per_s=round(sum(counts) / seconds, 1))
+    rate = round(sum(counts) / seconds, 1)
+    record(name="triton_grpc_concurrent", precision=precision, clients=clients, requests_per_s=rate)
 
 
 def locust_run(api_port: int, users: int, rate_per_user: float, seconds: int, out: Path) -> dict[str, str]:
@@ -135,6 +138,68 @@ def stage_means(api_port: int) -> dict[str, float]:
     return {k: round(float(sums[k]) / float(counts[k]) * 1e3, 3) for k in sums if float(counts[k])}
 
 
+def api_sequential(api_port: int, calls: int) -> None:
+    """One client, keep-alive, the locust scenario's bodies: the API's latency without load."""
+    import http.client
+
+    dense, sparse = request_arrays(2000)
+    bodies = [json.dumps(score_body(dense[k : k + 100], sparse[k : k + 100], k)).encode() for k in range(0, 2000, 100)]
+    conn = http.client.HTTPConnection("127.0.0.1", api_port)
+
+    def one_call(k: int) -> None:
+        conn.request("POST", "/v1/score", body=bodies[k % len(bodies)], headers={"Content-Type": "application/json"})
+        answer = conn.getresponse()
+        answer.read()
+        if answer.status != 200:
+            raise RuntimeError(f"score API answered {answer.status}")
+
+    for k in range(50):
+        one_call(k)
+    times = []
+    for k in range(calls):
+        t = time.perf_counter()
+        one_call(k)
+        times.append(time.perf_counter() - t)
+    record(name="score_api_sequential", requests=calls, **percentiles(times))
+
+
+def score_body(dense: np.ndarray, sparse: np.ndarray, first_id: int) -> dict[str, object]:
+    """A score request as the locust scenario sends it (one candidate per row, top 10)."""
+    candidates = []
+    for k in range(dense.shape[0]):
+        features: dict[str, object] = {f"I{i + 1}": int(v) for i, v in enumerate(dense[k]) if not np.isnan(v)}
+        features |= {f"C{j + 1}": f"{int(v):08x}" for j, v in enumerate(sparse[k]) if v >= 0}
+        candidates.append({"ad_id": f"ad-{first_id + k}", "features": features})
+    return {"candidates": candidates, "top_k": 10}
+
+
+def in_process(repo: ModelRepository, precision: str, dense: np.ndarray, sparse: np.ndarray) -> None:
+    session = onnx_session(repo.version_dir(1) / "model.onnx", threads=1)
+    for _ in range(50):
+        onnx_predict(session, dense, sparse)
+    times = []
+    for _ in range(2000):
+        t = time.perf_counter()
+        onnx_predict(session, dense, sparse)
+        times.append(time.perf_counter() - t)
+    record(name="onnxruntime_in_process", precision=precision, rows=100, threads=1, **percentiles(times))
+
+
+def holdout_auc(repo: ModelRepository, data: Path) -> float:
+    """AUC of the served graph on the held-out day (what int8 costs in ranking quality)."""
+    import polars as pl
+
+    from ctr.data.dataset import day_shards
+    from ctr.metrics import roc_auc
+    from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS
+
+    frame = day_shards(data, 1).scan().collect()
+    dense = frame.select([pl.col(c).cast(pl.Float64) for c in DENSE_COLUMNS]).to_numpy()
+    sparse = frame.select([pl.col(c).fill_null(-1) for c in SPARSE_COLUMNS]).to_numpy()
+    pctr, _ = onnx_predict(onnx_session(repo.version_dir(1) / "model.onnx"), dense, sparse)
+    return round(roc_auc(frame["label"].to_numpy(), pctr), 4)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="benchmarks/results/serving.json")
@@ -143,33 +208,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         synthesize(SynthArgs(days=2, rows_per_day=50_000, seed=7), work / "data")
-        repo = ModelRepository(work / "repo")
-        train_and_publish(TrainSpec(work / "data", [0], 1, experiment="dcn"), repo)
         dense, sparse = request_arrays(100)
+        repos = {}
+        for precision, experiment in (("fp32", "dcn"), ("int8", "dcn_int8")):
+            repos[precision] = ModelRepository(work / f"repo-{precision}")
+            train_and_publish(TrainSpec(work / "data", [0], 1, experiment=experiment), repos[precision])
+            in_process(repos[precision], precision, dense, sparse)
+            auc = holdout_auc(repos[precision], work / "data")
+            record(name="served_graph_auc", precision=precision, day=1, auc=auc)
 
-        session = onnx_session(repo.version_dir(1) / "model.onnx", threads=1)
-        for _ in range(50):
-            onnx_predict(session, dense, sparse)
-        times = []
-        for _ in range(2000):
-            t = time.perf_counter()
-            onnx_predict(session, dense, sparse)
-            times.append(time.perf_counter() - t)
-        record(name="onnxruntime_in_process", rows=100, threads=1, **percentiles(times))
-
-        with LocalStack(
-            repo.root,
-            f"sqlite:///{work / 'events.db'}",
-            api_port=18480,
-            grpc_port=18401,
-            http_port=18400,
-            metrics_port=18402,
-            log_dir=work / "logs",
-        ) as stack:
-            triton_direct(stack.grpc_port, dense, sparse, calls=1000, clients=8, seconds=10)
+        ports = {"api_port": 18480, "grpc_port": 18401, "http_port": 18400, "metrics_port": 18402}
+        logs = work / "logs"
+        with LocalStack(repos["fp32"].root, "sqlite:///unused.db", start_api=False, log_dir=logs, **ports) as stack:
+            triton_direct(stack.grpc_port, "fp32", dense, sparse, calls=1000, clients=8, seconds=10)
+        db = f"sqlite:///{work / 'events.db'}"
+        with LocalStack(repos["int8"].root, db, log_dir=work / "logs", spool_dir=work / "spool", **ports) as stack:
+            triton_direct(stack.grpc_port, "int8", dense, sparse, calls=1000, clients=8, seconds=10)
+            api_sequential(stack.api_port, calls=1000)
             fixed = locust_run(stack.api_port, users=20, rate_per_user=5.0, seconds=args.seconds, out=work / "fixed")
             record(
                 name="score_api_100rps",
+                precision="int8",
                 target_rps=100,
                 achieved_rps=round(float(fixed["Requests/s"]), 1),
                 p50_ms=float(fixed["50%"]),
@@ -181,6 +240,7 @@ def main() -> None:
             sat = locust_run(stack.api_port, users=32, rate_per_user=0, seconds=20, out=work / "sat")
             record(
                 name="score_api_saturation",
+                precision="int8",
                 users=32,
                 achieved_rps=round(float(sat["Requests/s"]), 1),
                 p50_ms=float(sat["50%"]),

@@ -211,13 +211,12 @@ def triton(
     grpc_port: Annotated[int, typer.Option(help="KServe v2 gRPC port.")] = 8001,
     metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port.")] = 8002,
     poll_seconds: Annotated[float, typer.Option(help="How often to look for a new version.")] = 5.0,
+    instances: Annotated[int, typer.Option(min=1, help="Model instances (stub processes), 1 ORT thread each.")] = 1,
 ) -> None:
-    """Serve the repository's dcn model on a real tritonserver (nvidia-pytriton)."""
+    """Serve the repository's dcn model on a real tritonserver (nvidia-pytriton's build, Python backend)."""
     from ctr.serving.triton import TritonSettings, serve
-    from ctr.signals import sigterm_as_interrupt
 
-    sigterm_as_interrupt()
-    serve(TritonSettings(repo, http_port, grpc_port, metrics_port, poll_seconds))
+    serve(TritonSettings(repo, http_port, grpc_port, metrics_port, poll_seconds, instances=instances))
 
 
 @app.command()

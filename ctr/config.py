@@ -17,6 +17,7 @@ from ctr.errors import InputError
 from ctr.model import ModelConfig
 
 BUILTIN = "experiments.yaml"
+SERVING_PRECISIONS = ("fp32", "int8")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Experiment:
     early_stopping_patience: int
     incremental: IncrementalConfig
     model: ModelConfig
+    serving_precision: str = "fp32"  # the served ONNX graph: fp32, or int8 weights (ctr.export)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -48,6 +50,9 @@ class Experiment:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Experiment:
+        precision = d.get("serving_precision", "fp32")
+        if precision not in SERVING_PRECISIONS:
+            raise InputError(f"serving_precision must be one of {SERVING_PRECISIONS}, got {precision!r}")
         try:
             return cls(
                 name=d["name"],
@@ -59,6 +64,7 @@ class Experiment:
                 early_stopping_patience=int(d["early_stopping_patience"]),
                 incremental=IncrementalConfig(**d["incremental"]),
                 model=ModelConfig(**d["model"]),
+                serving_precision=precision,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"experiment {d.get('name', '?')!r} is incomplete or invalid: {exc}") from exc

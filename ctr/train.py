@@ -330,7 +330,7 @@ def train_candidate(spec: TrainSpec, repo: ModelRepository) -> Candidate:
     seconds = time.perf_counter() - started
     staged = repo.stage()
     try:
-        export_serving_onnx(model.to("cpu"), transform, staged / "model.onnx")
+        export_serving_onnx(model.to("cpu"), transform, staged / "model.onnx", precision=exp.serving_precision)
         torch.save(model.to("cpu").state_dict(), staged / WEIGHTS_FILE)
         transform.save(staged / TRANSFORM_DIR)
         _reference_sample(train, rng).write_parquet(staged / REFERENCE_FILE)

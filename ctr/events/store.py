@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
@@ -102,36 +102,60 @@ class EventStore:
 
     def log_impressions(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert impression rows in one transaction; existing ids are left alone."""
-        if not rows:
-            return
-        stmt = self._insert(impressions).on_conflict_do_nothing(index_elements=["impression_id"])
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(stmt, list(rows))
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"could not log {len(rows)} impressions: {_short(exc)}") from exc
+        self.write(rows, [])
 
     def record_clicks(self, impression_ids: Iterable[str], clicked_at_us: int) -> ClickCounts:
         """Record clicks; ids are classified as accepted, duplicate (already clicked) or unknown."""
-        ids = list(dict.fromkeys(impression_ids))
-        if not ids:
-            return ClickCounts(0, 0, 0)
+        return self.write([], [(list(impression_ids), clicked_at_us)])[0]
+
+    def write(
+        self, impression_rows: Sequence[dict[str, Any]], click_requests: Sequence[tuple[Sequence[str], int]]
+    ) -> list[ClickCounts]:
+        """Impressions, then click requests ``(ids, clicked_at_us)``, in one transaction.
+
+        Impressions whose id exists are left alone (a replay inserts nothing twice). Returns
+        the counts of each click request; an id clicked in two requests of one call is
+        accepted for the first and a duplicate for the second, as if committed one by one.
+        """
         try:
             with self.engine.begin() as conn:
-                query = select(impressions.c.impression_id).where(impressions.c.impression_id.in_(ids))
-                known = set(conn.scalars(query))
-                new_rows = [{"impression_id": i, "clicked_at_us": clicked_at_us} for i in ids if i in known]
-                accepted = 0
-                if new_rows:
-                    stmt = (
-                        self._insert(clicks)
-                        .on_conflict_do_nothing(index_elements=["impression_id"])
-                        .returning(clicks.c.impression_id)
-                    )
-                    accepted = len(conn.execute(stmt, new_rows).all())
+                if impression_rows:
+                    stmt = self._insert(impressions).on_conflict_do_nothing(index_elements=["impression_id"])
+                    conn.execute(stmt, list(impression_rows))
+                return self._record_clicks(conn, click_requests) if click_requests else []
         except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"could not record {len(ids)} clicks: {_short(exc)}") from exc
-        return ClickCounts(accepted, len(known) - accepted, len(ids) - len(known))
+            n_clicks = sum(len(ids) for ids, _ in click_requests)
+            raise StoreUnavailable(
+                f"could not log {len(impression_rows)} impressions and {n_clicks} clicks: {_short(exc)}"
+            ) from exc
+
+    def _record_clicks(self, conn: Connection, requests: Sequence[tuple[Sequence[str], int]]) -> list[ClickCounts]:
+        wanted_by_request = [list(dict.fromkeys(ids)) for ids, _ in requests]
+        wanted = list(dict.fromkeys(i for ids in wanted_by_request for i in ids))
+        if not wanted:
+            return [ClickCounts(0, 0, 0) for _ in requests]
+        known = set(conn.scalars(select(impressions.c.impression_id).where(impressions.c.impression_id.in_(wanted))))
+        first_click: dict[str, int] = {}
+        for ids, (_, at_us) in zip(wanted_by_request, requests, strict=True):
+            for i in ids:
+                if i in known:
+                    first_click.setdefault(i, at_us)
+        inserted: set[str] = set()
+        if first_click:
+            stmt = (
+                self._insert(clicks)
+                .on_conflict_do_nothing(index_elements=["impression_id"])
+                .returning(clicks.c.impression_id)
+            )
+            rows = [{"impression_id": i, "clicked_at_us": at} for i, at in first_click.items()]
+            inserted = set(conn.scalars(stmt, rows).all())
+        counts = []
+        for ids in wanted_by_request:
+            mine = [i for i in ids if i in known]
+            accepted = [i for i in mine if i in inserted]
+            inserted.difference_update(accepted)  # a later request of the batch sees them as duplicates
+            counts.append(ClickCounts(len(accepted), len(mine) - len(accepted), len(ids) - len(mine)))
+        return counts
 
     def count_impressions(self) -> int:
         with self.engine.connect() as conn:

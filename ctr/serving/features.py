@@ -8,6 +8,7 @@ explicit null) override them; absent features are missing values.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
@@ -47,13 +48,15 @@ Features: type[BaseModel] = create_model(
 
 def present(features: BaseModel) -> dict[str, Any]:
     """The features a request actually set (explicit nulls included)."""
-    return {name: getattr(features, name) for name in features.model_fields_set}
+    values = features.__dict__
+    return {name: values[name] for name in features.model_fields_set}
 
 
-def _fill(dense: np.ndarray, sparse: np.ndarray, features: Mapping[str, Any]) -> None:
+def _fill(dense: list[float], sparse: list[int], features: Mapping[str, Any]) -> None:
     for name, value in features.items():
-        if name in _DENSE_INDEX:
-            dense[_DENSE_INDEX[name]] = np.nan if value is None else value
+        i = _DENSE_INDEX.get(name)
+        if i is not None:
+            dense[i] = math.nan if value is None else value
         else:
             sparse[_SPARSE_INDEX[name]] = -1 if value is None else int(value, 16)
 
@@ -64,16 +67,18 @@ def encode(context: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]]) 
     Returns dense float64 ``(n, 13)`` (NaN = missing; exact integers for the event log) and
     sparse int64 ``(n, 26)`` (-1 = missing).
     """
-    base_dense = np.full(N_DENSE, np.nan, dtype=np.float64)
-    base_sparse = np.full(N_SPARSE, -1, dtype=np.int64)
+    base_dense, base_sparse = [math.nan] * N_DENSE, [-1] * N_SPARSE
     _fill(base_dense, base_sparse, context)
-    n = len(candidates)
-    dense = np.broadcast_to(base_dense, (n, N_DENSE)).copy()
-    sparse = np.broadcast_to(base_sparse, (n, N_SPARSE)).copy()
-    for k, features in enumerate(candidates):
-        if features:
-            _fill(dense[k], sparse[k], features)
-    return dense, sparse
+    dense_rows, sparse_rows = [], []
+    for features in candidates:
+        dense, sparse = base_dense.copy(), base_sparse.copy()
+        _fill(dense, sparse, features)
+        dense_rows.append(dense)
+        sparse_rows.append(sparse)
+    return (
+        np.array(dense_rows, dtype=np.float64).reshape(-1, N_DENSE),
+        np.array(sparse_rows, dtype=np.int64).reshape(-1, N_SPARSE),
+    )
 
 
 def feature_columns(dense: np.ndarray, sparse: np.ndarray) -> list[dict[str, int | None]]:

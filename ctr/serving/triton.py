@@ -1,32 +1,42 @@
-"""``ctr triton``: a real tritonserver (through nvidia-pytriton) serving the ``dcn`` model.
+"""``ctr triton``: a real tritonserver serving the ``dcn`` model of a ctr model repository.
 
-The model is Triton's Python backend calling ONNX Runtime on the repository's served
-version (``RepositoryScorer``), with Triton's dynamic batcher in front. Inputs and outputs
-match ``config.pbtxt``, so clients are the same as for the official Triton image reading the
-same repository with its onnxruntime backend (Kubernetes). A poller thread picks up newly
-published versions within ``poll_seconds``; each response carries ``model_version``.
+The tritonserver binary and its Python-backend stub come from ``nvidia-pytriton``'s
+distribution. The ``dcn`` model is a Triton Python-backend model (``triton_backend.py``) that
+runs ONNX Runtime on the repository's served version inside the stub process, with Triton's
+dynamic batcher in front. Inputs and outputs match the repository's ``config.pbtxt``, so
+clients are the same as for the official Triton image reading the same repository with its
+onnxruntime backend (Kubernetes). Newly published versions are picked up within
+``poll_seconds``; each response carries ``model_version``.
 
-pytriton's Python-backend stub links ``libpython3.11``; it must be this interpreter's (a
-pyenv or venv build differs from the system one), so its ``LIBDIR`` goes first on
-``LD_LIBRARY_PATH`` before tritonserver starts.
+The Python-backend stub links ``libpython3.11``; it must be this interpreter's (a pyenv or
+venv build differs from the system one), so its ``LIBDIR`` goes first on ``LD_LIBRARY_PATH``,
+and this environment's ``bin`` first on ``PATH`` so that the stub's interpreter finds this
+environment's packages (numpy, onnxruntime, ctr).
 """
 
 from __future__ import annotations
 
-import logging
+import ctypes
+import ctypes.util
 import os
+import shutil
+import signal
+import subprocess
+import sys
 import sysconfig
-import threading
+import tempfile
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
+from types import FrameType
 
-import numpy as np
-
-from ctr.repository import MAX_BATCH_SIZE, MODEL_NAME, ModelRepository
+from ctr.errors import CtrError
+from ctr.repository import MAX_BATCH_SIZE, MODEL_NAME
 from ctr.schema import N_DENSE, N_SPARSE
-from ctr.serving.scorer import RepositoryScorer
 
-log = logging.getLogger(__name__)
+
+class TritonFailed(CtrError):
+    """tritonserver could not start or stopped with an error."""
 
 
 @dataclass(frozen=True)
@@ -36,80 +46,110 @@ class TritonSettings:
     grpc_port: int = 8001
     metrics_port: int = 8002
     poll_seconds: float = 5.0
-    max_queue_delay_us: int = 500
+    max_queue_delay_us: int = 200
     instances: int = 1
+    threads_per_instance: int = 1
 
 
-def use_this_interpreters_libpython() -> None:
-    """Put the running interpreter's LIBDIR first on LD_LIBRARY_PATH (for the backend stub)."""
+def backend_config(settings: TritonSettings) -> str:
+    """``config.pbtxt`` of the Python-backend ``dcn`` model (same tensors as the repository's)."""
+    return f"""name: "{MODEL_NAME}"
+backend: "python"
+max_batch_size: {MAX_BATCH_SIZE}
+input [
+  {{ name: "dense", data_type: TYPE_FP32, dims: [ {N_DENSE} ] }},
+  {{ name: "sparse", data_type: TYPE_INT64, dims: [ {N_SPARSE} ] }}
+]
+output [
+  {{ name: "pctr", data_type: TYPE_FP32, dims: [ 1 ] }},
+  {{ name: "model_version", data_type: TYPE_INT64, dims: [ 1 ] }}
+]
+dynamic_batching {{
+  max_queue_delay_microseconds: {settings.max_queue_delay_us}
+}}
+instance_group [ {{ count: {settings.instances}, kind: KIND_CPU }} ]
+parameters [
+  {{ key: "ctr_repository", value: {{ string_value: "{settings.repo.resolve()}" }} }},
+  {{ key: "ctr_poll_seconds", value: {{ string_value: "{settings.poll_seconds}" }} }},
+  {{ key: "ctr_threads", value: {{ string_value: "{settings.threads_per_instance}" }} }}
+]
+"""
+
+
+def _install_server(target: Path) -> Path:
+    """tritonserver with the Python-backend stub built for this interpreter's version."""
+    from pytriton.utils.distribution import get_root_module_path, get_stub_path
+
+    shutil.copytree(
+        get_root_module_path() / "tritonserver",
+        target,
+        ignore=shutil.ignore_patterns("python_backend_stubs", "triton_python_backend_stub"),
+    )
+    stub = get_stub_path(f"{sys.version_info.major}.{sys.version_info.minor}")
+    shutil.copy(stub, target / "backends" / "python" / "triton_python_backend_stub")
+    return target
+
+
+def _model_store(target: Path, settings: TritonSettings) -> Path:
+    version_dir = target / MODEL_NAME / "1"
+    version_dir.mkdir(parents=True)
+    (target / MODEL_NAME / "config.pbtxt").write_text(backend_config(settings))
+    shutil.copy(Path(str(resources.files("ctr.serving") / "triton_backend.py")), version_dir / "model.py")
+    return target
+
+
+def server_environment() -> dict[str, str]:
+    """This interpreter's libpython and packages for the stub; pytriton's libraries for the server."""
+    from pytriton.utils.distribution import get_libs_path
+
+    env = dict(os.environ)
     libdir = sysconfig.get_config_var("LIBDIR")
-    if not libdir:
-        return
-    paths = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p and p != libdir]
-    os.environ["LD_LIBRARY_PATH"] = ":".join([libdir, *paths])
+    libs = [p for p in (libdir, str(get_libs_path())) if p]
+    env["LD_LIBRARY_PATH"] = ":".join([*libs, *[p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]])
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    return env
 
 
-def _poll(scorer: RepositoryScorer, every: float, stop: threading.Event) -> None:
-    while not stop.wait(every):
-        try:
-            scorer.refresh()
-        except Exception:  # a broken new version must not stop serving the current one
-            log.exception("could not load the served version; still serving %s", scorer.version)
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when ``ctr triton`` dies, so tritonserver never outlives it."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def serve(settings: TritonSettings) -> None:
-    """Start tritonserver and block until it stops (Ctrl-C or SIGTERM)."""
-    use_this_interpreters_libpython()
-    from pytriton.decorators import batch
-    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-    from pytriton.triton import Triton, TritonConfig
+    """Run tritonserver until it stops; SIGINT/SIGTERM stop it cleanly. ``TritonFailed`` on error."""
+    if not settings.repo.is_dir():
+        raise TritonFailed(f"model repository {settings.repo} does not exist")
+    with tempfile.TemporaryDirectory(prefix="ctr-triton-") as tmp:
+        server = _install_server(Path(tmp) / "tritonserver")
+        models = _model_store(Path(tmp) / "models", settings)
+        command = [
+            str(server / "bin" / "tritonserver"),
+            f"--model-repository={models}",
+            f"--backend-directory={server / 'backends'}",
+            f"--cache-directory={server / 'caches'}",
+            f"--http-port={settings.http_port}",
+            f"--grpc-port={settings.grpc_port}",
+            f"--metrics-port={settings.metrics_port}",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
+            "--exit-on-error=true",
+            "--log-verbose=0",
+            f"--backend-config=python,shm-region-prefix-name=ctr_{os.getpid()}_",
+        ]
+        child = subprocess.Popen(command, env=server_environment(), preexec_fn=_die_with_parent)
 
-    scorer = RepositoryScorer(ModelRepository(settings.repo))
-    scorer.refresh()
+        def forward(signum: int, _frame: FrameType | None) -> None:
+            child.send_signal(signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
 
-    @batch
-    def infer(dense: np.ndarray, sparse: np.ndarray) -> dict[str, np.ndarray]:
-        pctr, version = scorer.score(dense, sparse)
-        return {"pctr": pctr.reshape(-1, 1), "model_version": version.reshape(-1, 1)}
-
-    config = TritonConfig(
-        http_port=settings.http_port,
-        grpc_port=settings.grpc_port,
-        metrics_port=settings.metrics_port,
-        allow_metrics=True,
-        allow_gpu_metrics=False,
-        exit_on_error=True,
-        log_verbose=0,
-    )
-    stop = threading.Event()
-    with Triton(config=config) as triton:
-        triton.bind(
-            model_name=MODEL_NAME,
-            infer_func=[infer] * settings.instances,
-            inputs=[
-                Tensor(name="dense", dtype=np.float32, shape=(N_DENSE,)),
-                Tensor(name="sparse", dtype=np.int64, shape=(N_SPARSE,)),
-            ],
-            outputs=[
-                Tensor(name="pctr", dtype=np.float32, shape=(1,)),
-                Tensor(name="model_version", dtype=np.int64, shape=(1,)),
-            ],
-            config=ModelConfig(
-                max_batch_size=MAX_BATCH_SIZE,
-                batcher=DynamicBatcher(max_queue_delay_microseconds=settings.max_queue_delay_us),
-            ),
-            strict=True,
-        )
-        poller = threading.Thread(target=_poll, args=(scorer, settings.poll_seconds, stop), daemon=True)
-        poller.start()
-        log.info(
-            "tritonserver up: grpc :%d, http :%d, metrics :%d, serving version %s",
-            settings.grpc_port,
-            settings.http_port,
-            settings.metrics_port,
-            scorer.version,
-        )
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            triton.serve()
+            code = child.wait()
         finally:
-            stop.set()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    if code not in (0, -signal.SIGTERM, -signal.SIGINT):
+        raise TritonFailed(f"tritonserver exited with code {code}")

@@ -11,7 +11,7 @@ import pytest
 
 from ctr.data.reader import ReadReport, iter_batches
 from ctr.events.export import ExportWindow, export_days
-from ctr.events.store import EventStore
+from ctr.events.store import ClickCounts, EventStore
 from ctr.ids import uuid7
 from ctr.timeutil import to_us
 
@@ -74,3 +74,18 @@ def test_export_labels_follow_the_attribution_window(store: EventStore, tmp_path
     assert day0["label"].to_list() == [1, 0, 0]
     assert day0["I1"].to_list() == [5, None, None] and day0["I2"].to_list() == [-2, None, None]
     assert day0["C1"].to_list() == [0x68FD1E64, None, None] and day0["C3"].to_list() == [None, 0xABC, None]
+
+
+def test_click_batches_count_like_one_request_after_another(store: EventStore) -> None:
+    """Group commit of clicks: per-request counts equal those of sequential commits."""
+    t = datetime(2026, 11, 1, tzinfo=UTC)
+    rows = [impression(t) for _ in range(3)]
+    store.log_impressions(rows)
+    ids = [str(r["impression_id"]) for r in rows]
+    at = to_us(t + timedelta(minutes=1))
+    late = impression(t)  # logged in the same transaction as the clicks on it
+    batch = [([ids[0], ids[1]], at), ([ids[1], ids[2], "nope"], at), ([ids[0], str(late["impression_id"])], at)]
+    counts = store.write([late], batch)
+    assert counts == [ClickCounts(2, 0, 0), ClickCounts(1, 1, 1), ClickCounts(1, 1, 0)]
+    assert store.write([], [([ids[2]], at)]) == [ClickCounts(0, 1, 0)]
+    assert store.count_impressions() == 4

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import polars as pl
 import pytest
 import torch
 
-from ctr.errors import InputError
+from ctr.errors import ArtifactError, InputError
 from ctr.export import export_serving_onnx, onnx_predict, onnx_session, stamp_version
 from ctr.features import FeatureTransform
 from ctr.model import DCN, MatrixCrossNet, ModelConfig, VectorCrossNet
@@ -113,3 +114,30 @@ def test_served_onnx_matches_transform_plus_pytorch(name: str, tmp_path: Path) -
         pctr, version = onnx_predict(session, dense, sparse)
         np.testing.assert_allclose(pctr, expected, atol=1e-5, rtol=0)
         assert version.tolist() == [42] * batch
+
+
+def test_int8_export_keeps_the_ranking_and_the_version(tmp_path: Path) -> None:
+    """int8 weights trade exactness for speed; the ranking of ads must survive it."""
+    torch.manual_seed(3)
+    transform = fitted_transform()
+    model = DCN(ModelConfig(mlp=(256, 256)), transform.sizes.tolist()).eval()
+    fp32, int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    export_serving_onnx(model, transform, fp32)
+    export_serving_onnx(model, transform, int8, precision="int8")
+    stamp_version(int8, 7)
+    quantized = onnx.load(str(int8))
+    assert any(node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for node in quantized.graph.node)
+    dense, sparse = raw_rows(2000, seed=5)
+    exact, _ = onnx_predict(onnx_session(fp32), dense, sparse)
+    approx, version = onnx_predict(onnx_session(int8), dense, sparse)
+    assert version.tolist() == [7] * 2000
+    assert np.abs(approx - exact).max() < 0.05
+    rank_exact, rank_approx = np.argsort(np.argsort(exact)), np.argsort(np.argsort(approx))
+    assert np.corrcoef(rank_exact, rank_approx)[0, 1] > 0.98  # Spearman correlation
+
+
+def test_unknown_serving_precision_is_refused(tmp_path: Path) -> None:
+    transform = fitted_transform()
+    model = DCN(ModelConfig(mlp=(8,)), transform.sizes.tolist()).eval()
+    with pytest.raises(ArtifactError, match="unknown serving precision"):
+        export_serving_onnx(model, transform, tmp_path / "m.onnx", precision="fp16")
