@@ -25,17 +25,19 @@ import logging
 import tempfile
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-import torch
 from onnx import TensorProto, compose, helper, numpy_helper
 
 from ctr.errors import ArtifactError
 from ctr.features import MISSING_ID, OOV_ID, FeatureTransform
-from ctr.model import DCN, ProbabilityHead
 from ctr.schema import N_DENSE, N_SPARSE
+
+if TYPE_CHECKING:  # torch is imported where a model is exported: stamping and scoring need only ONNX
+    from ctr.model import DCN
 
 OPSET = 18
 ML_OPSET = 3
@@ -46,10 +48,13 @@ EXTERNAL_DATA_BYTES = 1_500_000_000
 
 def _export_model(model: DCN, path: Path) -> None:
     """The network alone: transformed inputs ``x_dense``/``x_ids`` → ``pctr``."""
+    import torch
+
+    from ctr.model import ProbabilityHead
+
     head = ProbabilityHead(model).to("cpu").eval()
     dense = torch.zeros(2, N_DENSE)
     sparse = torch.zeros(2, N_SPARSE, dtype=torch.long)
-    batch = torch.export.Dim("batch", min=1)
     quiet = [logging.getLogger(n) for n in ("onnxscript", "onnx_ir", "torch.onnx")]
     levels = [q.level for q in quiet]
     for q in quiet:
@@ -63,10 +68,12 @@ def _export_model(model: DCN, path: Path) -> None:
                 str(path),
                 input_names=["x_dense", "x_ids"],
                 output_names=["pctr"],
-                dynamic_shapes={"dense": {0: batch}, "sparse": {0: batch}},
+                dynamic_axes={"x_dense": {0: "batch"}, "x_ids": {0: "batch"}, "pctr": {0: "batch"}},
                 opset_version=OPSET,
-                dynamo=True,
-                external_data=False,
+                # The TorchScript exporter: ~0.1 s where the dynamo exporter's first call takes ~3 s
+                # (a fixed cost of every training run and pipeline step); same graph, parity tested.
+                # It is deprecated in torch 2.9+, hence torch < 2.14 in pyproject.toml.
+                dynamo=False,
                 verbose=False,
             )
     finally:

@@ -15,24 +15,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
-from ctr.config import Experiment
-from ctr.data.dataset import available_days, day_shards, parse_days
+from ctr.data.dataset import DayShards, available_days, day_shards, parse_days, raw_arrays, truth_auc
 from ctr.data.reader import ReadReport, iter_batches
 from ctr.data.writer import frame_table, write_criteo
 from ctr.errors import InputError
 from ctr.events.export import ExportWindow, export_days
 from ctr.events.store import EventStore
-from ctr.features import FeatureTransform
+from ctr.export import onnx_predict, onnx_session
 from ctr.lease import acquire, release
-from ctr.model import DCN
-from ctr.repository import METADATA, TRANSFORM_DIR, WEIGHTS_FILE, ModelRepository
+from ctr.metrics import log_loss, roc_auc
+from ctr.repository import METADATA, ONNX_FILE, ModelRepository
 from ctr.schema import day_name
 from ctr.timeutil import parse_duration, parse_time
-from ctr.train import TrainSpec, load_version, pick_device, score_day, train_candidate
 
 log = logging.getLogger(__name__)
+SCORE_CHUNK = 65_536  # rows per ONNX Runtime call when scoring a day
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,8 @@ def prepare(
 
 def train(prepared: Prepared, repo: str, experiment: str, seed: int | None = None) -> str:
     """Train per ``prepared`` and stage the candidate; returns its staged path."""
+    from ctr.train import TrainSpec, train_candidate
+
     spec = TrainSpec(
         Path(prepared.data_dir),
         prepared.train_days,
@@ -162,28 +164,34 @@ def train(prepared: Prepared, repo: str, experiment: str, seed: int | None = Non
     return str(candidate.staged)
 
 
-def _load_staged(staged: Path) -> tuple[DCN, FeatureTransform, dict[str, Any]]:
-    import torch
-
-    meta = json.loads((staged / METADATA).read_text())
-    transform = FeatureTransform.load(staged / TRANSFORM_DIR)
-    model = DCN(Experiment.from_dict(meta["experiment"]).model, transform.sizes.tolist())
-    model.load_state_dict(torch.load(staged / WEIGHTS_FILE, map_location="cpu", weights_only=True))
-    return model, transform, meta
+def _score_served_graph(graph: Path, holdout: DayShards) -> dict[str, Any]:
+    """AUC and log loss of an ONNX graph (as Triton would serve it) on a day, in chunks."""
+    session = onnx_session(graph, threads=os.cpu_count() or 1)  # a batch job: every core
+    labels, probs = [], []
+    for shard in holdout.shards:
+        frame = pl.read_parquet(shard)
+        dense, sparse = raw_arrays(frame)
+        for start in range(0, frame.height, SCORE_CHUNK):
+            pctr, _ = onnx_predict(session, dense[start : start + SCORE_CHUNK], sparse[start : start + SCORE_CHUNK])
+            probs.append(pctr)
+        labels.append(frame["label"].to_numpy())
+    y, p = np.concatenate(labels), np.concatenate(probs)
+    return {"auc": round(roc_auc(y, p), 6), "logloss": round(log_loss(y, p), 6), "rows": int(y.size), "labels": y}
 
 
 def evaluate(staged: str, repo: str, data_dir: str, holdout_day: int) -> dict[str, Any]:
-    """AUC of the candidate and of the serving version on the same holdout day."""
-    device = pick_device(None)
+    """AUC of the candidate and of the serving version on the same holdout day.
+
+    Both are scored by ONNX Runtime on their ``model.onnx``, the graph Triton serves (int8
+    included), so the gate judges what would be served.
+    """
     holdout = day_shards(Path(data_dir), holdout_day)
-    model, transform, _ = _load_staged(Path(staged))
-    candidate = score_day(model.to(device), transform, holdout, device)
+    candidate = _score_served_graph(Path(staged) / ONNX_FILE, holdout)
     repository = ModelRepository(Path(repo))
     serving_version = repository.served()
     serving = None
     if serving_version is not None:
-        s_model, s_transform, _ = load_version(repository, serving_version, device)
-        serving = score_day(s_model, s_transform, holdout, device)
+        serving = _score_served_graph(repository.version_dir(serving_version) / ONNX_FILE, holdout)
     return {
         "holdout_day": holdout_day,
         "holdout_rows": candidate["rows"],
@@ -191,7 +199,7 @@ def evaluate(staged: str, repo: str, data_dir: str, holdout_day: int) -> dict[st
         "candidate_logloss": candidate["logloss"],
         "serving_version": serving_version,
         "serving_auc": serving["auc"] if serving else None,
-        "bayes_auc": candidate["bayes_auc"],
+        "bayes_auc": truth_auc(holdout, candidate["labels"]),
     }
 
 

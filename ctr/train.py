@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ctr.config import Experiment, load_experiment
-from ctr.data.dataset import DayShards, available_days, iter_days
+from ctr.data.dataset import DayShards, available_days, iter_days, truth_auc
 from ctr.errors import ArtifactError, InputError
 from ctr.export import export_serving_onnx
 from ctr.features import FeatureTransform
@@ -173,10 +173,7 @@ def score_day(
 ) -> dict[str, float | int | None]:
     """AUC, log loss, calibration and (generated data) Bayes AUC on one day."""
     y, p = predict(model, transform, shards, device)
-    bayes = None
-    if shards.truth is not None:
-        truth = pq.read_table(shards.truth, columns=["p_true"])["p_true"].to_numpy()
-        bayes = round(roc_auc(y, truth), 6) if truth.size == y.size else None
+    bayes = truth_auc(shards, y)
     return {
         "auc": round(roc_auc(y, p), 6),
         "logloss": round(log_loss(y, p), 6),

@@ -47,20 +47,19 @@ def drift_report(
     store: EventStore, repo: ModelRepository, version: int, start_us: int, end_us: int, sample_rows: int, out_dir: Path
 ) -> float | None:
     """Write ``drift.html`` and ``drift.json`` into ``out_dir``; returns the drifted-column share."""
+    import polars as pl
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    import polars as pl
-
-    from ctr.export import onnx_predict, onnx_session  # polars, torch, onnx: only when drift is asked for
+    from ctr.data.dataset import raw_arrays  # polars, Evidently and onnx: only when drift is asked for
+    from ctr.export import onnx_predict, onnx_session
 
     ref_path = repo.version_dir(version) / REFERENCE_FILE
     if not ref_path.exists():
         log.warning("version %d has no %s; drift skipped", version, REFERENCE_FILE)
         return None
     ref = pl.read_parquet(ref_path).head(sample_rows)
-    ref_dense = ref.select([pl.col(c).cast(pl.Float64) for c in DENSE_COLUMNS]).to_numpy()
-    ref_sparse = ref.select([pl.col(c).fill_null(-1) for c in SPARSE_COLUMNS]).to_numpy()
+    ref_dense, ref_sparse = raw_arrays(ref)
     ref_pctr, _ = onnx_predict(onnx_session(repo.version_dir(version) / ONNX_FILE), ref_dense, ref_sparse)
     query = (
         select(impressions.c.pctr, *[impressions.c[c] for c in DENSE_DB], *[impressions.c[c] for c in SPARSE_DB])

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
@@ -23,7 +24,7 @@ from ctr.data.reader import DEFAULT_CHUNK_BYTES, OnBadLine, ReadReport, iter_bat
 from ctr.data.synth import TRUTH_SUFFIX
 from ctr.errors import InputError
 from ctr.metrics import roc_auc
-from ctr.schema import LABEL, day_name
+from ctr.schema import DENSE_COLUMNS, LABEL, SPARSE_COLUMNS, day_name
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,22 @@ class DayShards:
     @property
     def rows(self) -> int:
         return sum(pq.ParquetFile(s).metadata.num_rows for s in self.shards)
+
+
+def raw_arrays(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Raw features as a request carries them: dense float32 ``(n, 13)`` with NaN where missing,
+    sparse int64 ``(n, 26)`` hashes with -1 where missing (the served graph's inputs)."""
+    dense = frame.select([pl.col(c).cast(pl.Float32) for c in DENSE_COLUMNS]).to_numpy()
+    sparse = frame.select([pl.col(c).cast(pl.Int64).fill_null(-1) for c in SPARSE_COLUMNS]).to_numpy()
+    return dense, sparse
+
+
+def truth_auc(shards: DayShards, labels: np.ndarray) -> float | None:
+    """For a generated day: the AUC of the true click probabilities (the Bayes AUC), else None."""
+    if shards.truth is None:
+        return None
+    truth = pq.read_table(shards.truth, columns=["p_true"])["p_true"].to_numpy()
+    return round(roc_auc(labels, truth), 6) if truth.size == labels.size else None
 
 
 def day_shards(data_dir: Path, day: int) -> DayShards:

@@ -539,4 +539,3 @@ def _authorized(header: str, keys: tuple[str, ...]) -> bool:
 def app_from_env() -> FastAPI:
     """uvicorn factory for worker processes: settings from ``CTR_*`` variables."""
     return create_app(ApiSettings.from_env())
-
