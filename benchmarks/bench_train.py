@@ -86,7 +86,9 @@ def train_ours(
     lr: float,
     device: torch.device,
     seed: int,
+    amp: bool,
 ) -> dict[str, object]:
+    """Our DCN, our loop; ``amp``: bf16 autocast (on CUDA always; on CPU when asked)."""
     torch.manual_seed(seed)
     model = DCN(config, sizes).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, fused=device.type == "cuda")
@@ -95,7 +97,6 @@ def train_ours(
     if device.type == "cuda":
         dense, ids, y = dense.to(device), ids.to(device), y.to(device)
     n = y.shape[0]
-    amp = device.type == "cuda"
     per_epoch = []
     aucs = []
     g = torch.Generator(device=dense.device).manual_seed(seed)
@@ -149,7 +150,10 @@ def train_deepctr(
     lr: float,
     device: torch.device,
     seed: int,
+    amp: bool,
 ) -> dict[str, object]:
+    """DeepCTR-Torch's DCN through its own ``fit`` (fp32: it has no mixed precision)."""
+    del amp
     from deepctr_torch.inputs import DenseFeat, SparseFeat
     from deepctr_torch.models import DCN as DeepCtrDCN
 
@@ -215,12 +219,23 @@ def quality(args: argparse.Namespace, device: torch.device) -> None:
     sizes = transform.sizes.tolist()
     for name in args.configs.split(","):
         exp = load_experiment(name)
-        for runner, label in ((train_ours, "ours"), (train_deepctr, "deepctr-torch")):
-            if label == "deepctr-torch" and (not args.deepctr or exp.model.structure != "parallel"):
-                continue
+        on_cpu = device.type == "cpu"
+        runs = [(train_ours, "ours", not on_cpu)]
+        runs += [(train_ours, "ours", True)] if on_cpu and args.cpu_bf16 else []
+        runs += [(train_deepctr, "deepctr-torch", False)] if args.deepctr and exp.model.structure == "parallel" else []
+        for runner, label, amp in runs:
             try:
                 res = runner(
-                    exp.model, sizes, train, test, args.epochs, args.batch_size, exp.learning_rate, device, args.seed
+                    exp.model,
+                    sizes,
+                    train,
+                    test,
+                    args.epochs,
+                    args.batch_size,
+                    exp.learning_rate,
+                    device,
+                    args.seed,
+                    amp,
                 )
             except ImportError as exc:  # deepctr-torch or scikit-learn absent on this machine
                 record(kind="quality", impl=label, config=name, skipped=f"import failed: {exc}")
@@ -229,6 +244,7 @@ def quality(args: argparse.Namespace, device: torch.device) -> None:
                 kind="quality",
                 impl=label,
                 config=name,
+                precision="bf16 autocast" if amp else "fp32",
                 seed=args.seed,
                 epochs=args.epochs,
                 batch_size=args.batch_size,
@@ -364,6 +380,7 @@ def main() -> None:
     ap.add_argument("--min-count", type=int, default=200, help="as in the dcn and dcn_v2 experiments")
     ap.add_argument("--configs", default="dcn,dcn_v2")
     ap.add_argument("--deepctr", action="store_true", help="also run DeepCTR-Torch's DCN")
+    ap.add_argument("--cpu-bf16", action="store_true", help="on CPU, also run ours with bf16 autocast")
     ap.add_argument("--no-quality", action="store_true")
     ap.add_argument("--speed", action="store_true", help="GPU throughput at batch 16k-64k")
     ap.add_argument("--speed-config", default="dcn_v2")

@@ -18,6 +18,7 @@ from ctr.model import ModelConfig
 
 BUILTIN = "experiments.yaml"
 SERVING_PRECISIONS = ("fp32", "int8")
+CPU_PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Experiment:
     incremental: IncrementalConfig
     model: ModelConfig
     serving_precision: str = "fp32"  # the served ONNX graph: fp32, or int8 weights (ctr.export)
+    cpu_precision: str = "fp32"  # training on CPU: fp32, or bf16 autocast (CUDA always uses bf16 autocast)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -53,6 +55,9 @@ class Experiment:
         precision = d.get("serving_precision", "fp32")
         if precision not in SERVING_PRECISIONS:
             raise InputError(f"serving_precision must be one of {SERVING_PRECISIONS}, got {precision!r}")
+        cpu_precision = d.get("cpu_precision", "fp32")
+        if cpu_precision not in CPU_PRECISIONS:
+            raise InputError(f"cpu_precision must be one of {CPU_PRECISIONS}, got {cpu_precision!r}")
         try:
             return cls(
                 name=d["name"],
@@ -65,6 +70,7 @@ class Experiment:
                 incremental=IncrementalConfig(**d["incremental"]),
                 model=ModelConfig(**d["model"]),
                 serving_precision=precision,
+                cpu_precision=cpu_precision,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"experiment {d.get('name', '?')!r} is incomplete or invalid: {exc}") from exc

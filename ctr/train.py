@@ -15,6 +15,7 @@ when present, with bf16 autocast.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 import pickle
@@ -183,8 +184,18 @@ def score_day(
     }
 
 
-def _autocast(device: torch.device) -> torch.autocast:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+def _autocast(device: torch.device, cpu_precision: str = "fp32") -> torch.autocast:
+    """bf16 autocast on CUDA; on CPU only when asked for and the CPU computes bf16 natively."""
+    enabled = device.type == "cuda" or (device.type == "cpu" and cpu_precision == "bf16" and _native_bf16())
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@functools.cache
+def _native_bf16() -> bool:
+    native = bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    if not native:
+        log.warning("cpu_precision bf16 asked for, but this CPU has no AVX512-BF16 or AMX: training in fp32")
+    return native
 
 
 def _source_rows(sources: Sequence[_Source]) -> int:
@@ -217,7 +228,7 @@ def _fit(
             d = torch.from_numpy(dense).to(device, non_blocking=True)
             s = torch.from_numpy(ids).to(device, non_blocking=True)
             t = torch.from_numpy(y).to(device, non_blocking=True).unsqueeze(1)
-            with _autocast(device):
+            with _autocast(device, exp.cpu_precision):
                 loss = loss_fn(model(d, s).float(), t)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from ctr.data.dataset import day_shards
 from ctr.errors import ArtifactError, InputError
@@ -232,3 +233,18 @@ def test_load_errors_are_typed(trained: ModelRepository, tmp_path: Path) -> None
     shutil.rmtree(broken.version_dir(1) / "transform")
     with pytest.raises(ArtifactError):
         load_version(broken, 1)
+
+
+def test_cpu_bf16_training_matches_fp32_quality(drift_days: Path, tmp_path: Path) -> None:
+    """``cpu_precision: bf16`` (autocast; fp32 on CPUs without native bf16) trains as well as fp32."""
+    config = tmp_path / "experiments.yaml"
+    base = yaml.safe_load((Path(__file__).parents[2] / "ctr" / "configs" / "experiments.yaml").read_text())["Base"]
+    small = {"batch_size": 1024, "epochs": 1, "model": {"cross_layers": 2, "mlp": [64], "dropout": 0.0}}
+    config.write_text(yaml.safe_dump({"Base": base, "fp32": small, "bf16": {**small, "cpu_precision": "bf16"}}))
+    aucs = {}
+    for name in ("fp32", "bf16"):
+        spec = TrainSpec(drift_days, [0, 1], 3, experiment=f"{config}#{name}", device="cpu")
+        _, candidate = train_and_publish(spec, ModelRepository(tmp_path / name))
+        aucs[name] = candidate.metrics["auc"]
+    assert aucs["bf16"] > 0.7
+    assert abs(aucs["bf16"] - aucs["fp32"]) < 0.005, aucs

@@ -1,0 +1,40 @@
+"""Experiment configurations as data: every built-in merges, bad values are refused by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ctr.config import Experiment, load_experiment
+from ctr.errors import InputError
+
+BUILTIN = yaml.safe_load((Path(__file__).parents[2] / "ctr" / "configs" / "experiments.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", [n for n in BUILTIN if n != "Base"])
+def test_every_builtin_experiment_loads_and_round_trips(name: str) -> None:
+    exp = load_experiment(name)
+    assert exp.name == name
+    assert Experiment.from_dict(exp.to_dict()) == exp
+
+
+def test_int8_serving_is_an_override_of_the_same_model() -> None:
+    dcn, int8 = load_experiment("dcn"), load_experiment("dcn_int8")
+    assert (dcn.serving_precision, int8.serving_precision) == ("fp32", "int8")
+    assert dcn.model == int8.model
+
+
+@pytest.mark.parametrize(("key", "value"), [("serving_precision", "fp16"), ("cpu_precision", "int4")])
+def test_unknown_precision_is_refused_by_name(key: str, value: str) -> None:
+    d = load_experiment("dcn").to_dict() | {key: value}
+    with pytest.raises(InputError, match=key):
+        Experiment.from_dict(d)
+
+
+def test_metadata_written_before_precisions_existed_still_loads() -> None:
+    d = load_experiment("dcn").to_dict()
+    del d["serving_precision"], d["cpu_precision"]
+    exp = Experiment.from_dict(d)
+    assert (exp.serving_precision, exp.cpu_precision) == ("fp32", "fp32")
