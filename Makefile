@@ -39,7 +39,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_serving.py
 	$(PY) benchmarks/bench_train.py --device cpu --days 3 --rows-per-day 100000 --epochs 1 \
-		--configs dcn,dcn_small --deepctr --out benchmarks/results/train-cpu.json
+		--configs dcn,dcn_small --deepctr --cpu-bf16 --out benchmarks/results/train-cpu.json
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
