@@ -30,7 +30,7 @@ from importlib import resources
 from pathlib import Path
 from types import FrameType
 
-from ctr.errors import CtrError
+from ctr.errors import CtrError, InputError
 from ctr.repository import MAX_BATCH_SIZE, MODEL_NAME
 from ctr.schema import N_DENSE, N_SPARSE
 
@@ -117,9 +117,14 @@ def _die_with_parent() -> None:
 
 
 def serve(settings: TritonSettings) -> None:
-    """Run tritonserver until it stops; SIGINT/SIGTERM stop it cleanly. ``TritonFailed`` on error."""
+    """Run tritonserver until it stops; SIGINT/SIGTERM stop it cleanly.
+
+    ``InputError`` if the repository is missing, ``TritonFailed`` if tritonserver exits with an error
+    (a port in use, a broken model store). A repository without versions is served: requests then
+    fail with "no published version" until one is published.
+    """
     if not settings.repo.is_dir():
-        raise TritonFailed(f"model repository {settings.repo} does not exist")
+        raise InputError(f"model repository {settings.repo} does not exist")
     with tempfile.TemporaryDirectory(prefix="ctr-triton-") as tmp:
         server = _install_server(Path(tmp) / "tritonserver")
         models = _model_store(Path(tmp) / "models", settings)
