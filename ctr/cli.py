@@ -566,7 +566,7 @@ def demo(
     ] = None,
     db: Annotated[str | None, typer.Option(help="Event log URL (default: SQLite in the workdir).")] = None,
     requests_per_tick: Annotated[int, typer.Option(help="Score requests per 30 simulated minutes.")] = 60,
-    config: Annotated[str, typer.Option(help="Experiment id for both pipeline runs.")] = "dcn_v2_small",
+    config: Annotated[str, typer.Option(help="Experiment id for both pipeline runs.")] = "dcn_v2_demo",
     keep_running: Annotated[bool, typer.Option("--keep-running", help="Leave Triton and the API up.")] = False,
 ) -> None:
     """The closed loop on this machine: drift detected, one retrain, recovery (writes demo-report/)."""

@@ -59,7 +59,7 @@ class DemoConfig:
     drift_day: int = 4
     drift: Drift = "new-ads"
     seed: int = 7
-    experiment: str = "dcn_v2_small"
+    experiment: str = "dcn_v2_demo"
     threshold: float | None = None  # None: the warm-up day's baseline minus threshold_margin
     threshold_margin: float = 0.02
     db_url: str | None = None
