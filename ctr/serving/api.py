@@ -4,6 +4,7 @@
 gRPC, with a deadline), ranks by pCTR, assigns each returned ad an impression id (UUIDv7)
 and makes the impressions durable — in the event log, or in the on-disk spool while the
 log is unreachable — before it answers. ``POST /v1/clicks`` records clicks idempotently.
+Impressions and clicks of concurrent requests share one group commit (``GroupCommitWriter``).
 
 Failure contract: bad input → 4xx naming the field, nothing logged; Triton down or slow →
 503 with ``Retry-After`` within the deadline; event log down → impressions spooled (503
