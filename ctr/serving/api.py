@@ -536,7 +536,3 @@ def _authorized(header: str, keys: tuple[str, ...]) -> bool:
         return False
     return any(hmac.compare_digest(token.strip(), key) for key in keys)
 
-
-def app_from_env() -> FastAPI:
-    """uvicorn factory for worker processes: settings from ``CTR_*`` variables."""
-    return create_app(ApiSettings.from_env())

@@ -216,9 +216,10 @@ def test_api_keys(stack: LocalStack, tmp_path: Path, requests_rows: pl.DataFrame
     assert EventStore(db).count_impressions() == 3
 
 
-def test_metrics_and_readiness(stack: LocalStack) -> None:
+def test_metrics_and_readiness(stack: LocalStack, requests_rows: pl.DataFrame) -> None:
     with api(stack) as client:
         assert client.get("/readyz").json() == {"ready": True, "triton": True, "event_log": True}
+        assert client.post("/v1/score", json=request_body(requests_rows.head(3))).status_code == 200
         metrics = client.get("/metrics").text
         assert "/openapi.json" in client.get("/docs").text
     for name in (
