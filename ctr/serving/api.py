@@ -535,4 +535,3 @@ def _authorized(header: str, keys: tuple[str, ...]) -> bool:
     if scheme.lower() != "bearer" or not token:
         return False
     return any(hmac.compare_digest(token.strip(), key) for key in keys)
-

@@ -1,12 +1,14 @@
 """``ctr triton``: a real tritonserver serving the ``dcn`` model of a ctr model repository.
 
 The tritonserver binary and its Python-backend stub come from ``nvidia-pytriton``'s
-distribution. The ``dcn`` model is a Triton Python-backend model (``triton_backend.py``) that
-runs ONNX Runtime on the repository's served version inside the stub process, with Triton's
-dynamic batcher in front. Inputs and outputs match the repository's ``config.pbtxt``, so
-clients are the same as for the official Triton image reading the same repository with its
-onnxruntime backend (Kubernetes). Newly published versions are picked up within
-``poll_seconds``; each response carries ``model_version``.
+distribution, run in place; a temporary directory holds the backend directory (links) and the
+model store (``dcn/config.pbtxt``, ``dcn/1/model.py``), removed when the server stops. The
+``dcn`` model is a Triton Python-backend model (``triton_backend.py``) that runs ONNX Runtime
+on the repository's served version inside the stub process, with Triton's dynamic batcher in
+front. Inputs and outputs match the repository's ``config.pbtxt``, so clients are the same as
+for the official Triton image reading the same repository with its onnxruntime backend
+(Kubernetes). Newly published versions are picked up within ``poll_seconds``; each response
+carries ``model_version``.
 
 The Python-backend stub links ``libpython3.11``; it must be this interpreter's (a pyenv or
 venv build differs from the system one), so its ``LIBDIR`` goes first on ``LD_LIBRARY_PATH``,
@@ -33,6 +35,13 @@ from types import FrameType
 from ctr.errors import CtrError, InputError
 from ctr.repository import MAX_BATCH_SIZE, MODEL_NAME
 from ctr.schema import N_DENSE, N_SPARSE
+
+
+def _pytriton_dist() -> Path:
+    """The tritonserver build inside the nvidia-pytriton package (binary, backends, caches)."""
+    from pytriton.utils.distribution import get_root_module_path
+
+    return get_root_module_path() / "tritonserver"
 
 
 class TritonFailed(CtrError):
@@ -76,17 +85,17 @@ parameters [
 """
 
 
-def _install_server(target: Path) -> Path:
-    """tritonserver with the Python-backend stub built for this interpreter's version."""
-    from pytriton.utils.distribution import get_root_module_path, get_stub_path
+def _backends(dist: Path, target: Path) -> Path:
+    """A backend directory for tritonserver: pytriton's Python backend, links to its files, plus the
+    backend stub built for this interpreter's version (pytriton ships one per Python version)."""
+    from pytriton.utils.distribution import get_stub_path
 
-    shutil.copytree(
-        get_root_module_path() / "tritonserver",
-        target,
-        ignore=shutil.ignore_patterns("python_backend_stubs", "triton_python_backend_stub"),
-    )
+    python_backend = target / "python"
+    python_backend.mkdir(parents=True)
+    for shipped in (dist / "backends" / "python").glob("*.*"):
+        (python_backend / shipped.name).symlink_to(shipped)
     stub = get_stub_path(f"{sys.version_info.major}.{sys.version_info.minor}")
-    shutil.copy(stub, target / "backends" / "python" / "triton_python_backend_stub")
+    (python_backend / "triton_python_backend_stub").symlink_to(stub)
     return target
 
 
@@ -126,13 +135,14 @@ def serve(settings: TritonSettings) -> None:
     if not settings.repo.is_dir():
         raise InputError(f"model repository {settings.repo} does not exist")
     with tempfile.TemporaryDirectory(prefix="ctr-triton-") as tmp:
-        server = _install_server(Path(tmp) / "tritonserver")
+        dist = _pytriton_dist()
+        backends = _backends(dist, Path(tmp) / "backends")
         models = _model_store(Path(tmp) / "models", settings)
         command = [
-            str(server / "bin" / "tritonserver"),
+            str(dist / "bin" / "tritonserver"),
             f"--model-repository={models}",
-            f"--backend-directory={server / 'backends'}",
-            f"--cache-directory={server / 'caches'}",
+            f"--backend-directory={backends}",
+            f"--cache-directory={dist / 'caches'}",
             f"--http-port={settings.http_port}",
             f"--grpc-port={settings.grpc_port}",
             f"--metrics-port={settings.metrics_port}",
