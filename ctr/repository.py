@@ -41,6 +41,17 @@ _PINNED = re.compile(r"version_policy:\s*\{\s*specific:\s*\{\s*versions:\s*\[\s*
 MAX_BATCH_SIZE = 4096
 
 
+#: The model's tensors as ``config.pbtxt`` declares them, whichever backend serves it.
+TENSORS_PBTXT = f"""input [
+  {{ name: "dense", data_type: TYPE_FP32, dims: [ {N_DENSE} ] }},
+  {{ name: "sparse", data_type: TYPE_INT64, dims: [ {N_SPARSE} ] }}
+]
+output [
+  {{ name: "pctr", data_type: TYPE_FP32, dims: [ 1 ] }},
+  {{ name: "model_version", data_type: TYPE_INT64, dims: [ 1 ] }}
+]"""
+
+
 def triton_config(name: str = MODEL_NAME, max_batch_size: int = MAX_BATCH_SIZE, pinned: int | None = None) -> str:
     """``config.pbtxt``: raw dense FP32 [13], sparse INT64 [26] → pctr FP32 [1], model_version INT64 [1].
 
@@ -50,14 +61,7 @@ def triton_config(name: str = MODEL_NAME, max_batch_size: int = MAX_BATCH_SIZE, 
     return f"""name: "{name}"
 backend: "onnxruntime"
 max_batch_size: {max_batch_size}
-input [
-  {{ name: "dense", data_type: TYPE_FP32, dims: [ {N_DENSE} ] }},
-  {{ name: "sparse", data_type: TYPE_INT64, dims: [ {N_SPARSE} ] }}
-]
-output [
-  {{ name: "pctr", data_type: TYPE_FP32, dims: [ 1 ] }},
-  {{ name: "model_version", data_type: TYPE_INT64, dims: [ 1 ] }}
-]
+{TENSORS_PBTXT}
 version_policy: {{ {policy} }}
 dynamic_batching {{
   max_queue_delay_microseconds: 500

@@ -33,8 +33,7 @@ from pathlib import Path
 from types import FrameType
 
 from ctr.errors import CtrError, InputError
-from ctr.repository import MAX_BATCH_SIZE, MODEL_NAME
-from ctr.schema import N_DENSE, N_SPARSE
+from ctr.repository import MAX_BATCH_SIZE, MODEL_NAME, TENSORS_PBTXT
 
 
 def _pytriton_dist() -> Path:
@@ -65,14 +64,7 @@ def backend_config(settings: TritonSettings) -> str:
     return f"""name: "{MODEL_NAME}"
 backend: "python"
 max_batch_size: {MAX_BATCH_SIZE}
-input [
-  {{ name: "dense", data_type: TYPE_FP32, dims: [ {N_DENSE} ] }},
-  {{ name: "sparse", data_type: TYPE_INT64, dims: [ {N_SPARSE} ] }}
-]
-output [
-  {{ name: "pctr", data_type: TYPE_FP32, dims: [ 1 ] }},
-  {{ name: "model_version", data_type: TYPE_INT64, dims: [ 1 ] }}
-]
+{TENSORS_PBTXT}
 dynamic_batching {{
   max_queue_delay_microseconds: {settings.max_queue_delay_us}
 }}
