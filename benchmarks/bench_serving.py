@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -55,6 +56,18 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
     }
 
 
+def timed(call: Callable[[int], object], calls: int, warmup: int = 50) -> list[float]:
+    """Seconds of each of ``calls`` calls of ``call(k)``, after ``warmup`` untimed ones."""
+    for k in range(warmup):
+        call(k)
+    times = []
+    for k in range(calls):
+        t = time.perf_counter()
+        call(k)
+        times.append(time.perf_counter() - t)
+    return times
+
+
 def request_arrays(n: int) -> tuple[np.ndarray, np.ndarray]:
     imp = SyntheticWorld(WorldConfig(seed=7, total_rows=1_000_000)).sample(0, n, np.random.default_rng(1))
     dense = np.where(imp.dense_missing, np.nan, imp.dense).astype(np.float32)
@@ -73,13 +86,7 @@ def triton_direct(
         client.infer("dcn", inputs, outputs=[g.InferRequestedOutput("pctr"), g.InferRequestedOutput("model_version")])
 
     client = g.InferenceServerClient(f"127.0.0.1:{port}")
-    for _ in range(50):
-        one_call(client)
-    times = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        one_call(client)
-        times.append(time.perf_counter() - t)
+    times = timed(lambda _: one_call(client), calls)
     record(name="triton_grpc_sequential", precision=precision, requests=calls, **percentiles(times))
     counts = [0] * clients
     stop = time.perf_counter() + seconds
@@ -153,14 +160,7 @@ def api_sequential(api_port: int, calls: int) -> None:
         if answer.status != 200:
             raise RuntimeError(f"score API answered {answer.status}")
 
-    for k in range(50):
-        one_call(k)
-    times = []
-    for k in range(calls):
-        t = time.perf_counter()
-        one_call(k)
-        times.append(time.perf_counter() - t)
-    record(name="score_api_sequential", requests=calls, **percentiles(times))
+    record(name="score_api_sequential", requests=calls, **percentiles(timed(one_call, calls)))
 
 
 def score_body(dense: np.ndarray, sparse: np.ndarray, first_id: int) -> dict[str, object]:
@@ -175,29 +175,18 @@ def score_body(dense: np.ndarray, sparse: np.ndarray, first_id: int) -> dict[str
 
 def in_process(repo: ModelRepository, precision: str, dense: np.ndarray, sparse: np.ndarray) -> None:
     session = onnx_session(repo.version_dir(1) / "model.onnx", threads=1)
-    for _ in range(50):
-        onnx_predict(session, dense, sparse)
-    times = []
-    for _ in range(2000):
-        t = time.perf_counter()
-        onnx_predict(session, dense, sparse)
-        times.append(time.perf_counter() - t)
+    times = timed(lambda _: onnx_predict(session, dense, sparse), 2000)
     record(name="onnxruntime_in_process", precision=precision, rows=100, threads=1, **percentiles(times))
 
 
 def holdout_auc(repo: ModelRepository, data: Path) -> float:
     """AUC of the served graph on the held-out day (what int8 costs in ranking quality)."""
-    import polars as pl
-
     from ctr.data.dataset import day_shards
     from ctr.metrics import roc_auc
-    from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS
+    from ctr.retrain import score_served_graph
 
-    frame = day_shards(data, 1).scan().collect()
-    dense = frame.select([pl.col(c).cast(pl.Float64) for c in DENSE_COLUMNS]).to_numpy()
-    sparse = frame.select([pl.col(c).fill_null(-1) for c in SPARSE_COLUMNS]).to_numpy()
-    pctr, _ = onnx_predict(onnx_session(repo.version_dir(1) / "model.onnx"), dense, sparse)
-    return round(roc_auc(frame["label"].to_numpy(), pctr), 4)
+    labels, pctr = score_served_graph(repo.version_dir(1) / "model.onnx", day_shards(data, 1))
+    return round(roc_auc(labels, pctr), 4)
 
 
 def main() -> None:

@@ -14,10 +14,10 @@ from typing import Any
 import yaml
 
 from ctr.errors import InputError
+from ctr.export import SERVING_PRECISIONS
 from ctr.model import ModelConfig
 
 BUILTIN = "experiments.yaml"
-SERVING_PRECISIONS = ("fp32", "int8")
 CPU_PRECISIONS = ("fp32", "bf16")
 
 

@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # torch is imported where a model is exported: stamping and s
     from ctr.model import DCN
 
 OPSET = 18
+SERVING_PRECISIONS = ("fp32", "int8")
 ML_OPSET = 3
 VERSION_INITIALIZER = "model_version_value"
 #: ONNX protobufs cannot exceed 2 GB; above this the weights go to an external data file.
@@ -175,8 +176,8 @@ def export_serving_onnx(
 
     ``precision``: ``fp32`` or ``int8`` (see the module docstring).
     """
-    if precision not in ("fp32", "int8"):
-        raise ArtifactError(f"unknown serving precision {precision!r}: use fp32 or int8")
+    if precision not in SERVING_PRECISIONS:
+        raise ArtifactError(f"unknown serving precision {precision!r}: use one of {SERVING_PRECISIONS}")
     with tempfile.TemporaryDirectory() as tmp:
         core_path = Path(tmp) / "core.onnx"
         _export_model(model, core_path)

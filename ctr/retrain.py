@@ -164,19 +164,18 @@ def train(prepared: Prepared, repo: str, experiment: str, seed: int | None = Non
     return str(candidate.staged)
 
 
-def _score_served_graph(graph: Path, holdout: DayShards) -> dict[str, Any]:
-    """AUC and log loss of an ONNX graph (as Triton would serve it) on a day, in chunks."""
+def score_served_graph(graph: Path, day: DayShards) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, pCTR) of a day scored by an ONNX graph as Triton would serve it, in chunks."""
     session = onnx_session(graph, threads=os.cpu_count() or 1)  # a batch job: every core
     labels, probs = [], []
-    for shard in holdout.shards:
+    for shard in day.shards:
         frame = pl.read_parquet(shard)
         dense, sparse = raw_arrays(frame)
         for start in range(0, frame.height, SCORE_CHUNK):
             pctr, _ = onnx_predict(session, dense[start : start + SCORE_CHUNK], sparse[start : start + SCORE_CHUNK])
             probs.append(pctr)
         labels.append(frame["label"].to_numpy())
-    y, p = np.concatenate(labels), np.concatenate(probs)
-    return {"auc": round(roc_auc(y, p), 6), "logloss": round(log_loss(y, p), 6), "rows": int(y.size), "labels": y}
+    return np.concatenate(labels), np.concatenate(probs)
 
 
 def evaluate(staged: str, repo: str, data_dir: str, holdout_day: int) -> dict[str, Any]:
@@ -186,20 +185,21 @@ def evaluate(staged: str, repo: str, data_dir: str, holdout_day: int) -> dict[st
     included), so the gate judges what would be served.
     """
     holdout = day_shards(Path(data_dir), holdout_day)
-    candidate = _score_served_graph(Path(staged) / ONNX_FILE, holdout)
+    labels, candidate = score_served_graph(Path(staged) / ONNX_FILE, holdout)
     repository = ModelRepository(Path(repo))
     serving_version = repository.served()
-    serving = None
+    serving_auc = None
     if serving_version is not None:
-        serving = _score_served_graph(repository.version_dir(serving_version) / ONNX_FILE, holdout)
+        _, serving = score_served_graph(repository.version_dir(serving_version) / ONNX_FILE, holdout)
+        serving_auc = round(roc_auc(labels, serving), 6)
     return {
         "holdout_day": holdout_day,
-        "holdout_rows": candidate["rows"],
-        "candidate_auc": candidate["auc"],
-        "candidate_logloss": candidate["logloss"],
+        "holdout_rows": int(labels.size),
+        "candidate_auc": round(roc_auc(labels, candidate), 6),
+        "candidate_logloss": round(log_loss(labels, candidate), 6),
         "serving_version": serving_version,
-        "serving_auc": serving["auc"] if serving else None,
-        "bayes_auc": truth_auc(holdout, candidate["labels"]),
+        "serving_auc": serving_auc,
+        "bayes_auc": truth_auc(holdout, labels),
     }
 
 
