@@ -38,6 +38,11 @@ class Spool:
     def files(self) -> list[Path]:
         return sorted(self.directory.glob("batch-*.json"))
 
+    def holds_batches(self) -> bool:
+        """Whether any batch waits (cheaper than ``files``: asked before every commit)."""
+        with os.scandir(self.directory) as entries:
+            return any(e.name.startswith("batch-") and e.name.endswith(".json") for e in entries)
+
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.files())
 

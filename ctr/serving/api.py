@@ -26,7 +26,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -35,7 +35,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ctr.events.spool import Spool, SpoolFull
@@ -43,7 +43,8 @@ from ctr.events.store import ClickCounts, EventStore, StoreUnavailable
 from ctr.events.writer import GroupCommitWriter
 from ctr.ids import uuid7
 from ctr.repository import MODEL_NAME
-from ctr.serving.features import Features, encode, feature_columns, present, whole_number
+from ctr.serving.features import feature_columns
+from ctr.serving.request import ScoreRequest, decode_score_request
 from ctr.settings import env_or_file
 from ctr.timeutil import to_us, utcnow
 
@@ -80,21 +81,6 @@ class ApiSettings:
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
-
-
-class Candidate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    ad_id: StrictStr = Field(min_length=1, max_length=256)
-    features: Features = Field(default_factory=Features)
-
-
-class ScoreRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    request_id: StrictStr | None = Field(default=None, min_length=1, max_length=128)
-    event_time: datetime | None = Field(default=None, description="The ad server's event time (UTC); default now.")
-    context: Features = Field(default_factory=Features)
-    candidates: list[Candidate] = Field(min_length=1)
-    top_k: Annotated[int, Field(ge=1), BeforeValidator(whole_number)] | None = None
 
 
 class ScoredAd(BaseModel):
@@ -254,7 +240,7 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
         while True:
             await asyncio.sleep(1.0)
             spool: Spool = state["spool"]
-            if spool.files():
+            if spool.holds_batches():
                 await run_in_threadpool(spool.replay, state["store"])
             metrics.spooled.set(spool.size_bytes())
 
@@ -288,10 +274,10 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
         },
     )
     async def score(request: Request) -> Response:
-        body = _parse(ScoreRequest, await request.body())
+        body = decode_score_request(await request.body())
         t_parsed = time.perf_counter()
-        metrics.stages.labels("parse").observe(t_parsed - request.state.started)
-        n = len(body.candidates)
+        metrics.stages.labels("decode").observe(t_parsed - request.state.started)
+        n = len(body.ad_ids)
         if n > settings.max_candidates:
             raise RequestValidationError(
                 [
@@ -312,10 +298,9 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
                     }
                 ]
             )
-        dense, sparse = encode(present(body.context), [present(c.features) for c in body.candidates])
+        dense, sparse = body.dense, body.sparse
         metrics.candidates.observe(n)
         t0 = time.perf_counter()
-        metrics.stages.labels("encode").observe(t0 - t_parsed)
         try:
             pctr, version = await state["triton"].score(dense, sparse)
         except TritonUnavailable as exc:
@@ -334,12 +319,12 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
         for rank, k in enumerate(order.tolist()):
             impression_id = uuid7()
             p = float(pctr[k])
-            results.append({"ad_id": body.candidates[k].ad_id, "impression_id": impression_id, "pctr": p})
+            results.append({"ad_id": body.ad_ids[k], "impression_id": impression_id, "pctr": p})
             rows.append(
                 {
                     "impression_id": impression_id,
                     "request_id": request_id,
-                    "ad_id": body.candidates[k].ad_id,
+                    "ad_id": body.ad_ids[k],
                     "served_at_us": served_at,
                     "model_version": version,
                     "pctr": p,
@@ -368,7 +353,7 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
         spool: Spool = state["spool"]
         impressions_outcome: Exception | None = None
         counts: list[ClickCounts] | Exception = []
-        backlog = bool(spool.files())
+        backlog = spool.holds_batches()
         try:
             counts = state["store"].write([] if backlog else rows, clicks)
             if rows and not backlog:
@@ -410,7 +395,7 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
                     }
                 ]
             )
-        if state["spool"].files():  # impressions still spooled: their ids would look unknown
+        if state["spool"].holds_batches():  # impressions still spooled: their ids would look unknown
             await run_in_threadpool(state["spool"].replay, state["store"])
         try:
             counts = await state["writer"].write(Clicks(body.impression_ids, to_us(body.clicked_at or utcnow())))
@@ -491,24 +476,8 @@ class _Guard:
         self.metrics.latency.labels(scope["path"]).observe(time.perf_counter() - started)
 
 
-Model = TypeVar("Model", bound=BaseModel)
-
-
-def _parse(model: type[Model], raw: bytes) -> Model:
-    """Validate a JSON body in one pass (pydantic-core parses and validates together).
-
-    Errors become FastAPI's 422 with ``loc`` starting at ``body``, as for a declared body.
-    """
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [{"loc": ("body", *e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        ) from None
-
-
 def _json_body(model: type[BaseModel]) -> dict[str, Any]:
-    """OpenAPI request body for a handler that validates its own raw body with ``_parse``."""
+    """OpenAPI request body for a handler that validates its own raw body (``decode_score_request``)."""
     schema = {"$ref": f"#/components/schemas/{model.__name__}"}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
