@@ -2,7 +2,8 @@
 
 (a) ONNX Runtime in-process, one thread — the floor; (b) Triton directly over gRPC, one
 client in sequence, then 8 concurrent clients; (c) the score API with the SQLite event log
-on, driven by locust (own process): a fixed 100 requests/s, then as fast as it goes.
+on, driven by locust (own process): a fixed 100 requests/s, then as fast as it goes; and
+the API's request decoding alone (CPU per 100-candidate body).
 Where the time goes inside the API comes from its ``ctr_api_stage_seconds`` histogram.
 
 The model is the original DCN (embedding 16, 6 cross layers, MLP 1024-1024), trained briefly
@@ -173,6 +174,20 @@ def score_body(dense: np.ndarray, sparse: np.ndarray, first_id: int) -> dict[str
     return {"candidates": candidates, "top_k": 10}
 
 
+def request_decoding(calls: int) -> None:
+    """CPU cost of turning one locust body (100 candidates) into arrays, against validating it with pydantic alone."""
+    from ctr.serving.request import ScoreRequest, decode_score_request
+
+    dense, sparse = request_arrays(2000)
+    bodies = [json.dumps(score_body(dense[k : k + 100], sparse[k : k + 100], k)).encode() for k in range(0, 2000, 100)]
+    for name, call in (
+        ("decode_score_request", decode_score_request),
+        ("pydantic_validation_only", ScoreRequest.model_validate_json),
+    ):
+        times = timed(lambda k, call=call: call(bodies[k % len(bodies)]), calls)
+        record(name=name, candidates=100, body_bytes=len(bodies[0]), **percentiles(times))
+
+
 def in_process(repo: ModelRepository, precision: str, dense: np.ndarray, sparse: np.ndarray) -> None:
     session = onnx_session(repo.version_dir(1) / "model.onnx", threads=1)
     times = timed(lambda _: onnx_predict(session, dense, sparse), 2000)
@@ -194,6 +209,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/serving.json")
     ap.add_argument("--seconds", type=int, default=30)
     args = ap.parse_args()
+    request_decoding(calls=1000)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         synthesize(SynthArgs(days=2, rows_per_day=50_000, seed=7), work / "data")
