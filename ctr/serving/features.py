@@ -7,7 +7,7 @@ explicit null) override them; absent features are missing values.
 
 Two renderings of one schema: ``Features`` (pydantic) is the documented, canonical one —
 the OpenAPI spec and every error message come from it; ``FeatureStruct`` (msgspec) decodes
-the same JSON about 10× faster on the hot path and accepts a subset of what ``Features``
+the same JSON 4-7× faster on the hot path and accepts a subset of what ``Features``
 accepts (see ``ctr.serving.request``). ``encode`` turns decoded structs into arrays with
 numpy, without a Python loop over the 39 features of each candidate.
 """
