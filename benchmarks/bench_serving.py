@@ -150,8 +150,7 @@ def api_sequential(api_port: int, calls: int) -> None:
     """One client, keep-alive, the locust scenario's bodies: the API's latency without load."""
     import http.client
 
-    dense, sparse = request_arrays(2000)
-    bodies = [json.dumps(score_body(dense[k : k + 100], sparse[k : k + 100], k)).encode() for k in range(0, 2000, 100)]
+    bodies = score_bodies()
     conn = http.client.HTTPConnection("127.0.0.1", api_port)
 
     def one_call(k: int) -> None:
@@ -174,12 +173,18 @@ def score_body(dense: np.ndarray, sparse: np.ndarray, first_id: int) -> dict[str
     return {"candidates": candidates, "top_k": 10}
 
 
+def score_bodies(n: int = 20, candidates: int = 100) -> list[bytes]:
+    """``n`` serialized score requests of ``candidates`` generated candidates each."""
+    dense, sparse = request_arrays(n * candidates)
+    rows = range(0, n * candidates, candidates)
+    return [json.dumps(score_body(dense[k : k + candidates], sparse[k : k + candidates], k)).encode() for k in rows]
+
+
 def request_decoding(calls: int) -> None:
     """CPU cost of turning one locust body (100 candidates) into arrays, against validating it with pydantic alone."""
     from ctr.serving.request import ScoreRequest, decode_score_request
 
-    dense, sparse = request_arrays(2000)
-    bodies = [json.dumps(score_body(dense[k : k + 100], sparse[k : k + 100], k)).encode() for k in range(0, 2000, 100)]
+    bodies = score_bodies()
     for name, call in (
         ("decode_score_request", decode_score_request),
         ("pydantic_validation_only", ScoreRequest.model_validate_json),

@@ -24,6 +24,9 @@ from ctr.ids import uuid7
 log = logging.getLogger(__name__)
 
 
+_PREFIX, _SUFFIX = "batch-", ".json"  # a batch file; ``.part`` while it is being written
+
+
 class SpoolFull(CtrError):
     """The spool reached its size bound."""
 
@@ -36,12 +39,12 @@ class Spool:
         directory.mkdir(parents=True, exist_ok=True)
 
     def files(self) -> list[Path]:
-        return sorted(self.directory.glob("batch-*.json"))
+        return sorted(self.directory.glob(f"{_PREFIX}*{_SUFFIX}"))
 
     def holds_batches(self) -> bool:
         """Whether any batch waits (cheaper than ``files``: asked before every commit)."""
         with os.scandir(self.directory) as entries:
-            return any(e.name.startswith("batch-") and e.name.endswith(".json") for e in entries)
+            return any(e.name.startswith(_PREFIX) and e.name.endswith(_SUFFIX) for e in entries)
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.files())
@@ -52,7 +55,7 @@ class Spool:
         with self._lock:
             if self.size_bytes() + len(payload) > self.max_bytes:
                 raise SpoolFull(f"impression spool {self.directory} is full ({self.max_bytes} bytes)")
-            final = self.directory / f"batch-{uuid7()}.json"
+            final = self.directory / f"{_PREFIX}{uuid7()}{_SUFFIX}"
             tmp = final.with_suffix(".part")
             with open(tmp, "wb") as f:
                 f.write(payload)
