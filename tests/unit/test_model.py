@@ -13,7 +13,7 @@ import torch
 from ctr.errors import ArtifactError, InputError
 from ctr.export import export_serving_onnx, onnx_predict, onnx_session, stamp_version
 from ctr.features import FeatureTransform
-from ctr.model import DCN, MatrixCrossNet, ModelConfig, VectorCrossNet
+from ctr.model import DCN, BitMaskDropout, MatrixCrossNet, ModelConfig, VectorCrossNet, _CpuEmbeddingLookup
 from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS
 
 SIZES = [3, 50, 7, 1000, *[11] * 22]
@@ -52,6 +52,64 @@ def test_cross_layers_follow_their_formulas() -> None:
     m = MatrixCrossNet(6, 1, None)
     lin = m.maps[0]
     torch.testing.assert_close(m(x0), x0 * lin(x0) + x0)
+
+
+def test_vector_cross_closed_form_equals_the_layered_network() -> None:
+    """Six layers with non-zero biases: outputs and every gradient as layer-by-layer DCN."""
+    torch.manual_seed(0)
+    net = VectorCrossNet(29, 6).double()
+    with torch.no_grad():
+        for b in net.biases:
+            b.normal_(0, 0.5)
+    x0 = torch.randn(64, 29, dtype=torch.float64, requires_grad=True)
+
+    def layered(x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        for w, b in zip(net.weights, net.biases, strict=True):
+            x = x0 * (x @ w).unsqueeze(1) + b + x
+        return x
+
+    ours, reference = net(x0), layered(x0)
+    torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-10)
+    upstream = torch.randn_like(reference)
+    wrt = [x0, *net.parameters()]
+    for g_ours, g_ref in zip(
+        torch.autograd.grad(ours, wrt, upstream), torch.autograd.grad(reference, wrt, upstream), strict=True
+    ):
+        torch.testing.assert_close(g_ours, g_ref, rtol=1e-10, atol=1e-10)
+    assert VectorCrossNet(29, 0)(x0) is x0
+
+
+def test_dropout_keeps_the_share_scales_and_is_seeded() -> None:
+    drop = BitMaskDropout(0.3)
+    x = torch.ones(1000, 1000, requires_grad=True)
+    torch.manual_seed(5)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.003  # 1e6 draws: σ ≈ 0.0005
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.7)  # gradient flows through kept cells only
+    torch.manual_seed(5)
+    assert torch.equal(drop(x), y)
+    assert not torch.equal(drop(x), y)  # the generator moved on
+    drop.eval()
+    assert drop(x) is x
+    with pytest.raises(InputError, match="dropout"):
+        BitMaskDropout(1.0)
+
+
+def test_cpu_embedding_gradient_equals_pytorchs() -> None:
+    """The training-mode lookup (index_add_ backward) against nn.Embedding's own backward."""
+    model = DCN(CONFIGS["dcn"], SIZES)
+    _, sparse = inputs(256)
+    sparse[:, 1] = 7  # many repeats of one row
+    weight = model.embedding.weight
+    upstream = torch.randn(256, 26, 16)
+    rows = sparse + model.offsets
+    (ours,) = torch.autograd.grad(_CpuEmbeddingLookup.apply(weight, rows), weight, upstream)
+    (theirs,) = torch.autograd.grad(torch.nn.functional.embedding(rows, weight), weight, upstream)
+    torch.testing.assert_close(ours, theirs)
 
 
 def test_grow_keeps_known_rows_and_adds_trainable_ones() -> None:
