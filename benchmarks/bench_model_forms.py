@@ -30,7 +30,7 @@ def layered_cross(self: VectorCrossNet, x0: torch.Tensor) -> torch.Tensor:
 
 
 def cat_head(self: DCN, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
-    x0 = torch.cat([dense, self.embedding(sparse + self.offsets).flatten(1)], dim=1)
+    x0 = torch.cat([dense, self.embed(sparse)], dim=1)
     return self.head(torch.cat([self.cross(x0), self.deep(x0)], dim=1))
 
 

@@ -202,14 +202,16 @@ class DCN(nn.Module):
     def _offsets(sizes: Sequence[int]) -> torch.Tensor:
         return torch.tensor([0, *sizes[:-1]], dtype=torch.long).cumsum(0)
 
-    def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
-        """dense (B, 13) float, sparse (B, 26) int64 ids → logits (B, 1)."""
+    def embed(self, sparse: torch.Tensor) -> torch.Tensor:
+        """sparse (B, 26) int64 per-feature ids → embeddings (B, 26·d), from the one table."""
         rows = sparse + self.offsets
         if self.training and rows.device.type == "cpu":
-            emb = _CpuEmbeddingLookup.apply(self.embedding.weight, rows).flatten(1)
-        else:
-            emb = self.embedding(rows).flatten(1)
-        x0 = torch.cat([dense, emb], dim=1)
+            return _CpuEmbeddingLookup.apply(self.embedding.weight, rows).flatten(1)
+        return self.embedding(rows).flatten(1)
+
+    def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        """dense (B, 13) float, sparse (B, 26) int64 ids → logits (B, 1)."""
+        x0 = torch.cat([dense, self.embed(sparse)], dim=1)
         crossed = self.cross(x0)
         if self.config.structure == "stacked":
             return self.head(self.deep(crossed))
