@@ -5,7 +5,9 @@ client in sequence, then 8 concurrent clients; (c) the score API with the SQLite
 on, driven by locust (own process): a fixed 100 requests/s, then as fast as it goes; the
 API's request decoding alone (CPU per 100-candidate body); and, first, the machine's own
 latency tail (``host_jitter``) against which the percentiles above should be read.
-Where the time goes inside the API comes from its ``ctr_api_stage_seconds`` histogram.
+Where the time goes: the API's ``ctr_api_stage_seconds`` histogram and Triton's own counters
+over each locust run, CPU cores per process over it, and the same 100 requests/s without
+clicks (``score_api_100rps_no_clicks``: what the click traffic costs).
 
 The model is the original DCN (embedding 16, 6 cross layers, MLP 1024-1024), trained briefly
 on generated data. Run: ``.venv/bin/python benchmarks/bench_serving.py``.
@@ -108,8 +110,11 @@ def triton_direct(
     record(name="triton_grpc_concurrent", precision=precision, clients=clients, requests_per_s=rate)
 
 
-def locust_run(api_port: int, users: int, rate_per_user: float, seconds: int, out: Path) -> dict[str, str]:
-    env = {**os.environ, "CTR_LOAD_RPS_PER_USER": str(rate_per_user)}
+def locust_run(
+    api_port: int, users: int, rate_per_user: float, seconds: int, out: Path, clicks: bool = True
+) -> dict[str, dict[str, str]]:
+    """locust's summary rows by request name (``/v1/score``, ``/v1/clicks``, ``Aggregated``)."""
+    env = {**os.environ, "CTR_LOAD_RPS_PER_USER": str(rate_per_user), "CTR_LOAD_CLICKS": "1" if clicks else "0"}
     locust = Path(sys.executable).parent / "locust"
     subprocess.run(
         [
@@ -135,16 +140,75 @@ def locust_run(api_port: int, users: int, rate_per_user: float, seconds: int, ou
         timeout=seconds + 120,
     )
     with open(f"{out}_stats.csv") as f:
-        return {row["Name"]: row for row in csv.DictReader(f)}["/v1/score"]
+        return {row["Name"]: row for row in csv.DictReader(f)}
 
 
-def stage_means(api_port: int) -> dict[str, float]:
+def triton_counters(metrics_port: int) -> dict[str, float]:
+    """Triton's cumulative per-request counters (µs; ``nv_inference_*``) summed over its models."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
+    names = ("request_success", "request_duration_us", "queue_duration_us", "compute_infer_duration_us")
+    return {
+        n: sum(float(v) for v in re.findall(rf"^nv_inference_{n}{{[^}}]*}} ([0-9.e+]+)", text, re.MULTILINE))
+        for n in names
+    }
+
+
+def process_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children so far."""
+    import psutil
+
+    root = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
+
+
+def score_load(
+    stack: LocalStack, users: int, rate_per_user: float, seconds: int, out: Path, clicks: bool
+) -> dict[str, object]:
+    """One locust run against the stack, with what it cost: the API's stage means and CPU cores
+    per process group over the run, and Triton's own time per request (from its counters),
+    beside the client's percentiles."""
+    assert stack.api is not None and stack.triton is not None
+    pids = {"api": stack.api.pid, "triton": stack.triton.pid}
+    stages0, tri0 = stage_totals(stack.api_port), triton_counters(stack.metrics_port)
+    cpu0, t0 = {k: process_seconds(p) for k, p in pids.items()}, time.time()
+    rows = locust_run(stack.api_port, users, rate_per_user, seconds, out, clicks)
+    wall = time.time() - t0
+    cpu = {k: round((process_seconds(p) - cpu0[k]) / wall, 2) for k, p in pids.items()}
+    tri1, stages1 = triton_counters(stack.metrics_port), stage_totals(stack.api_port)
+    stage_ms = {}
+    for stage, (seconds_after, count_after) in stages1.items():
+        seconds_before, count_before = stages0.get(stage, (0.0, 0.0))
+        if count_after > count_before:
+            stage_ms[stage] = round((seconds_after - seconds_before) / (count_after - count_before) * 1e3, 3)
+    n = max(tri1["request_success"] - tri0["request_success"], 1.0)
+    score, clicked = rows["/v1/score"], rows.get("/v1/clicks")
+    return {
+        "achieved_rps": round(float(score["Requests/s"]), 1),
+        "p50_ms": float(score["50%"]),
+        "p95_ms": float(score["95%"]),
+        "p99_ms": float(score["99%"]),
+        "failures": int(score["Failure Count"]),
+        "requests": int(score["Request Count"]),
+        "click_rps": round(float(clicked["Requests/s"]), 1) if clicked else 0.0,
+        "stage_mean_ms": stage_ms,
+        "cpu_cores": cpu,
+        "triton_ms_per_request": {
+            k.removesuffix("_duration_us"): round((tri1[k] - tri0[k]) / n / 1e3, 2)
+            for k in ("request_duration_us", "queue_duration_us", "compute_infer_duration_us")
+        },
+    }
+
+
+def stage_totals(api_port: int) -> dict[str, tuple[float, float]]:
+    """(seconds, count) so far of each stage of the API's ``ctr_api_stage_seconds`` histogram."""
     import urllib.request
 
     text = urllib.request.urlopen(f"http://127.0.0.1:{api_port}/metrics").read().decode()
     sums = dict(re.findall(r'ctr_api_stage_seconds_sum\{stage="(\w+)"\} ([0-9.e+-]+)', text))
     counts = dict(re.findall(r'ctr_api_stage_seconds_count\{stage="(\w+)"\} ([0-9.e+-]+)', text))
-    return {k: round(float(sums[k]) / float(counts[k]) * 1e3, 3) for k in sums if float(counts[k])}
+    return {k: (float(sums[k]), float(counts[k])) for k in sums}
 
 
 def api_sequential(api_port: int, calls: int) -> None:
@@ -274,19 +338,10 @@ def main() -> None:
         with LocalStack(repos["int8"].root, db, log_dir=work / "logs", spool_dir=work / "spool", **ports) as stack:
             triton_direct(stack.grpc_port, "int8", dense, sparse, calls=1000, clients=8, seconds=10)
             api_sequential(stack.api_port, calls=1000)
-            fixed = locust_run(stack.api_port, users=20, rate_per_user=5.0, seconds=args.seconds, out=work / "fixed")
-            record(
-                name="score_api_100rps",
-                precision="int8",
-                target_rps=100,
-                achieved_rps=round(float(fixed["Requests/s"]), 1),
-                p50_ms=float(fixed["50%"]),
-                p95_ms=float(fixed["95%"]),
-                p99_ms=float(fixed["99%"]),
-                failures=int(fixed["Failure Count"]),
-                stage_mean_ms=stage_means(stack.api_port),
-            )
-            sat = locust_run(stack.api_port, users=32, rate_per_user=0, seconds=20, out=work / "sat")
+            for name, clicks in (("score_api_100rps", True), ("score_api_100rps_no_clicks", False)):
+                load = score_load(stack, 20, 5.0, args.seconds, work / name, clicks=clicks)
+                record(name=name, precision="int8", target_rps=100, **load)
+            sat = locust_run(stack.api_port, users=32, rate_per_user=0, seconds=20, out=work / "sat")["/v1/score"]
             answered = int(sat["Request Count"])
             record(
                 name="score_api_saturation",

@@ -7,7 +7,8 @@ Run headless against a local stack (127.0.0.1 only), bounded in time, e.g.::
 Each request takes a context and 100 candidates from the synthetic world (same marginals as
 the training data); a share of the returned impressions is clicked, drawn from the true
 click probability, and posted after a random delay. ``CTR_LOAD_RPS_PER_USER`` sets a constant
-request rate per user (0 = as fast as possible); ``CTR_API_KEY`` adds the bearer token.
+request rate per user (0 = as fast as possible); ``CTR_LOAD_CLICKS=0`` posts no clicks (to
+measure what they cost); ``CTR_API_KEY`` adds the bearer token.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS
 
 CANDIDATES = int(os.environ.get("CTR_LOAD_CANDIDATES", "100"))
 RATE = float(os.environ.get("CTR_LOAD_RPS_PER_USER", "0"))
+CLICKS = os.environ.get("CTR_LOAD_CLICKS", "1") != "0"
 CLICK_DELAY_S = (0.5, 5.0)
 _world = SyntheticWorld(WorldConfig(seed=int(os.environ.get("CTR_LOAD_SEED", "7")), total_rows=1_000_000))
 _pool = _world.sample(0, 20_000, np.random.default_rng(0))
@@ -85,7 +87,7 @@ class AdServer(FastHttpUser):
                 return
             shown = answer.json()["results"]
         clicked = [r["impression_id"] for r in shown if random.random() < _pool.p_true[int(r["ad_id"][3:])]]
-        if clicked:
+        if clicked and CLICKS:
             gevent.spawn_later(random.uniform(*CLICK_DELAY_S), self._click, clicked)
 
     def _click(self, ids: list[str]) -> None:
