@@ -303,6 +303,7 @@ def test_locust_scenario_runs_clean(stack: LocalStack, tmp_path: Path) -> None:
         stats = {row["Name"]: row for row in csv.DictReader(f)}
     scored = int(stats["/v1/score"]["Request Count"])
     assert scored > 10 and int(stats["Aggregated"]["Failure Count"]) == 0
+    assert int(stats["/v1/clicks"]["Request Count"]) > 0  # users click a share of what they were shown
     logged = stack_store(stack).count_impressions() - before
     # top_k = 10 per answer: every answered request logged whole. Locust leaves requests still in
     # flight when its clock stops out of its count, so the log may hold a few more (the demo test
