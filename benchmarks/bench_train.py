@@ -70,6 +70,15 @@ def day_frame(world: SyntheticWorld, day: int, rows: int) -> tuple[pl.DataFrame,
     return pl.concat(frames), np.concatenate(truth)
 
 
+def generated_split(seed: int, days: int, rows_per_day: int) -> tuple[pl.DataFrame, pl.DataFrame, np.ndarray]:
+    """A generated world's days ``0..days-2`` as one training frame, and the last day as the test
+    frame with its rows' true click probabilities."""
+    world = SyntheticWorld(WorldConfig(seed=seed, total_rows=days * rows_per_day))
+    frames = [day_frame(world, d, rows_per_day) for d in range(days)]
+    test_frame, test_truth = frames[-1]
+    return pl.concat([f for f, _ in frames[:-1]]), test_frame, test_truth
+
+
 def encode(transform: FeatureTransform, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     dense, ids = transform.transform_frame(frame)
     return dense, ids, frame["label"].to_numpy().astype(np.float32)
@@ -200,11 +209,8 @@ def train_deepctr(
 
 def quality(args: argparse.Namespace, device: torch.device) -> None:
     total = args.days * args.rows_per_day
-    world = SyntheticWorld(WorldConfig(seed=args.seed, total_rows=total))
     t0 = time.perf_counter()
-    days = [day_frame(world, d, args.rows_per_day) for d in range(args.days)]
-    train_frame = pl.concat([f for f, _ in days[:-1]])
-    test_frame, test_truth = days[-1]
+    train_frame, test_frame, test_truth = generated_split(args.seed, args.days, args.rows_per_day)
     transform = FeatureTransform.fit(train_frame.lazy(), min_count=args.min_count)
     train, test = encode(transform, train_frame), encode(transform, test_frame)
     bayes = round(roc_auc(test[2], test_truth), 5)

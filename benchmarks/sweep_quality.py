@@ -22,13 +22,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import polars as pl
 import torch
 import yaml
-from bench_train import RESULTS, day_frame, encode, machine, record, train_ours
+from bench_train import RESULTS, encode, generated_split, machine, record, train_ours
 
 from ctr.config import load_experiment
-from ctr.data.world import SyntheticWorld, WorldConfig
 from ctr.features import FeatureTransform
 from ctr.metrics import roc_auc
 
@@ -61,10 +59,7 @@ def main() -> None:
     exp = load_experiment(args.config)
     trials = [parse_trial(t) for t in args.trial or [""]]
 
-    world = SyntheticWorld(WorldConfig(seed=args.seed, total_rows=args.days * args.rows_per_day))
-    days = [day_frame(world, d, args.rows_per_day) for d in range(args.days)]
-    train_frame = pl.concat([f for f, _ in days[:-1]])
-    test_frame, test_truth = days[-1]
+    train_frame, test_frame, test_truth = generated_split(args.seed, args.days, args.rows_per_day)
     bayes = round(roc_auc(test_frame["label"].to_numpy(), test_truth), 5)
     encoded: dict[int, tuple[list[int], tuple, tuple]] = {}  # min count → (sizes, train, test)
     for overrides in trials:
