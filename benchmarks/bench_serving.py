@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -143,11 +144,15 @@ def locust_run(
         return {row["Name"]: row for row in csv.DictReader(f)}
 
 
+def metrics_page(port: int) -> str:
+    """The Prometheus text page served at ``127.0.0.1:port/metrics``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
+        return response.read().decode()
+
+
 def triton_counters(metrics_port: int) -> dict[str, float]:
     """Triton's cumulative per-request counters (µs; ``nv_inference_*``) summed over its models."""
-    import urllib.request
-
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
+    text = metrics_page(metrics_port)
     names = ("request_success", "request_duration_us", "queue_duration_us", "compute_infer_duration_us")
     return {
         n: sum(float(v) for v in re.findall(rf"^nv_inference_{n}{{[^}}]*}} ([0-9.e+]+)", text, re.MULTILINE))
@@ -203,9 +208,7 @@ def score_load(
 
 def stage_totals(api_port: int) -> dict[str, tuple[float, float]]:
     """(seconds, count) so far of each stage of the API's ``ctr_api_stage_seconds`` histogram."""
-    import urllib.request
-
-    text = urllib.request.urlopen(f"http://127.0.0.1:{api_port}/metrics").read().decode()
+    text = metrics_page(api_port)
     sums = dict(re.findall(r'ctr_api_stage_seconds_sum\{stage="(\w+)"\} ([0-9.e+-]+)', text))
     counts = dict(re.findall(r'ctr_api_stage_seconds_count\{stage="(\w+)"\} ([0-9.e+-]+)', text))
     return {k: (float(sums[k]), float(counts[k])) for k in sums}
