@@ -77,9 +77,9 @@ def main() -> None:
         model = replace(exp.model, **model_overrides)
         batch = int(overrides.get("batch_size", exp.batch_size))  # type: ignore[arg-type]
         lr = float(overrides.get("learning_rate", exp.learning_rate))  # type: ignore[arg-type]
+        model_seed = int(overrides.get("seed", exp.seed))  # type: ignore[arg-type]
         amp = device.type == "cuda"
         t0 = time.perf_counter()
-        model_seed = int(overrides.get("seed", exp.seed))  # type: ignore[arg-type]
         res = train_ours(model, sizes, train, test, args.epochs, batch, lr, device, model_seed, amp)
         by_epoch = list(res["auc_by_epoch"])  # type: ignore[call-overload]
         record(
