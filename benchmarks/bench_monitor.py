@@ -3,11 +3,12 @@
 Loads 1 M matured impressions (25 % clicked) into a fresh database on 127.0.0.1:5432 with
 COPY, then runs ``ctr monitor run`` as its own process (rules: window large enough for all
 rows, drift off) and reports its wall time and peak RSS, plus the in-process time of the
-decision alone. Run: ``.venv/bin/python benchmarks/bench_monitor.py``.
+decision alone. Run: ``.venv/bin/python benchmarks/bench_monitor.py [--rows N] [--out FILE]``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -54,7 +55,11 @@ def load(url: str, n: int) -> None:
 
 
 def main() -> None:
-    n = int(os.environ.get("CTR_BENCH_ROWS", "1000000"))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000, help="matured impressions to load")
+    ap.add_argument("--out", default="benchmarks/results/monitor.json")
+    args = ap.parse_args()
+    n = args.rows
     name = f"ctr_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ADMIN, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -129,7 +134,7 @@ def main() -> None:
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         print(json.dumps(result))
-        Path("benchmarks/results/monitor.json").write_text(json.dumps([result], indent=2) + "\n")
+        Path(args.out).write_text(json.dumps([result], indent=2) + "\n")
     finally:
         with psycopg.connect(ADMIN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
