@@ -174,8 +174,11 @@ def models_list(
     as_json: JsonFlag = False,
 ) -> None:
     """Published versions with their metrics, oldest first."""
+    from ctr.errors import InputError
     from ctr.repository import ModelRepository
 
+    if not repo.is_dir():
+        raise InputError(f"model repository {repo} does not exist")
     repository = ModelRepository(repo)
     rows = []
     for v in repository.versions():

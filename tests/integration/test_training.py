@@ -223,6 +223,9 @@ def test_cli_train_json_and_models_list(drift_days: Path, tmp_path: Path) -> Non
     listed = json.loads(run_ctr("models", "list", "--repo", str(repo), "--json").stdout)
     assert [v["version"] for v in listed["versions"]] == [1]
     assert listed["versions"][0]["auc"] == summary["auc"]
+    typo = run_ctr("models", "list", "--repo", str(tmp_path / "rpeo"))
+    assert typo.returncode == 2
+    assert typo.stderr.strip().splitlines()[-1] == f"error: model repository {tmp_path / 'rpeo'} does not exist"
 
 
 def test_load_errors_are_typed(trained: ModelRepository, tmp_path: Path) -> None:
