@@ -274,10 +274,10 @@ def serve(
 @events_app.command("migrate")
 def events_migrate(db: Annotated[str, typer.Option(help="Event log URL.")]) -> None:
     """Create or upgrade the event-log schema."""
-    from ctr.events.store import EventStore
+    from ctr.events.store import EventStore, redacted
 
     EventStore(db).migrate()
-    typer.echo(f"event log at {db} is at the newest schema")
+    typer.echo(f"event log at {redacted(db)} is at the newest schema")
 
 
 @events_app.command("export")

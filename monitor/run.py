@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ctr.errors import CtrError
 from ctr.events.schema import monitor_runs
-from ctr.events.store import EventStore, StoreUnavailable
+from ctr.events.store import EventStore, StoreUnavailable, redacted
 from ctr.ids import uuid7
 from ctr.lease import holder as repository_lease
 from ctr.metrics import calibration, log_loss
@@ -201,7 +201,7 @@ def run_monitor(req: MonitorRequest) -> dict[str, Any]:
     as_of = req.as_of or utcnow()
     store = EventStore(req.db_url)
     if not store.ping():
-        raise StoreUnavailable(f"event database {req.db_url} is unreachable; no decision recorded")
+        raise StoreUnavailable(f"event database {redacted(req.db_url)} is unreachable; no decision recorded")
     repo = ModelRepository(req.repo)
     holder = f"monitor-{uuid7()}"
     if not req.dry_run and not try_acquire(store, holder, req.rules.lease_ttl):
@@ -269,5 +269,11 @@ def _store(store: EventStore, record: dict[str, Any], window: LabelledWindow) ->
 
 
 def history(db_url: str, limit: int = 50) -> list[dict[str, Any]]:
-    """The newest decision records, newest first."""
-    return [json.loads(r["record"]) for r in _previous(EventStore(db_url), limit)]
+    """The newest decision records, newest first; ``StoreUnavailable`` if the database cannot be read."""
+    store = EventStore(db_url)
+    try:
+        return [json.loads(r["record"]) for r in _previous(store, limit)]
+    except SQLAlchemyError as exc:
+        raise StoreUnavailable(redacted(f"could not read monitor decisions: {str(exc).splitlines()[0]}")) from exc
+    finally:
+        store.dispose()

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -38,10 +39,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def redacted(url: str) -> str:
+    """``url`` fit for messages and logs: a password in it reads ``***``."""
+    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url`` with this project's settings (SQLite pragmas, pool checks)."""
     if not url or "://" not in url:
-        raise InputError(f"bad database URL {url!r}: use sqlite:///path.db or postgresql+psycopg://user@host/db")
+        raise InputError(
+            redacted(f"bad database URL {url!r}: use sqlite:///path.db or postgresql+psycopg://user@host/db")
+        )
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
@@ -50,7 +58,7 @@ def make_engine(url: str) -> Engine:
     try:
         engine = create_engine(url, **kwargs)
     except (SQLAlchemyError, ValueError, ImportError) as exc:
-        raise InputError(f"bad database URL {url!r}: {exc}") from exc
+        raise InputError(redacted(f"bad database URL {url!r}: {exc}")) from exc
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine

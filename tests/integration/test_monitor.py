@@ -299,25 +299,22 @@ def test_local_trigger_starts_a_real_pipeline_run(pipeline_days: Path, tmp_path:
     assert repo.metadata(2)["parent_version"] == 1 and repo.metadata(2)["pipeline"]["run_id"] == record["run_id"]
 
 
-def test_cli_reports_an_unreachable_database_in_one_line(tmp_path: Path) -> None:
+def test_cli_reports_an_unreachable_database_in_one_line_without_its_password(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ctr",
-            "monitor",
-            "run",
-            "--db",
-            f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x",
-            "--repo",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    url = f"postgresql+psycopg://postgres:s3cret@127.0.0.1:{free_port()}/x"
+
+    def ctr(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ctr", *args], capture_output=True, text=True, timeout=60)
+
+    run = ctr("monitor", "run", "--db", url, "--repo", str(tmp_path))
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"error: event database postgresql+psycopg://postgres:***@127.0.0.1:{url.rsplit(':', 1)[1]} is unreachable; "
+        "no decision recorded"
     )
-    assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1].startswith("error: event database")
+    past = ctr("monitor", "history", "--db", url)
+    assert past.returncode == 1 and "Traceback" not in past.stderr
+    assert past.stderr.strip().splitlines()[-1].startswith("error: could not read monitor decisions: ")
+    assert "s3cret" not in run.stderr + past.stderr
