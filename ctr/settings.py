@@ -23,3 +23,17 @@ def env_or_file(name: str, default: str | None = None) -> str | None:
         except OSError as exc:
             raise InputError(f"{name}_FILE={path} cannot be read: {exc.strerror}") from exc
     return default
+
+
+def env_int(name: str, default: int) -> int:
+    """The positive integer in ``name``, else ``default``; ``InputError`` for anything else."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return number

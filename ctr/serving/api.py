@@ -38,14 +38,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ctr.errors import InputError
 from ctr.events.spool import Spool, SpoolFull
-from ctr.events.store import ClickCounts, EventStore, StoreUnavailable
+from ctr.events.store import ClickCounts, EventStore, StoreUnavailable, make_engine
 from ctr.events.writer import GroupCommitWriter
 from ctr.ids import uuid7
 from ctr.repository import MODEL_NAME
 from ctr.serving.features import feature_columns
 from ctr.serving.request import ScoreRequest, decode_score_request
-from ctr.settings import env_or_file
+from ctr.settings import env_int, env_or_file
 from ctr.timeutil import to_us, utcnow
 
 log = logging.getLogger(__name__)
@@ -65,17 +66,24 @@ class ApiSettings:
     api_keys: tuple[str, ...] = field(default_factory=tuple)
     migrate: bool = True
 
+    def __post_init__(self) -> None:
+        """Refuse what the service could not start with (``InputError``, before it binds a port)."""
+        for name in ("max_candidates", "max_body_bytes", "deadline_ms", "spool_max_bytes"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} (CTR_{name.upper()}) must be at least 1, got {getattr(self, name)}")
+        make_engine(self.db_url).dispose()  # a malformed URL or a missing driver; connects to nothing
+
     @classmethod
     def from_env(cls, **overrides: Any) -> ApiSettings:
         env = os.environ
         values: dict[str, Any] = {
             "triton": env.get("CTR_TRITON", cls.triton),
             "db_url": env_or_file("CTR_DB_URL", cls.db_url),
-            "max_candidates": int(env.get("CTR_MAX_CANDIDATES", cls.max_candidates)),
-            "max_body_bytes": int(env.get("CTR_MAX_BODY_BYTES", cls.max_body_bytes)),
-            "deadline_ms": int(env.get("CTR_DEADLINE_MS", cls.deadline_ms)),
+            "max_candidates": env_int("CTR_MAX_CANDIDATES", cls.max_candidates),
+            "max_body_bytes": env_int("CTR_MAX_BODY_BYTES", cls.max_body_bytes),
+            "deadline_ms": env_int("CTR_DEADLINE_MS", cls.deadline_ms),
             "spool_dir": Path(env.get("CTR_SPOOL_DIR", str(cls.spool_dir))),
-            "spool_max_bytes": int(env.get("CTR_SPOOL_MAX_BYTES", cls.spool_max_bytes)),
+            "spool_max_bytes": env_int("CTR_SPOOL_MAX_BYTES", cls.spool_max_bytes),
             "api_keys": tuple(k.strip() for k in (env_or_file("CTR_API_KEYS") or "").split(",") if k.strip()),
             "migrate": env.get("CTR_MIGRATE", "1") != "0",
         }
