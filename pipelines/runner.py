@@ -26,6 +26,9 @@ class PipelineError(CtrError):
     """A pipeline run failed or could not be submitted."""
 
 
+MODES = ("full", "incremental")
+
+
 @dataclass(frozen=True)
 class PipelineParams:
     """The pipeline's parameters (see ``pipelines/retrain.py``)."""
@@ -47,6 +50,11 @@ class PipelineParams:
     now: str = "now"
     fallback_to_full: bool = False
     run_id: str = ""
+
+    def __post_init__(self) -> None:
+        """Refuse here what would otherwise fail a run's first task (``InputError``)."""
+        if self.mode not in MODES:
+            raise InputError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
 
     def arguments(self) -> dict[str, Any]:
         return asdict(self)

@@ -13,6 +13,7 @@ import yaml
 
 from ctr.data.reader import ReadReport, iter_batches
 from ctr.data.writer import frame_table, write_criteo
+from ctr.errors import InputError
 from ctr.lease import LEASE_FILE, acquire, holder
 from ctr.repository import ModelRepository
 from pipelines.runner import PipelineError, PipelineParams, compile_pipeline, run_local
@@ -122,6 +123,11 @@ def test_incremental_without_serving_version_fails_clearly(pipeline_days: Path, 
     with pytest.raises(PipelineError, match="prepare-op"):
         run_local(params(pipeline_days, repo.root, tmp_path / "w", "incremental", "4", 5, 6))
     assert repo.versions() == []
+
+
+def test_an_unknown_mode_is_refused_before_any_run(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="--mode must be one of full, incremental, got 'nightly'"):
+        params(tmp_path, tmp_path / "repo", tmp_path / "w", "nightly", "0", 1, 2)
 
 
 def test_a_second_run_is_refused_while_one_holds_the_lease(
