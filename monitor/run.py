@@ -204,7 +204,11 @@ def run_monitor(req: MonitorRequest) -> dict[str, Any]:
         raise StoreUnavailable(f"event database {redacted(req.db_url)} is unreachable; no decision recorded")
     repo = ModelRepository(req.repo)
     holder = f"monitor-{uuid7()}"
-    if not req.dry_run and not try_acquire(store, holder, req.rules.lease_ttl):
+    try:
+        acquired = req.dry_run or try_acquire(store, holder, req.rules.lease_ttl)
+    except SQLAlchemyError as exc:
+        raise store.failure("take the monitor lease", exc) from exc
+    if not acquired:
         raise MonitorBusy("another monitor run holds the lease; this run made no decision")
     try:
         window = load_window(store, req.rules, as_of)
@@ -233,7 +237,7 @@ def run_monitor(req: MonitorRequest) -> dict[str, Any]:
         if not req.dry_run:
             _store(store, record, window)
     except SQLAlchemyError as exc:
-        raise StoreUnavailable(f"event database failed during the run: {str(exc).splitlines()[0]}") from exc
+        raise store.failure("measure and decide", exc) from exc
     finally:
         if not req.dry_run:
             release(store, holder)
@@ -274,6 +278,6 @@ def history(db_url: str, limit: int = 50) -> list[dict[str, Any]]:
     try:
         return [json.loads(r["record"]) for r in _previous(store, limit)]
     except SQLAlchemyError as exc:
-        raise StoreUnavailable(redacted(f"could not read monitor decisions: {str(exc).splitlines()[0]}")) from exc
+        raise store.failure("read monitor decisions", exc) from exc
     finally:
         store.dispose()

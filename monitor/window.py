@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import and_, case, select
+from sqlalchemy.exc import DBAPIError
 
 from ctr.events.schema import clicks, impressions
 from ctr.events.store import EventStore
@@ -51,7 +52,8 @@ def _fetch(raw: Any, sql: str, binary: bool) -> np.ndarray:
 
 
 def load_window(store: EventStore, rules: Rules, as_of: datetime) -> LabelledWindow:
-    """Fetch the window (one query; label computed by the database)."""
+    """Fetch the window (one query; label computed by the database); driver errors surface as
+    SQLAlchemy's ``DBAPIError``."""
     window_us = int(rules.attribution_window.total_seconds() * 1_000_000)
     end_us = to_us(as_of) - window_us
     start_us = to_us(as_of) - int(rules.max_age.total_seconds() * 1_000_000)
@@ -67,9 +69,13 @@ def load_window(store: EventStore, rules: Rules, as_of: datetime) -> LabelledWin
     # One statement through the driver itself: a million rows without a SQLAlchemy Row each
     # (the values in the SQL are numbers the code bound, rendered as literals).
     sql = str(query.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True}))
+    driver_error = store.engine.dialect.loaded_dbapi.Error
     with store.engine.connect() as conn:
         raw = conn.connection.driver_connection
-        arr = _fetch(raw, sql, binary=store.dialect == "postgresql")
+        try:
+            arr = _fetch(raw, sql, binary=store.dialect == "postgresql")
+        except driver_error as exc:  # as SQLAlchemy would raise it, for the callers' handlers
+            raise DBAPIError.instance(sql, None, exc, driver_error) from exc
     if arr.shape[0] == 0:
         empty = np.empty(0)
         return LabelledWindow(start_us, end_us, empty, empty.astype(np.int8), empty.astype(np.int64))

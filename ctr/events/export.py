@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ctr.data.writer import frame_table, write_criteo
 from ctr.errors import InputError
 from ctr.events.schema import DENSE_DB, SPARSE_DB, clicks, impressions
-from ctr.events.store import EventStore, StoreUnavailable
+from ctr.events.store import EventStore
 from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS, day_name
 from ctr.timeutil import to_us
 
@@ -83,7 +83,7 @@ def export_days(store: EventStore, window: ExportWindow, out: Path) -> dict[str,
                     counts[k]["rows"] += part.height
                     counts[k]["positives"] += int(part["label"].sum())
     except SQLAlchemyError as exc:
-        raise StoreUnavailable(f"could not read impressions: {str(exc).splitlines()[0]}") from exc
+        raise store.failure("read impressions", exc) from exc
     finally:
         for handle in handles.values():
             handle.close()

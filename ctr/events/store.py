@@ -86,19 +86,45 @@ class EventStore:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    def migrate(self) -> None:
-        """Upgrade the schema to the newest revision (creates it on an empty database)."""
-        from alembic import command
+    @staticmethod
+    def _alembic_config() -> Any:
         from alembic.config import Config
 
         config = Config()
         config.set_main_option("script_location", str(resources.files("ctr.events") / "migrations"))
+        return config
+
+    def migrate(self) -> None:
+        """Upgrade the schema to the newest revision (creates it on an empty database)."""
+        from alembic import command
+
+        config = self._alembic_config()
         try:
             with self.engine.begin() as conn:
                 config.attributes["connection"] = conn
                 command.upgrade(config, "head")
         except (OperationalError, DBAPIError) as exc:
             raise StoreUnavailable(f"cannot migrate the event database: {_short(exc)}") from exc
+
+    def failure(self, doing: str, exc: SQLAlchemyError) -> StoreUnavailable:
+        """``StoreUnavailable`` for ``exc``, raised while ``doing``; when the cause is a schema
+        that is missing or older than this code's, the message says so and how to upgrade it."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        try:
+            with self.engine.connect() as conn:
+                current = MigrationContext.configure(conn).get_current_revision()
+        except SQLAlchemyError:
+            current = None  # unreachable now: the original error says more
+        else:
+            head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+            if current != head:
+                found = "no event-log schema" if current is None else f"schema revision {current}, not {head}"
+                return StoreUnavailable(
+                    f"could not {doing}: the event database has {found}; run `ctr events migrate --db URL`"
+                )
+        return StoreUnavailable(f"could not {doing}: {_short(exc)}")
 
     def ping(self) -> bool:
         try:

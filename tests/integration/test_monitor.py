@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -14,8 +15,11 @@ import numpy as np
 import polars as pl
 import pytest
 from sklearn.metrics import roc_auc_score
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from ctr.data.dataset import day_shards
+from ctr.events.export import ExportWindow, export_days
 from ctr.events.store import EventStore, StoreUnavailable
 from ctr.ids import uuid7
 from ctr.repository import ModelRepository
@@ -36,6 +40,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, pg_database: Callable
     url = f"sqlite:///{tmp_path / 'events.db'}" if request.param == "sqlite" else pg_database()
     EventStore(url).migrate()
     return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def bare_db_url(request: pytest.FixtureRequest, tmp_path: Path, pg_database: Callable[[], str]) -> str:
+    """A reachable database that holds no event log yet (never migrated)."""
+    return f"sqlite:///{tmp_path / 'bare.db'}" if request.param == "sqlite" else pg_database()
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +246,33 @@ def test_pushgateway_protocol_and_outage(db_url: str, repo: ModelRepository) -> 
         request(db_url, repo, T0 + timedelta(hours=2, minutes=1), pushgateway=f"127.0.0.1:{free_port()}")
     )
     assert down["decision"] == "no-trigger"  # a warning, not a failure
+
+
+def test_a_database_without_the_event_log_says_how_to_create_it(
+    bare_db_url: str, repo: ModelRepository, tmp_path: Path
+) -> None:
+    missing = re.escape("the event database has no event-log schema; run `ctr events migrate --db URL`")
+    with pytest.raises(StoreUnavailable, match="could not take the monitor lease: " + missing):
+        run_monitor(request(bare_db_url, repo, T0))
+    with pytest.raises(StoreUnavailable, match="could not measure and decide: " + missing):
+        run_monitor(request(bare_db_url, repo, T0, dry_run=True))  # no lease: the window query fails first
+    with pytest.raises(StoreUnavailable, match="could not read monitor decisions: " + missing):
+        history(bare_db_url)
+    window = ExportWindow(T0, T0 + timedelta(days=1), timedelta(minutes=30), T0 + timedelta(days=2))
+    with pytest.raises(StoreUnavailable, match="could not read impressions: " + missing):
+        export_days(EventStore(bare_db_url), window, tmp_path / "out")
+    store = EventStore(bare_db_url)
+    store.migrate()
+    with store.engine.begin() as conn:  # as a database of the first release would be
+        conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+    older = store.failure("read impressions", OperationalError("SELECT 1", None, Exception("no such column")))
+    assert str(older) == (
+        "could not read impressions: the event database has schema revision 0001, not 0002; "
+        "run `ctr events migrate --db URL`"
+    )
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0002'"))
+    assert run_monitor(request(bare_db_url, repo, T0))["decision"] == "insufficient-data"
 
 
 def test_unreachable_database_fails_cleanly(repo: ModelRepository) -> None:
