@@ -39,6 +39,7 @@ from ctr.data.synth import SynthArgs, synthesize
 from ctr.data.world import Drift, Impressions, SyntheticWorld
 from ctr.errors import CtrError
 from ctr.events.store import EventStore
+from ctr.paths import output_dir
 from ctr.repository import ModelRepository
 from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS
 from ctr.serving.local import LocalStack
@@ -188,8 +189,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the loop end to end; returns the summary (also written to ``report_dir/summary.json``)."""
     shutil.rmtree(cfg.workdir, ignore_errors=True)
     shutil.rmtree(cfg.report_dir, ignore_errors=True)
-    cfg.workdir.mkdir(parents=True)
-    cfg.report_dir.mkdir(parents=True)
+    output_dir(cfg.workdir)
+    output_dir(cfg.report_dir)
     data, repo = cfg.workdir / "data", ModelRepository(cfg.workdir / "repo")
     db_url = cfg.db_url or f"sqlite:///{(cfg.workdir / 'events.db').resolve()}"
     # History on disk stops before the drift; later days exist only as simulated traffic.

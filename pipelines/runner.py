@@ -19,6 +19,7 @@ from typing import Any
 from ctr.errors import CtrError, InputError
 from ctr.ids import uuid7
 from ctr.lease import release
+from ctr.paths import output_dir
 from ctr.repository import ModelRepository
 
 
@@ -66,7 +67,7 @@ def compile_pipeline(out: Path) -> Path:
 
     from pipelines.retrain import retrain_pipeline
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    output_dir(out.parent)
     compiler.Compiler().compile(retrain_pipeline, str(out))
     return out
 

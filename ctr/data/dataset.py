@@ -24,6 +24,7 @@ from ctr.data.reader import DEFAULT_CHUNK_BYTES, OnBadLine, ReadReport, iter_bat
 from ctr.data.synth import TRUTH_SUFFIX
 from ctr.errors import InputError
 from ctr.metrics import roc_auc
+from ctr.paths import output_dir
 from ctr.schema import DENSE_COLUMNS, LABEL, SPARSE_COLUMNS, day_name
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,9 @@ def convert_file(
     """
     if dest.exists():
         raise InputError(f"{dest} already exists; remove it or choose another --out")
-    tmp = dest.with_name(f".{dest.name}.part")
+    tmp = output_dir(dest.parent) / f".{dest.name}.part"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp.mkdir()
     try:
         shards = []
         for i, frame in enumerate(iter_batches(src, report, on_bad_line=on_bad_line, chunk_bytes=chunk_bytes)):

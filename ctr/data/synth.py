@@ -25,6 +25,7 @@ from ctr.data.world import Drift, SyntheticWorld, WorldConfig
 from ctr.data.writer import criteo_table, write_criteo
 from ctr.errors import InputError
 from ctr.metrics import roc_auc
+from ctr.paths import output_dir
 from ctr.schema import day_name
 
 MANIFEST = "manifest.json"
@@ -95,7 +96,7 @@ def synthesize(args: SynthArgs, out: Path) -> dict[str, object]:
     """Write every day and the manifest into ``out``; returns the manifest."""
     if args.days < 1 or args.rows_per_day < 1:
         raise InputError("--days and --rows-per-day must be at least 1")
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out)
     world = SyntheticWorld(args.world_config())
     days = [_write_day(world, args, day, out) for day in range(args.days)]
     manifest = {

@@ -26,6 +26,7 @@ from ctr.data.writer import frame_table, write_criteo
 from ctr.errors import InputError
 from ctr.events.schema import DENSE_DB, SPARSE_DB, clicks, impressions
 from ctr.events.store import EventStore
+from ctr.paths import output_dir
 from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS, day_name
 from ctr.timeutil import to_us
 
@@ -64,7 +65,7 @@ def labelled_query(window: ExportWindow) -> Any:
 
 def export_days(store: EventStore, window: ExportWindow, out: Path) -> dict[str, Any]:
     """Write the labelled days; returns the summary also saved as ``export.json``."""
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out)
     since_us = to_us(window.since)
     n_days = math.ceil((to_us(window.until) - since_us) / DAY_US)
     counts = [{"day": k, "rows": 0, "positives": 0} for k in range(n_days)]

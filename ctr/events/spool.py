@@ -20,6 +20,7 @@ from typing import Any
 from ctr.errors import CtrError
 from ctr.events.store import EventStore, StoreUnavailable
 from ctr.ids import uuid7
+from ctr.paths import output_dir
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class Spool:
         self.directory = directory
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        directory.mkdir(parents=True, exist_ok=True)
+        output_dir(directory)
 
     def files(self) -> list[Path]:
         return sorted(self.directory.glob(f"{_PREFIX}*{_SUFFIX}"))

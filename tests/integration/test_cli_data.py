@@ -56,3 +56,23 @@ def test_missing_inputs_give_one_line_and_exit_2(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     done = run("data", "stats", str(tmp_path / "empty"), "--days", "0-2")
     assert done.returncode == 2 and "day 0 not found" in done.stderr
+
+
+def test_an_output_path_that_cannot_be_a_directory_gives_one_line_and_exit_2(tmp_path: Path) -> None:
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file where a directory should go\n")
+    src = tmp_path / "day_0"
+    src.write_text("\t".join(["1", *["2"] * 13, *["0a0b0c0d"] * 26]) + "\n")
+    window = ["--since", "2026-11-27T00:00:00Z", "--until", "2026-11-28T00:00:00Z"]
+    attempts = {
+        blocker: run("synth", "--out", str(blocker), "--days", "1", "--rows-per-day", "10"),
+        blocker / "shards": run("data", "convert", str(src), "--out", str(blocker / "shards")),
+        blocker / "x": run(
+            "events", "export", "--db", f"sqlite:///{tmp_path / 'e.db'}", *window, "--out", str(blocker / "x")
+        ),
+    }
+    for path, done in attempts.items():
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+        assert done.stderr.strip().startswith(f"error: cannot use {path} as an output directory: ")
+    assert blocker.read_text() == "a file where a directory should go\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +42,17 @@ def test_ctr_api_reports_a_bad_setting_in_one_line() -> None:
     assert done.stderr.strip().splitlines() == [
         "error: bad database URL 'notaurl': use sqlite:///path.db or postgresql+psycopg://user@host/db"
     ]
+
+
+def test_ctr_api_refuses_a_spool_directory_it_cannot_create(tmp_path: Path) -> None:
+    blocker = tmp_path / "spool"
+    blocker.write_text("")
+    done = subprocess.run(
+        [sys.executable, "-m", "ctr", "api", "--db", f"sqlite:///{tmp_path / 'e.db'}", "--spool-dir", str(blocker)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot use {blocker} as an output directory: ")
