@@ -23,7 +23,7 @@ Example (``monitor/rules.example.yaml``)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,6 @@ class Rules:
     lease_ttl: timedelta = timedelta(minutes=10)
     drift_enabled: bool = True
     drift_sample_rows: int = 5_000
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def with_overrides(self, threshold: float | None = None, attribution_window: str | None = None) -> Rules:
         rules = self
@@ -60,8 +59,41 @@ class Rules:
         return rules
 
 
+#: The file's layout: top-level keys, and for each block the keys it holds.
+LAYOUT: dict[str, frozenset[str] | None] = {
+    "attribution_window": None,
+    "window": frozenset({"max_age", "max_labelled"}),
+    "evidence": frozenset({"min_positives", "min_negatives", "confidence", "consecutive_breaches"}),
+    "auc": frozenset({"absolute", "relative_drop"}),
+    "cooldown": None,
+    "lease_ttl": None,
+    "drift": frozenset({"enabled", "sample_rows"}),
+}
+
+
+def _check_layout(raw: Any, path: Path) -> None:
+    """``InputError`` for a key the layout does not know: a misplaced rule must not fall back
+    to its default in silence."""
+    if not isinstance(raw, dict):
+        raise InputError(f"rules file {path}: expected a mapping of rules, got {type(raw).__name__}")
+    for key, value in raw.items():
+        if key not in LAYOUT:
+            home = [block for block, keys in LAYOUT.items() if keys and key in keys]
+            hint = f"; it belongs under {home[0]}:" if home else f"; known: {', '.join(LAYOUT)}"
+            raise InputError(f"rules file {path}: unknown key {key!r}{hint}")
+        block = LAYOUT[key]
+        if block is None or value is None:
+            continue
+        if not isinstance(value, dict):
+            raise InputError(f"rules file {path}: {key} must be a mapping of {', '.join(sorted(block))}")
+        for inner in value:
+            if inner not in block:
+                raise InputError(f"rules file {path}: unknown key {key}.{inner}; known: {', '.join(sorted(block))}")
+
+
 def load_rules(path: Path | None) -> Rules:
-    """Rules from a YAML file (missing keys keep their defaults); ``InputError`` if malformed."""
+    """Rules from a YAML file (missing keys keep their defaults); ``InputError`` if malformed,
+    for a key outside ``LAYOUT``, or for a value out of range."""
     if path is None:
         return Rules()
     try:
@@ -70,6 +102,7 @@ def load_rules(path: Path | None) -> Rules:
         raise InputError(f"rules file {path} not found") from exc
     except yaml.YAMLError as exc:
         raise InputError(f"rules file {path} is not valid YAML: {exc}") from exc
+    _check_layout(raw, path)
     try:
         window, evidence, auc, drift = (raw.get(k, {}) or {} for k in ("window", "evidence", "auc", "drift"))
         defaults = Rules()
@@ -85,13 +118,17 @@ def load_rules(path: Path | None) -> Rules:
             relative_drop=None if auc.get("relative_drop") is None else float(auc["relative_drop"]),
             cooldown=parse_duration(str(raw.get("cooldown", "6h"))),
             lease_ttl=parse_duration(str(raw.get("lease_ttl", "10m"))),
-            drift_enabled=bool(drift.get("enabled", True)),
+            drift_enabled=drift.get("enabled", True),
             drift_sample_rows=int(drift.get("sample_rows", defaults.drift_sample_rows)),
         )
     except (TypeError, ValueError, AttributeError) as exc:
         raise InputError(f"rules file {path}: {exc}") from exc
     if rules.absolute_auc is None and rules.relative_drop is None:
         raise InputError(f"rules file {path}: set auc.absolute and/or auc.relative_drop")
-    if rules.consecutive_breaches < 1 or rules.min_positives < 1 or rules.min_negatives < 1:
+    if min(rules.consecutive_breaches, rules.min_positives, rules.min_negatives, rules.max_labelled) < 1:
         raise InputError(f"rules file {path}: counts must be at least 1")
+    if not 0.0 < rules.confidence < 1.0:
+        raise InputError(f"rules file {path}: evidence.confidence must lie between 0 and 1, got {rules.confidence}")
+    if not isinstance(rules.drift_enabled, bool):
+        raise InputError(f"rules file {path}: drift.enabled must be true or false, got {rules.drift_enabled!r}")
     return rules
