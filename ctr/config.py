@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,12 @@ def load_experiment(spec: str, seed: int | None = None) -> Experiment:
         known = ", ".join(k for k in blocks if k != "Base")
         raise InputError(f"unknown experiment {name!r}; known: {known}")
     merged = _merge(blocks.get("Base", {}), blocks[name] or {})
+    # Strict here, for what a person wrote (a misspelt key must not fall back to a default in
+    # silence); ``from_dict`` stays lenient for metadata that older versions wrote.
+    known = [f.name for f in fields(Experiment) if f.name != "name"]
+    unknown = sorted(set(merged) - set(known))
+    if unknown:
+        raise InputError(f"experiment {name!r}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
     merged["name"] = name
     if seed is not None:
         merged["seed"] = seed

@@ -41,3 +41,10 @@ def test_metadata_written_before_precisions_existed_still_loads() -> None:
     del d["serving_precision"], d["cpu_precision"]
     exp = Experiment.from_dict(d)
     assert (exp.serving_precision, exp.cpu_precision) == ("fp32", "fp32")
+
+
+def test_a_misspelt_key_in_an_experiments_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "experiments.yaml"
+    path.write_text("dcn_fast:\n  learning_rte: 0.01\n")
+    with pytest.raises(InputError, match=r"experiment 'dcn_fast': unknown key\(s\) learning_rte; known: seed, "):
+        load_experiment(f"{path}#dcn_fast")
