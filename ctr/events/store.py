@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -23,6 +23,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from ctr.errors import CtrError, InputError
 from ctr.events.schema import clicks, impressions
+
+if TYPE_CHECKING:  # alembic is imported only where a migration or a diagnosis needs it
+    from alembic.config import Config
 
 DEFAULT_URL = "sqlite:///ctr-events.db"
 
@@ -87,7 +90,7 @@ class EventStore:
         return self.engine.dialect.name
 
     @staticmethod
-    def _alembic_config() -> Any:
+    def _alembic_config() -> Config:
         from alembic.config import Config
 
         config = Config()
@@ -112,19 +115,17 @@ class EventStore:
         from alembic.runtime.migration import MigrationContext
         from alembic.script import ScriptDirectory
 
+        as_reported = StoreUnavailable(f"could not {doing}: {_short(exc)}")
         try:
             with self.engine.connect() as conn:
                 current = MigrationContext.configure(conn).get_current_revision()
         except SQLAlchemyError:
-            current = None  # unreachable now: the original error says more
-        else:
-            head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
-            if current != head:
-                found = "no event-log schema" if current is None else f"schema revision {current}, not {head}"
-                return StoreUnavailable(
-                    f"could not {doing}: the event database has {found}; run `ctr events migrate --db URL`"
-                )
-        return StoreUnavailable(f"could not {doing}: {_short(exc)}")
+            return as_reported  # the database is unreachable now: the original error says more
+        head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+        if current == head:
+            return as_reported
+        found = "no event-log schema" if current is None else f"schema revision {current}, not {head}"
+        return StoreUnavailable(f"could not {doing}: the event database has {found}; run `ctr events migrate --db URL`")
 
     def ping(self) -> bool:
         try:
