@@ -173,13 +173,14 @@ def models_list(
     repo: Annotated[Path, typer.Option(help="Triton model repository.")],
     as_json: JsonFlag = False,
 ) -> None:
-    """Published versions with their metrics, oldest first."""
+    """Published versions with their metrics, oldest first, and which one Triton serves."""
     from ctr.errors import InputError
     from ctr.repository import ModelRepository
 
     if not repo.is_dir():
         raise InputError(f"model repository {repo} does not exist")
     repository = ModelRepository(repo)
+    serving = repository.served()
     rows = []
     for v in repository.versions():
         meta = repository.metadata(v)
@@ -191,17 +192,19 @@ def models_list(
                 "created_at": meta.get("created_at"),
                 "config": meta.get("experiment", {}).get("name"),
                 "train_days": meta.get("data", {}).get("train_days"),
+                "serving": v == serving,
                 **meta.get("metrics", {}),
             }
         )
     if as_json:
-        typer.echo(json.dumps({"repo": str(repo), "versions": rows}))
+        typer.echo(json.dumps({"repo": str(repo), "serving_version": serving, "versions": rows}))
         return
     if not rows:
         typer.echo(f"no versions in {repository.model_dir}")
     for r in rows:
         typer.echo(
-            f"v{r['version']}: {r['mode']} (parent {r['parent_version']}), config {r['config']}, "
+            f"v{r['version']}{' (serving)' if r['serving'] else ''}: {r['mode']} (parent {r['parent_version']}), "
+            f"config {r['config']}, "
             f"days {r['train_days']}, AUC {r.get('auc')}, log loss {r.get('logloss')}, "
             f"created {r['created_at']}"
         )

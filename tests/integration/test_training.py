@@ -132,6 +132,10 @@ def test_rollback_pins_an_older_version_until_the_next_publish(trained: ModelRep
     repo.rollback(1)
     assert repo.served() == 1 and repo.versions() == [1, 2]
     assert "specific: { versions: [ 1 ] }" in (repo.model_dir / "config.pbtxt").read_text()
+    listed = json.loads(run_ctr("models", "list", "--repo", str(repo.root), "--json").stdout)
+    assert listed["serving_version"] == 1
+    assert [(v["version"], v["serving"]) for v in listed["versions"]] == [(1, True), (2, False)]
+    assert run_ctr("models", "list", "--repo", str(repo.root)).stdout.startswith("v1 (serving): ")
     staged = repo.stage()
     for item in repo.version_dir(2).iterdir():
         (shutil.copytree if item.is_dir() else shutil.copy2)(item, staged / item.name)
@@ -221,8 +225,8 @@ def test_cli_train_json_and_models_list(drift_days: Path, tmp_path: Path) -> Non
     assert summary["version"] == 1 and 0.5 < summary["auc"] < summary["bayes_auc"]
     assert {"logloss", "calibration"} <= set(summary)
     listed = json.loads(run_ctr("models", "list", "--repo", str(repo), "--json").stdout)
-    assert [v["version"] for v in listed["versions"]] == [1]
-    assert listed["versions"][0]["auc"] == summary["auc"]
+    assert [v["version"] for v in listed["versions"]] == [1] and listed["serving_version"] == 1
+    assert listed["versions"][0]["auc"] == summary["auc"] and listed["versions"][0]["serving"] is True
     typo = run_ctr("models", "list", "--repo", str(tmp_path / "rpeo"))
     assert typo.returncode == 2
     assert typo.stderr.strip().splitlines()[-1] == f"error: model repository {tmp_path / 'rpeo'} does not exist"
