@@ -238,13 +238,11 @@ def api(
     """Run the score API (FastAPI on uvicorn) in front of Triton."""
     import uvicorn
 
-    from ctr.paths import output_dir
     from ctr.serving.api import ApiSettings, create_app
 
     settings = ApiSettings.from_env(
         triton=triton, db_url=db, max_candidates=max_candidates, deadline_ms=deadline_ms, spool_dir=spool_dir
     )
-    output_dir(settings.spool_dir)  # refused here, in one line, rather than inside uvicorn's start-up
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
 
 

@@ -40,7 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ctr.errors import InputError
 from ctr.events.spool import Spool, SpoolFull
-from ctr.events.store import ClickCounts, EventStore, StoreUnavailable, make_engine
+from ctr.events.store import ClickCounts, EventStore, StoreUnavailable
 from ctr.events.writer import GroupCommitWriter
 from ctr.ids import uuid7
 from ctr.repository import MODEL_NAME
@@ -67,11 +67,10 @@ class ApiSettings:
     migrate: bool = True
 
     def __post_init__(self) -> None:
-        """Refuse what the service could not start with (``InputError``, before it binds a port)."""
+        """Refuse limits the service could not run with (``InputError``, before it binds a port)."""
         for name in ("max_candidates", "max_body_bytes", "deadline_ms", "spool_max_bytes"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} (CTR_{name.upper()}) must be at least 1, got {getattr(self, name)}")
-        make_engine(self.db_url).dispose()  # a malformed URL or a missing driver; connects to nothing
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ApiSettings:
@@ -211,20 +210,22 @@ def _error(status: int, kind: str, message: str, headers: dict[str, str] | None 
 
 
 def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAPI:
-    """The FastAPI application (one per process; ``store`` may be given for tests)."""
+    """The FastAPI application (one per process; ``store`` may be given for tests).
+
+    The event store and the spool are built here, not at start-up: a malformed database URL or
+    a spool directory that cannot be created is an ``InputError`` before a server runs.
+    """
     metrics = _Metrics()
-    state: dict[str, Any] = {}
+    events = store or EventStore(settings.db_url)
+    state: dict[str, Any] = {"store": events, "spool": Spool(settings.spool_dir, settings.spool_max_bytes)}
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        events = store or EventStore(settings.db_url)
         if settings.migrate:
             try:
                 await run_in_threadpool(events.migrate)
             except StoreUnavailable as exc:
                 log.warning("event log not migrated at start (%s); impressions will spool", exc)
-        state["store"] = events
-        state["spool"] = Spool(settings.spool_dir, settings.spool_max_bytes)
         state["triton"] = TritonScorer(settings.triton, settings.deadline_ms / 1000)
         state["writer"] = GroupCommitWriter(_make_durable, size=_event_count)
         state["writer"].start()

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from ctr.errors import InputError
-from ctr.serving.api import ApiSettings
+from ctr.serving.api import ApiSettings, create_app
 
 
-def test_a_malformed_database_url_is_refused() -> None:
+def test_a_malformed_database_url_is_refused_before_the_app_serves(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="bad database URL 'notaurl'"):
-        ApiSettings(db_url="notaurl")
+        create_app(ApiSettings(db_url="notaurl", spool_dir=tmp_path / "spool"))
 
 
 def test_limits_must_be_positive() -> None:
