@@ -32,6 +32,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SCORE_CHUNK = 65_536  # rows per ONNX Runtime call when scoring a day
+MODES = ("full", "incremental")  # how a run trains: from scratch, or warm-started from the serving version
+
+
+def check_mode(mode: str) -> None:
+    """``InputError`` unless ``mode`` is one of ``MODES``."""
+    if mode not in MODES:
+        raise InputError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
 
 
 @dataclass(frozen=True)
@@ -111,8 +118,7 @@ def prepare(
 
     repository = ModelRepository(Path(repo))
     acquire(repository, run_id)
-    if mode not in ("full", "incremental"):
-        raise InputError(f"mode must be full or incremental, got {mode!r}")
+    check_mode(mode)
     if mode == "incremental" and repository.served() is None:
         if not fallback_to_full:
             raise InputError(

@@ -21,13 +21,11 @@ from ctr.ids import uuid7
 from ctr.lease import release
 from ctr.paths import output_dir
 from ctr.repository import ModelRepository
+from ctr.retrain import check_mode
 
 
 class PipelineError(CtrError):
     """A pipeline run failed or could not be submitted."""
-
-
-MODES = ("full", "incremental")
 
 
 @dataclass(frozen=True)
@@ -54,8 +52,7 @@ class PipelineParams:
 
     def __post_init__(self) -> None:
         """Refuse here what would otherwise fail a run's first task (``InputError``)."""
-        if self.mode not in MODES:
-            raise InputError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        check_mode(self.mode)
 
     def arguments(self) -> dict[str, Any]:
         return asdict(self)
