@@ -66,3 +66,13 @@ monitor_lease = Table(
     Column("holder", String(64), nullable=False),
     Column("expires_us", BigInteger, nullable=False),
 )
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("quarantined_at_us", BigInteger, nullable=False, index=True),
+    Column("kind", String(16), nullable=False),  # impression | clicks
+    Column("reason", Text, nullable=False),
+    Column("payload", Text, nullable=False),  # the refused row as ASCII JSON (NUL, surrogates escaped)
+)

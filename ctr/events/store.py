@@ -5,24 +5,35 @@
 * ``migrate()`` brings the schema to the newest Alembic revision (idempotent).
 * Inserts are idempotent (``ON CONFLICT DO NOTHING`` on the id): a replayed spool or a
   retried click never double-counts.
-* ``StoreUnavailable`` means the database could not be reached or refused the write.
+* ``StoreUnavailable`` means the database could not be reached, timed out, or a lock was not
+  granted in time; nothing of the call is known to be written (retrying is safe).
+* A row the database refuses for its *content* (``CONTENT_ERRORS``: a NUL in PostgreSQL text,
+  a lone surrogate, an out-of-range integer, a constraint) is never an outage: the batch is
+  split until the rows at fault are found; those go to the ``quarantine`` table with the
+  reason, the rest commit. ``Written.quarantined`` counts them.
+* Clicks are accepted only within ``ClickWindow`` of their impression; others count as
+  ``out_of_window``, are not stored, and never block a later genuine click.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
 from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DataError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
 from ctr.errors import CtrError, InputError
-from ctr.events.schema import clicks, impressions
+from ctr.events.schema import clicks, impressions, quarantine
 
 if TYPE_CHECKING:  # alembic is imported only where a migration or a diagnosis needs it
     from alembic.config import Config
@@ -30,60 +41,140 @@ if TYPE_CHECKING:  # alembic is imported only where a migration or a diagnosis n
 DEFAULT_URL = "sqlite:///ctr-events.db"
 
 
+# Errors a driver raises for what a row holds, not for the database's state.
+CONTENT_ERRORS: tuple[type[BaseException], ...] = (DataError, IntegrityError, UnicodeError, OverflowError)
+
+
 class StoreUnavailable(CtrError):
     """The event database cannot be reached or refused the operation."""
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(busy_timeout_ms: int, dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     cursor.close()
 
 
 def redacted(url: str) -> str:
-    """``url`` fit for messages and logs: a password in it reads ``***``."""
-    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+    """``url`` fit for messages and logs: a password in it reads ``***``.
+
+    Works for any form, parsable or not: the user-info part runs to the *last* ``@`` before
+    the host (so an unescaped ``/`` or ``@`` in a password is hidden too), and a
+    ``password=`` query parameter is hidden as well.
+    """
+    secret = _password(url)
+    if secret:
+        head, _, rest = url.partition("://")
+        user = rest.partition(":")[0]
+        url = f"{head}://{user}:***{rest[rest.rfind('@') :]}"
+    return re.sub(r"(?i)(password=)[^&]*", r"\1***", url)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url`` with this project's settings (SQLite pragmas, pool checks)."""
+def _password(url: str) -> str:
+    """The password part of ``url`` as written (``user:PASSWORD@host``; up to the last ``@``), or ''."""
+    _, sep, rest = url.partition("://")
+    at = rest.rfind("@")
+    if not sep or at < 0:
+        return ""
+    return rest[:at].partition(":")[2]
+
+
+def make_engine(url: str, *, lock_timeout_ms: int | None = None, statement_timeout_ms: int | None = None) -> Engine:
+    """An engine for ``url`` with this project's settings (SQLite pragmas, pool checks).
+
+    ``lock_timeout_ms`` / ``statement_timeout_ms`` bound how long one statement may wait for
+    a lock or run (PostgreSQL's session settings; SQLite's busy timeout takes the lock bound);
+    a statement past them fails as ``StoreUnavailable`` instead of hanging its caller.
+    """
     if not url or "://" not in url:
         raise InputError(
-            redacted(f"bad database URL {url!r}: use sqlite:///path.db or postgresql+psycopg://user@host/db")
+            f"bad database URL {redacted(url)!r}: use sqlite:///path.db or postgresql+psycopg://user@host/db"
         )
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("postgresql"):
-        kwargs["connect_args"] = {"connect_timeout": 3}
+        options = [
+            f"-c {name}={int(ms)}"
+            for name, ms in (("lock_timeout", lock_timeout_ms), ("statement_timeout", statement_timeout_ms))
+            if ms
+        ]
+        kwargs["connect_args"] = {"connect_timeout": 3, **({"options": " ".join(options)} if options else {})}
     try:
+        make_url(url)
         engine = create_engine(url, **kwargs)
-    except (SQLAlchemyError, ValueError, ImportError) as exc:
-        raise InputError(redacted(f"bad database URL {url!r}: {exc}")) from exc
+    except (SQLAlchemyError, ArgumentError, ValueError, ImportError) as exc:
+        detail = str(exc)
+        secret = _password(url)
+        if secret:
+            detail = detail.replace(secret, "***")
+        raise InputError(f"bad database URL {redacted(url)!r}: {detail}") from exc
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", partial(_sqlite_pragmas, lock_timeout_ms or 5000))
     return engine
 
 
 @dataclass(frozen=True)
 class ClickCounts:
+    """What became of the ids of one click request."""
+
     accepted: int
-    duplicate: int
-    unknown: int
+    duplicate: int  # clicked before
+    unknown: int  # no such impression
+    out_of_window: int = 0  # outside ``ClickWindow`` of its impression: not stored
+
+
+@dataclass(frozen=True)
+class ClickWindow:
+    """Click times the log takes for an impression served at ``t``: ``[t - skew, t + max_delay]``.
+
+    A click up to ``skew`` before its impression (clocks of two hosts) is stored at ``t``; one
+    outside the range is refused, so a forged or mis-dated click cannot take the impression's
+    one click slot. ``max_delay`` must cover the longest attribution window in use.
+    """
+
+    max_delay: timedelta = timedelta(days=1)
+    skew: timedelta = timedelta(minutes=5)
+
+
+class ContentRefused(InputError):
+    """The database refused a click request for what it holds (answered as 422)."""
+
+
+@dataclass(frozen=True)
+class Written:
+    """The outcome of ``EventStore.write``: one entry per click request, in order, and the
+    number of impression rows quarantined for their content."""
+
+    clicks: list[ClickCounts | ContentRefused]
+    quarantined: int = 0
 
 
 class EventStore:
     """The event log behind a database URL (see module docstring)."""
 
-    def __init__(self, url: str = DEFAULT_URL) -> None:
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        click_window: ClickWindow = ClickWindow(),
+        lock_timeout_ms: int | None = None,
+        statement_timeout_ms: int | None = None,
+    ) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.click_window = click_window
+        self.quarantined_count = 0  # rows this object put in quarantine since it was made
+        self.engine = make_engine(url, lock_timeout_ms=lock_timeout_ms, statement_timeout_ms=statement_timeout_ms)
         self._insert_impressions = _DriverInsert(
             self._insert(impressions).on_conflict_do_nothing(index_elements=["impression_id"]), self.engine
         )
         self._click_sql = _ClickSql(self.engine.dialect.paramstyle)
+        self._window_us = (
+            int(click_window.skew.total_seconds() * 1e6),
+            int(click_window.max_delay.total_seconds() * 1e6),
+        )
 
     @property
     def dialect(self) -> str:
@@ -139,52 +230,135 @@ class EventStore:
         dialect = postgresql if self.dialect == "postgresql" else sqlite
         return dialect.insert(table)
 
-    def log_impressions(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert impression rows in one transaction; existing ids are left alone."""
-        self.write(rows, [])
+    def log_impressions(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert impression rows; existing ids are left alone. Returns how many were quarantined."""
+        return self.write(rows, []).quarantined
 
     def record_clicks(self, impression_ids: Iterable[str], clicked_at_us: int) -> ClickCounts:
-        """Record clicks; ids are classified as accepted, duplicate (already clicked) or unknown."""
-        return self.write([], [(list(impression_ids), clicked_at_us)])[0]
+        """Record clicks; ids are classified as accepted, duplicate, unknown or out of window.
+
+        ``ContentRefused`` if the database refuses the ids themselves."""
+        result = self.write([], [(list(impression_ids), clicked_at_us)]).clicks[0]
+        if isinstance(result, ContentRefused):
+            raise result
+        return result
 
     def write(
         self, impression_rows: Sequence[dict[str, Any]], click_requests: Sequence[tuple[Sequence[str], int]]
-    ) -> list[ClickCounts]:
+    ) -> Written:
         """Impressions, then click requests ``(ids, clicked_at_us)``, in one transaction.
 
-        Impressions whose id exists are left alone (a replay inserts nothing twice). Returns
-        the counts of each click request; an id clicked in two requests of one call is
-        accepted for the first and a duplicate for the second, as if committed one by one.
+        Impressions whose id exists are left alone (a replay inserts nothing twice). An id
+        clicked in two requests of one call is accepted for the first and a duplicate for the
+        second, as if committed one by one. When the database refuses the batch for a row's
+        content, the batch is written again in parts (see module docstring). Raises
+        ``StoreUnavailable`` when the database is down, slow or locked.
         """
         try:
-            with self.engine.begin() as conn:
-                if impression_rows:
-                    self._insert_impressions(conn, impression_rows)
-                return self._record_clicks(conn, click_requests) if click_requests else []
+            try:
+                with self.engine.begin() as conn:
+                    if impression_rows:
+                        self._insert_impressions(conn, impression_rows)
+                    return Written(self._record_clicks(conn, click_requests) if click_requests else [])
+            except CONTENT_ERRORS:
+                return self._write_isolating(impression_rows, click_requests)
         except SQLAlchemyError as exc:
             n_clicks = sum(len(ids) for ids, _ in click_requests)
             raise StoreUnavailable(
                 f"could not log {len(impression_rows)} impressions and {n_clicks} clicks: {_short(exc)}"
             ) from exc
 
+    def _write_isolating(
+        self, impression_rows: Sequence[dict[str, Any]], click_requests: Sequence[tuple[Sequence[str], int]]
+    ) -> Written:
+        """``write`` for a batch that held a poison row: impressions by bisection, click requests one by one."""
+        poison: list[tuple[str, Any, str]] = []
+        self._insert_bisecting(list(impression_rows), poison)
+        n_impressions = len(poison)
+        results: list[ClickCounts | ContentRefused] = []
+        for ids, at_us in click_requests:
+            try:
+                with self.engine.begin() as conn:
+                    results.append(self._record_clicks(conn, [(ids, at_us)])[0])
+            except CONTENT_ERRORS as exc:
+                poison.append(("clicks", {"impression_ids": list(ids), "clicked_at_us": at_us}, _short(exc)))
+                results.append(ContentRefused(f"the event log refused these click ids: {_ascii(_short(exc))}"))
+        if poison:
+            self._quarantine(poison)
+        return Written(results, n_impressions)
+
+    def _insert_bisecting(self, rows: list[dict[str, Any]], poison: list[tuple[str, Any, str]]) -> None:
+        """Insert ``rows``; the ones refused for their content (found by halving) go to ``poison``."""
+        if not rows:
+            return
+        try:
+            with self.engine.begin() as conn:
+                self._insert_impressions(conn, rows)
+        except CONTENT_ERRORS as exc:
+            if len(rows) == 1:
+                poison.append(("impression", rows[0], _short(exc)))
+                return
+            mid = len(rows) // 2
+            self._insert_bisecting(rows[:mid], poison)
+            self._insert_bisecting(rows[mid:], poison)
+
+    def _quarantine(self, poison: Sequence[tuple[str, Any, str]]) -> None:
+        now_us = time.time_ns() // 1000
+        values = [
+            {
+                "quarantined_at_us": now_us,
+                "kind": kind,
+                "reason": _ascii(reason),
+                "payload": json.dumps(payload, ensure_ascii=True, default=str),
+            }
+            for kind, payload, reason in poison
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(insert(quarantine), values)
+        self.quarantined_count += len(values)
+
+    def quarantined(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Quarantined rows, oldest first: ``id, quarantined_at_us, kind, reason, payload`` (payload decoded)."""
+        query = select(quarantine).order_by(quarantine.c.id)
+        if limit is not None:
+            query = query.limit(limit)
+        try:
+            with self.engine.connect() as conn:
+                rows = [dict(r._mapping) for r in conn.execute(query)]
+        except SQLAlchemyError as exc:
+            raise self.failure("read the quarantine", exc) from exc
+        for row in rows:
+            row["payload"] = json.loads(row["payload"])
+        return rows
+
     def _record_clicks(self, conn: Connection, requests: Sequence[tuple[Sequence[str], int]]) -> list[ClickCounts]:
         wanted_by_request = [list(dict.fromkeys(ids)) for ids, _ in requests]
         wanted = list(dict.fromkeys(i for ids in wanted_by_request for i in ids))
         if not wanted:
             return [ClickCounts(0, 0, 0) for _ in requests]
-        known = self._click_sql.known(conn, wanted)
+        served = self._click_sql.known(conn, wanted)
+        skew_us, max_delay_us = self._window_us
         first_click: dict[str, int] = {}
+        outside: list[set[str]] = []
         for ids, (_, at_us) in zip(wanted_by_request, requests, strict=True):
+            mine_outside = set()
             for i in ids:
-                if i in known:
-                    first_click.setdefault(i, at_us)
+                t = served.get(i)
+                if t is None:
+                    continue
+                if not t - skew_us <= at_us <= t + max_delay_us:
+                    mine_outside.add(i)
+                    continue
+                first_click.setdefault(i, max(at_us, t))
+            outside.append(mine_outside)
         inserted = self._click_sql.insert(conn, list(first_click.items())) if first_click else set()
         counts = []
-        for ids in wanted_by_request:
-            mine = [i for i in ids if i in known]
+        for ids, mine_outside in zip(wanted_by_request, outside, strict=True):
+            mine = [i for i in ids if i in served and i not in mine_outside]
             accepted = [i for i in mine if i in inserted]
             inserted.difference_update(accepted)  # a later request of the batch sees them as duplicates
-            counts.append(ClickCounts(len(accepted), len(mine) - len(accepted), len(ids) - len(mine)))
+            n_known = len(mine) + len(mine_outside)
+            counts.append(ClickCounts(len(accepted), len(mine) - len(accepted), len(ids) - n_known, len(mine_outside)))
         return counts
 
     def count_impressions(self) -> int:
@@ -228,14 +402,14 @@ class _ClickSql:
     def __init__(self, paramstyle: str) -> None:
         self.mark = "?" if paramstyle == "qmark" else "%s"
 
-    def known(self, conn: Connection, ids: Sequence[str]) -> set[str]:
-        """The ids of ``ids`` that are logged impressions."""
-        found: set[str] = set()
+    def known(self, conn: Connection, ids: Sequence[str]) -> dict[str, int]:
+        """The ids of ``ids`` that are logged impressions, with their ``served_at_us``."""
+        found: dict[str, int] = {}
         for start in range(0, len(ids), self.CHUNK):
             chunk = tuple(ids[start : start + self.CHUNK])
             marks = ", ".join([self.mark] * len(chunk))
-            sql = f"SELECT impression_id FROM {impressions.name} WHERE impression_id IN ({marks})"
-            found.update(conn.exec_driver_sql(sql, chunk).scalars())
+            sql = f"SELECT impression_id, served_at_us FROM {impressions.name} WHERE impression_id IN ({marks})"
+            found.update((row[0], row[1]) for row in conn.exec_driver_sql(sql, chunk))
         return found
 
     def insert(self, conn: Connection, first_clicks: Sequence[tuple[str, int]]) -> set[str]:
@@ -258,5 +432,6 @@ def _short(exc: BaseException) -> str:
     return message.splitlines()[0] if message else type(exc).__name__
 
 
-def sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path}"
+def _ascii(text: str) -> str:
+    """``text`` with anything outside printable ASCII escaped (safe in any database and log)."""
+    return "".join(c if " " <= c <= "~" else c.encode("unicode_escape", "backslashreplace").decode() for c in text)

@@ -6,9 +6,17 @@ and makes the impressions durable — in the event log, or in the on-disk spool 
 log is unreachable — before it answers. ``POST /v1/clicks`` records clicks idempotently.
 Impressions and clicks of concurrent requests share one group commit (``GroupCommitWriter``).
 
-Failure contract: bad input → 4xx naming the field, nothing logged; Triton down or slow →
-503 with ``Retry-After`` within the deadline; event log down → impressions spooled (503
-only when the spool is full); missing or wrong API key (when keys are configured) → 401.
+Failure contract: bad input → 4xx naming the field, nothing logged (a body that is not
+``application/json`` → 415); Triton down or slow → 503 with ``Retry-After`` within the
+deadline; event log down, slow or locked (statements are bounded by half the deadline, lock
+waits by a quarter) → impressions spooled (503 only when the spool is full); a row the
+database refuses for its content → quarantined, the rest logged; missing, wrong or malformed
+API key (when keys are configured) → 401. With keys configured the OpenAPI document and docs
+are off, and ``/metrics`` needs the key unless it is served on its own port.
+
+Delivery is at least once: an answered request's impressions are durable; a request that
+timed out on the client's side may have been logged, and its retry with the same
+``request_id`` (within ``idempotency_window_s``, on the same replica) gets the first answer.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +42,27 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ctr.errors import InputError
 from ctr.events.spool import Spool, SpoolFull
-from ctr.events.store import ClickCounts, EventStore, StoreUnavailable
+from ctr.events.store import ClickCounts, ClickWindow, ContentRefused, EventStore, StoreUnavailable
 from ctr.events.writer import GroupCommitWriter
 from ctr.ids import uuid7
-from ctr.repository import MODEL_NAME
+from ctr.repository import MAX_BATCH_SIZE, MODEL_NAME
 from ctr.serving.features import feature_columns
-from ctr.serving.request import ScoreRequest, decode_score_request
+from ctr.serving.idempotency import RecentAnswers
+from ctr.serving.request import ClickRequest, ScoreInput, ScoreRequest, decode_score_request
 from ctr.settings import env_int, env_or_file
 from ctr.timeutil import to_us, utcnow
 
@@ -65,12 +82,32 @@ class ApiSettings:
     spool_max_bytes: int = 64 * 1024 * 1024
     api_keys: tuple[str, ...] = field(default_factory=tuple)
     migrate: bool = True
+    metrics_port: int | None = None  # serve /metrics on its own port (then not on the API's)
+    idempotency_window_s: int = 600
+    click_max_delay_s: int = 86_400
 
     def __post_init__(self) -> None:
         """Refuse limits the service could not run with (``InputError``, before it binds a port)."""
-        for name in ("max_candidates", "max_body_bytes", "deadline_ms", "spool_max_bytes"):
+        for name in (
+            "max_candidates",
+            "max_body_bytes",
+            "deadline_ms",
+            "spool_max_bytes",
+            "idempotency_window_s",
+            "click_max_delay_s",
+        ):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} (CTR_{name.upper()}) must be at least 1, got {getattr(self, name)}")
+        if self.max_candidates > MAX_BATCH_SIZE:
+            raise InputError(
+                f"max_candidates (CTR_MAX_CANDIDATES) must be at most {MAX_BATCH_SIZE}, Triton's max batch size; "
+                f"got {self.max_candidates}"
+            )
+        if self.metrics_port is not None and not 1 <= self.metrics_port <= 65535:
+            raise InputError(f"metrics_port (CTR_METRICS_PORT) must be a TCP port, got {self.metrics_port}")
+        for key in self.api_keys:
+            if not key.isascii() or not key.isprintable():
+                raise InputError("API keys (CTR_API_KEYS) must be printable ASCII")
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ApiSettings:
@@ -85,6 +122,9 @@ class ApiSettings:
             "spool_max_bytes": env_int("CTR_SPOOL_MAX_BYTES", cls.spool_max_bytes),
             "api_keys": tuple(k.strip() for k in (env_or_file("CTR_API_KEYS") or "").split(",") if k.strip()),
             "migrate": env.get("CTR_MIGRATE", "1") != "0",
+            "metrics_port": env_int("CTR_METRICS_PORT", 0) or None,
+            "idempotency_window_s": env_int("CTR_IDEMPOTENCY_WINDOW_S", cls.idempotency_window_s),
+            "click_max_delay_s": env_int("CTR_CLICK_MAX_DELAY_S", cls.click_max_delay_s),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -102,16 +142,11 @@ class ScoreResponse(BaseModel):
     results: list[ScoredAd]
 
 
-class ClickRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    impression_ids: list[StrictStr] = Field(min_length=1, max_length=10_000)
-    clicked_at: datetime | None = Field(default=None, description="When the clicks happened (UTC); default now.")
-
-
 class ClickResponse(BaseModel):
     accepted: int
     duplicate: int
     unknown: int
+    out_of_window: int
 
 
 Impressions = list[dict[str, Any]]  # the rows one score request logs
@@ -167,6 +202,15 @@ class _Metrics:
         self.impressions = Counter(
             "ctr_api_impressions_total", "Impressions made durable", ["where"], registry=self.registry
         )
+        self.quarantined = Counter(
+            "ctr_api_quarantined_total",
+            "Event rows the database refused for their content, kept in its quarantine table",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.repeats = Counter(
+            "ctr_api_repeated_requests_total", "Score requests answered from an earlier answer", registry=self.registry
+        )
 
 
 class TritonScorer:
@@ -216,8 +260,16 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
     a spool directory that cannot be created is an ``InputError`` before a server runs.
     """
     metrics = _Metrics()
-    events = store or EventStore(settings.db_url)
-    state: dict[str, Any] = {"store": events, "spool": Spool(settings.spool_dir, settings.spool_max_bytes)}
+    events = store or EventStore(
+        settings.db_url,
+        click_window=ClickWindow(max_delay=timedelta(seconds=settings.click_max_delay_s)),
+        lock_timeout_ms=max(settings.deadline_ms // 4, 1),
+        statement_timeout_ms=max(settings.deadline_ms // 2, 1),
+    )
+    spool = Spool(settings.spool_dir, settings.spool_max_bytes)
+    answers = RecentAnswers(settings.idempotency_window_s)
+    state: dict[str, Any] = {"store": events, "spool": spool}
+    keys_required = bool(settings.api_keys)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -226,6 +278,8 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
                 await run_in_threadpool(events.migrate)
             except StoreUnavailable as exc:
                 log.warning("event log not migrated at start (%s); impressions will spool", exc)
+        if settings.metrics_port is not None:
+            start_http_server(settings.metrics_port, addr="0.0.0.0", registry=metrics.registry)
         state["triton"] = TritonScorer(settings.triton, settings.deadline_ms / 1000)
         state["writer"] = GroupCommitWriter(_make_durable, size=_event_count)
         state["writer"].start()
@@ -247,10 +301,11 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
 
     async def _replay_forever() -> None:
         while True:
-            await asyncio.sleep(1.0)
-            spool: Spool = state["spool"]
+            await asyncio.sleep(0.5)
             if spool.holds_batches():
-                await run_in_threadpool(spool.replay, state["store"])
+                before = events.quarantined_count
+                await run_in_threadpool(spool.replay, events)
+                metrics.quarantined.labels("impression").inc(events.quarantined_count - before)
             metrics.spooled.set(spool.size_bytes())
 
     app = FastAPI(
@@ -258,6 +313,10 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
         version="1",
         lifespan=lifespan,
         description="Ranks candidate ads by predicted CTR and logs impressions and clicks.",
+        # With API keys the service is not for strangers: no schema or docs to read.
+        openapi_url=None if keys_required else "/openapi.json",
+        docs_url=None if keys_required else "/docs",
+        redoc_url=None if keys_required else "/redoc",
     )
     _publish_body_schemas(app, [ScoreRequest])
 
@@ -278,6 +337,7 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
         responses={
             401: {"description": "Missing or invalid API key"},
             413: {"description": "Body too large"},
+            415: {"description": "Body is not application/json"},
             422: {"description": "Invalid request; `detail[].loc` names the field"},
             503: {"description": "Triton unavailable or spool full; retry after `Retry-After` seconds"},
         },
@@ -297,18 +357,27 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
                     }
                 ]
             )
-        if body.event_time is not None and body.event_time.tzinfo is None:
-            raise RequestValidationError(
-                [
-                    {
-                        "loc": ("body", "event_time"),
-                        "type": "timezone_aware",
-                        "msg": "event_time needs a timezone (use Z for UTC)",
-                    }
-                ]
-            )
+        if body.request_id is not None:
+            earlier = await answers.claim(body.request_id)
+            if earlier is not None:
+                metrics.repeats.inc()
+                return Response(earlier, media_type="application/json")
+        try:
+            answer = await _score(body)
+        except BaseException:
+            if body.request_id is not None:
+                answers.forget(body.request_id)
+            raise
+        if body.request_id is not None:
+            if answer.status_code == 200:
+                answers.resolve(body.request_id, bytes(answer.body))
+            else:
+                answers.forget(body.request_id)
+        return answer
+
+    async def _score(body: ScoreInput) -> Response:
         dense, sparse = body.dense, body.sparse
-        metrics.candidates.observe(n)
+        metrics.candidates.observe(len(body.ad_ids))
         t0 = time.perf_counter()
         try:
             pctr, version = await state["triton"].score(dense, sparse)
@@ -346,7 +415,8 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
             await state["writer"].write(rows)
         except SpoolFull as exc:
             metrics.errors.labels("spool_full").inc()
-            return _error(503, "spool_full", str(exc), {"Retry-After": "5"})
+            log.error("%s; answering 503", exc)
+            return _error(503, "spool_full", "the impression log is full; retry later", {"Retry-After": "5"})
         metrics.stages.labels("store").observe(time.perf_counter() - t2)
         answer = {"request_id": request_id, "model_version": version, "results": results}
         return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
@@ -355,19 +425,26 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
         """One transaction for the impressions and clicks of several requests.
 
         Impressions go to the spool when the log is down (or behind a backlog, to keep their
-        order); clicks are answered from the log or fail with ``StoreUnavailable``.
+        order); clicks are answered from the log or fail with ``StoreUnavailable``. Rows the
+        log refuses for their content are quarantined by the store (counted here).
         """
         started = time.perf_counter()
         rows = [row for p in payloads if isinstance(p, list) for row in p]
         clicks = [(p.impression_ids, p.clicked_at_us) for p in payloads if isinstance(p, Clicks)]
-        spool: Spool = state["spool"]
         impressions_outcome: Exception | None = None
-        counts: list[ClickCounts] | Exception = []
+        counts: list[ClickCounts | ContentRefused] | Exception = []
         backlog = spool.holds_batches()
         try:
-            counts = state["store"].write([] if backlog else rows, clicks)
+            written = events.write([] if backlog else rows, clicks)
+            counts = written.clicks
+            if written.quarantined:
+                metrics.quarantined.labels("impression").inc(written.quarantined)
+                log.error(
+                    "%d impression rows refused by the event log for their content: quarantined", written.quarantined
+                )
+            metrics.quarantined.labels("clicks").inc(sum(isinstance(c, ContentRefused) for c in counts))
             if rows and not backlog:
-                metrics.impressions.labels("store").inc(len(rows))
+                metrics.impressions.labels("store").inc(len(rows) - written.quarantined)
                 rows = []
         except StoreUnavailable as exc:
             metrics.errors.labels("store").inc()
@@ -391,29 +468,40 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
         response_model=ClickResponse,
         responses={
             401: {"description": "Missing or invalid API key"},
+            415: {"description": "Body is not application/json"},
             422: {"description": "Invalid request"},
             503: {"description": "Event log unavailable; retry after `Retry-After` seconds"},
         },
     )
     async def record_clicks(body: ClickRequest) -> Any:
-        if body.clicked_at is not None and body.clicked_at.tzinfo is None:
-            raise RequestValidationError(
-                [
-                    {
-                        "loc": ("body", "clicked_at"),
-                        "type": "timezone_aware",
-                        "msg": "clicked_at needs a timezone (use Z for UTC)",
-                    }
-                ]
+        # Impressions still in the spool would look unknown: give the replay until the deadline.
+        waited_until = time.monotonic() + settings.deadline_ms / 1000
+        while spool.holds_batches() and time.monotonic() < waited_until:
+            await asyncio.sleep(0.01)
+        if spool.holds_batches():
+            metrics.errors.labels("store").inc()
+            return _error(
+                503,
+                "store_unavailable",
+                "impressions are still being written to the event log; retry",
+                {"Retry-After": "1"},
             )
-        if state["spool"].holds_batches():  # impressions still spooled: their ids would look unknown
-            await run_in_threadpool(state["spool"].replay, state["store"])
         try:
             counts = await state["writer"].write(Clicks(body.impression_ids, to_us(body.clicked_at or utcnow())))
         except StoreUnavailable as exc:
             metrics.errors.labels("store").inc()
-            return _error(503, "store_unavailable", str(exc), {"Retry-After": "5"})
-        return {"accepted": counts.accepted, "duplicate": counts.duplicate, "unknown": counts.unknown}
+            log.warning("clicks not recorded: %s", exc)
+            return _error(503, "store_unavailable", "the event log is unavailable; retry", {"Retry-After": "5"})
+        except ContentRefused as exc:
+            raise RequestValidationError(
+                [{"loc": ("body", "impression_ids"), "type": "refused", "msg": str(exc)}]
+            ) from None
+        return {
+            "accepted": counts.accepted,
+            "duplicate": counts.duplicate,
+            "unknown": counts.unknown,
+            "out_of_window": counts.out_of_window,
+        }
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -421,23 +509,31 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
+        """Ready while Triton answers and the spool has room: an event-log outage alone keeps
+        the pod in its Service (its impressions spool), a full spool does not."""
         triton_ok = await state["triton"].ready()
-        store_ok = await run_in_threadpool(state["store"].ping)
-        body = {"ready": triton_ok and store_ok, "triton": triton_ok, "event_log": store_ok}
+        store_ok = await run_in_threadpool(events.ping)
+        spool_ok = not spool.is_full()
+        body = {"ready": triton_ok and spool_ok, "triton": triton_ok, "event_log": store_ok, "spool": spool_ok}
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    if settings.metrics_port is None:
+
+        @app.get("/metrics", include_in_schema=not keys_required)
+        async def prometheus() -> Response:
+            return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
 
 class _Guard:
-    """ASGI middleware for ``/v1/``: API key (401), body size (413), request latency.
+    """ASGI middleware for ``/v1/`` (and ``/metrics`` when API keys are set): API key (401),
+    JSON content type on POST (415), body size (413), request latency.
 
     The body is read here, bounded by ``max_body_bytes`` whether or not the client sent a
     Content-Length, and handed on unchanged; a refused request never reaches a handler.
+    Requiring ``application/json`` also keeps cross-site HTML forms (``text/plain``,
+    form-encoded) from reaching the API without a CORS preflight.
     """
 
     def __init__(self, app: ASGIApp, settings: ApiSettings, metrics: _Metrics) -> None:
@@ -446,20 +542,27 @@ class _Guard:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        guarded = scope["type"] == "http" and (
+            scope["path"].startswith("/v1/") or (scope["path"] == "/metrics" and bool(self.settings.api_keys))
+        )
+        if not guarded:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
         scope.setdefault("state", {})["started"] = started
         headers = dict(scope["headers"])
         limit = self.settings.max_body_bytes
-        if self.settings.api_keys and not _authorized(
-            headers.get(b"authorization", b"").decode("latin-1"), self.settings.api_keys
-        ):
+        if self.settings.api_keys and not _authorized(headers.get(b"authorization", b""), self.settings.api_keys):
             self.metrics.errors.labels("unauthorized").inc()
             message = "missing or invalid API key (Authorization: Bearer <key>)"
             refusal = _error(401, "unauthorized", message, {"WWW-Authenticate": "Bearer"})
             await refusal(scope, receive, send)
+            return
+        if scope["method"] == "POST" and not _is_json(headers.get(b"content-type", b"")):
+            self.metrics.errors.labels("media_type").inc()
+            await _error(415, "unsupported_media_type", "send the body as Content-Type: application/json")(
+                scope, receive, send
+            )
             return
         length = headers.get(b"content-length", b"")
         body = b"" if not (length.isdigit() and int(length) > limit) else None
@@ -487,6 +590,11 @@ class _Guard:
         self.metrics.latency.labels(scope["path"]).observe(time.perf_counter() - started)
 
 
+def _is_json(content_type: bytes) -> bool:
+    """Whether a Content-Type header names JSON (``application/json``, parameters allowed)."""
+    return content_type.split(b";", 1)[0].strip().lower() == b"application/json"
+
+
 def _json_body(model: type[BaseModel]) -> dict[str, Any]:
     """OpenAPI request body for a handler that validates its own raw body (``decode_score_request``)."""
     schema = {"$ref": f"#/components/schemas/{model.__name__}"}
@@ -510,8 +618,9 @@ def _publish_body_schemas(app: FastAPI, models: list[type[BaseModel]]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _authorized(header: str, keys: tuple[str, ...]) -> bool:
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+def _authorized(header: bytes, keys: tuple[str, ...]) -> bool:
+    """Whether ``Authorization: Bearer <key>`` names one of ``keys``; any malformed header is not."""
+    scheme, _, token = header.partition(b" ")
+    if scheme.lower() != b"bearer" or not token.strip():
         return False
-    return any(hmac.compare_digest(token.strip(), key) for key in keys)
+    return any(hmac.compare_digest(token.strip(), key.encode()) for key in keys)

@@ -1,4 +1,9 @@
-"""The body of ``POST /v1/score``: its schema, and decoding it into arrays for Triton.
+"""The bodies of ``POST /v1/score`` and ``POST /v1/clicks``: schemas, and decoding a score request.
+
+Every string a client sends is refused (422, naming the field) when it holds a NUL or a lone
+surrogate (``Text``): such a value cannot be stored in PostgreSQL text or encoded as UTF-8.
+Times need a timezone, must be ISO 8601 strings (an integer is refused) and lie in
+``[TIME_MIN, TIME_MAX)``.
 
 ``ScoreRequest`` (pydantic) is the contract: the OpenAPI spec and every 422 come from it.
 ``decode_score_request`` first tries msgspec structs built from the same field lists, which
@@ -11,30 +16,72 @@ decoded again. Both paths give the same ``ScoreInput``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
 
 from ctr.serving.features import Features, FeatureStruct, NotHexError, encode, whole_number
 
 MAX_AD_ID = 256
 MAX_REQUEST_ID = 128
+MAX_IMPRESSION_ID = 36  # a UUIDv7 in its canonical form
+MAX_CLICK_IDS = 10_000
+TIME_MIN = datetime(2000, 1, 1, tzinfo=UTC)
+TIME_MAX = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def storable_text(value: str) -> str:
+    """``value`` if every database and UTF-8 can hold it; ``ValueError`` for a NUL or a lone surrogate."""
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character (\\u0000)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (a lone surrogate is not)") from None
+    return value
+
+
+def event_instant(value: Any) -> Any:
+    """Refuse what is not an ISO 8601 string or a datetime (pydantic would read ``0`` as 1970)."""
+    if value is not None and not isinstance(value, str | datetime):
+        raise ValueError("must be an ISO 8601 string with a timezone, e.g. 2026-12-01T12:00:00Z")
+    return value
+
+
+def sane_instant(value: datetime | None) -> datetime | None:
+    """``value`` if it has a timezone and lies in ``[TIME_MIN, TIME_MAX)``."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("needs a timezone (use Z for UTC)")
+    if not TIME_MIN <= value < TIME_MAX:
+        raise ValueError(f"must lie in [{TIME_MIN:%Y-%m-%d}, {TIME_MAX:%Y-%m-%d})")
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(storable_text)]
+Instant = Annotated[datetime | None, BeforeValidator(event_instant), AfterValidator(sane_instant)]
 
 
 class Candidate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    ad_id: StrictStr = Field(min_length=1, max_length=MAX_AD_ID)
+    ad_id: Text = Field(min_length=1, max_length=MAX_AD_ID)
     features: Features = Field(default_factory=Features)
 
 
 class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    request_id: StrictStr | None = Field(default=None, min_length=1, max_length=MAX_REQUEST_ID)
-    event_time: datetime | None = Field(default=None, description="The ad server's event time (UTC); default now.")
+    request_id: Text | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_REQUEST_ID,
+        description="Idempotency key: a repeat within the API's window gets the first answer, and logs nothing.",
+    )
+    event_time: Instant = Field(default=None, description="The ad server's event time (UTC); default now.")
     context: Features = Field(default_factory=Features)
     candidates: list[Candidate] = Field(min_length=1)
     top_k: Annotated[int, Field(ge=1), BeforeValidator(whole_number)] | None = None
@@ -56,6 +103,14 @@ class _FastScoreRequest(msgspec.Struct, forbid_unknown_fields=True):
 _decoder = msgspec.json.Decoder(_FastScoreRequest)
 
 
+class ClickRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    impression_ids: list[Annotated[Text, Field(min_length=1, max_length=MAX_IMPRESSION_ID)]] = Field(
+        min_length=1, max_length=MAX_CLICK_IDS
+    )
+    clicked_at: Instant = Field(default=None, description="When the clicks happened (UTC); default now.")
+
+
 @dataclass(frozen=True)
 class ScoreInput:
     """A validated score request: ``dense`` float64 (n, 13), NaN = missing; ``sparse`` int64 (n, 26), -1 = missing."""
@@ -70,9 +125,15 @@ class ScoreInput:
 
 def decode_score_request(raw: bytes) -> ScoreInput:
     """Validate and encode a body; ``RequestValidationError`` (loc starting at ``body``) if invalid."""
-    if b"\\u0000" not in raw:  # a NUL in a hash would pass as padding in ``encode``
+    # Without escapes, no string can hold a NUL or a lone surrogate (raw control characters and
+    # invalid UTF-8 are refused by the parser): only then can the fast path skip those checks.
+    if b"\\u" not in raw:
         try:
-            return _score_input(_decoder.decode(raw))
+            body = _decoder.decode(raw)
+            if body.event_time is None or (
+                body.event_time.tzinfo is not None and TIME_MIN <= body.event_time < TIME_MAX
+            ):
+                return _score_input(body)
         except (msgspec.DecodeError, NotHexError):  # DecodeError includes msgspec's ValidationError
             pass
     # The contract decides and explains; what it accepts, normalised, the fast path takes.

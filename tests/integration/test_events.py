@@ -85,9 +85,9 @@ def test_click_batches_count_like_one_request_after_another(store: EventStore) -
     at = to_us(t + timedelta(minutes=1))
     late = impression(t)  # logged in the same transaction as the clicks on it
     batch = [([ids[0], ids[1]], at), ([ids[1], ids[2], "nope"], at), ([ids[0], str(late["impression_id"])], at)]
-    counts = store.write([late], batch)
+    counts = store.write([late], batch).clicks
     assert counts == [ClickCounts(2, 0, 0), ClickCounts(1, 1, 1), ClickCounts(1, 1, 0)]
-    assert store.write([], [([ids[2]], at)]) == [ClickCounts(0, 1, 0)]
+    assert store.write([], [([ids[2]], at)]).clicks == [ClickCounts(0, 1, 0)]
     assert store.count_impressions() == 4
 
 

@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from ctr.schema import DENSE_COLUMNS, N_DENSE, N_SPARSE, SPARSE_COLUMNS
 from ctr.serving.features import feature_columns
-from ctr.serving.request import ScoreRequest, decode_score_request
+from ctr.serving.request import ClickRequest, ScoreRequest, decode_score_request
 
 
 def reference(raw: bytes) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -92,8 +93,8 @@ def test_candidate_values_and_nulls_override_the_context() -> None:
     "body",
     [
         {"context": {"I1": 3.0}, "candidates": [{"ad_id": "a", "features": {"C26": "0"}}], "top_k": 2.0},
-        {"candidates": [{"ad_id": "a", "features": {"C1": "1"}}], "event_time": 1764324000},
-        {"candidates": [{"ad_id": "a\u0000b", "features": {"C1": "ffffffff"}}]},
+        {"candidates": [{"ad_id": "a\u00e9\ud83d\ude00", "features": {"C1": "ffffffff"}}]},
+        {"candidates": [{"ad_id": "a"}], "event_time": "2026-12-01T12:00:00+01:00"},
     ],
 )
 def test_what_only_the_contract_accepts_is_accepted_the_same(body: dict[str, Any]) -> None:
@@ -136,6 +137,17 @@ def test_invalid_features_get_the_contracts_error_with_the_path(features: dict[s
         (b'{"candidates": [{"ad_id": "a"}], "top_k": 0}', ["body", "top_k"]),
         (b'{"candidates": [{"ad_id": "a"}], "extra": 1}', ["body", "extra"]),
         (b'{"candidates": [{"ad_id": "a"}]', ["body"]),
+        # Strings a database cannot hold: NUL (PostgreSQL text), lone surrogates (UTF-8).
+        (b'{"candidates": [{"ad_id": "a\\u0000b"}]}', ["body", "candidates", 0, "ad_id"]),
+        (b'{"candidates": [{"ad_id": "a"}], "request_id": "r\\u0000"}', ["body", "request_id"]),
+        (b'{"candidates": [{"ad_id": "x\\udc00"}]}', ["body"]),
+        (b'{"candidates": [{"ad_id": "x\\ud800y"}]}', ["body"]),
+        (b'{"candidates": [{"ad_id": "\xff\xfe"}]}', ["body"]),
+        # Times: a string with a timezone, in a sane range; an integer is not a time.
+        (b'{"candidates": [{"ad_id": "a"}], "event_time": 1764324000}', ["body", "event_time"]),
+        (b'{"candidates": [{"ad_id": "a"}], "event_time": 0}', ["body", "event_time"]),
+        (b'{"candidates": [{"ad_id": "a"}], "event_time": "0001-01-01T00:00:00Z"}', ["body", "event_time"]),
+        (b'{"candidates": [{"ad_id": "a"}], "event_time": "2026-12-01T12:00:00"}', ["body", "event_time"]),
     ],
 )
 def test_invalid_requests_name_the_field(raw: bytes, loc: list[Any]) -> None:
@@ -151,3 +163,25 @@ def test_event_log_columns_keep_raw_values_and_missing_as_none() -> None:
     assert (row["i1"], row["i2"], row["i3"], row["i13"]) == (1, None, -5, 2**53 - 1)
     assert (row["c1"], row["c2"], row["c26"]) == (0xFFFFFFFF, None, 7)
     assert all(type(v) is int for v in row.values() if v is not None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "loc"),
+    [
+        (b'{"impression_ids": ["x\\u0000"]}', ["impression_ids", 0]),
+        (b'{"impression_ids": ["x\\udc00"]}', []),
+        (b'{"impression_ids": ["%s"]}' % (b"a" * 37), ["impression_ids", 0]),
+        (b'{"impression_ids": ["a"], "clicked_at": 0}', ["clicked_at"]),
+        (b'{"impression_ids": ["a"], "clicked_at": "0001-01-01T00:00:00Z"}', ["clicked_at"]),
+        (b'{"impression_ids": ["a"], "clicked_at": "2026-12-01T12:00:00"}', ["clicked_at"]),
+    ],
+)
+def test_invalid_click_requests_name_the_field(raw: bytes, loc: list[Any]) -> None:
+    with pytest.raises(ValidationError) as caught:
+        ClickRequest.model_validate_json(raw)
+    assert list(caught.value.errors()[0]["loc"])[: len(loc)] == loc
+
+
+def test_a_valid_click_request_is_accepted() -> None:
+    body = ClickRequest.model_validate_json(b'{"impression_ids": ["a"], "clicked_at": "2026-12-01T12:00:00Z"}')
+    assert body.clicked_at is not None and body.clicked_at.year == 2026
