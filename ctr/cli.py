@@ -218,11 +218,14 @@ def triton(
     metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port.")] = 8002,
     poll_seconds: Annotated[float, typer.Option(help="How often to look for a new version.")] = 5.0,
     instances: Annotated[int, typer.Option(min=1, help="Model instances (stub processes), 1 ORT thread each.")] = 1,
+    address: Annotated[
+        str, typer.Option(help="Address the HTTP, gRPC and metrics ports bind (they have no auth); 0.0.0.0 for all.")
+    ] = "127.0.0.1",
 ) -> None:
     """Serve the repository's dcn model on a real tritonserver (nvidia-pytriton's build, Python backend)."""
     from ctr.serving.triton import TritonSettings, serve
 
-    serve(TritonSettings(repo, http_port, grpc_port, metrics_port, poll_seconds, instances=instances))
+    serve(TritonSettings(repo, http_port, grpc_port, metrics_port, poll_seconds, instances=instances, address=address))
 
 
 @app.command()
@@ -249,29 +252,36 @@ def api(
 @app.command()
 def serve(
     repo: Annotated[Path, typer.Option(help="Triton model repository.")],
-    db: Annotated[str, typer.Option(help="Event log URL.")] = "sqlite:///ctr-events.db",
+    db: Annotated[
+        str | None,
+        typer.Option(help="Event log URL (default CTR_DB_URL or CTR_DB_URL_FILE, else sqlite:///ctr-events.db)."),
+    ] = None,
     port: Annotated[int, typer.Option(help="Score API HTTP port.")] = 8080,
     grpc_port: Annotated[int, typer.Option(help="Triton gRPC port.")] = 8001,
     http_port: Annotated[int, typer.Option(help="Triton HTTP port.")] = 8000,
     metrics_port: Annotated[int, typer.Option(help="Triton metrics port.")] = 8002,
     poll_seconds: Annotated[float, typer.Option(help="Triton's repository poll interval.")] = 5.0,
 ) -> None:
-    """Start Triton and the score API together on this machine (Ctrl-C stops both)."""
+    """Start Triton (on 127.0.0.1) and the score API together on this machine (Ctrl-C stops both).
+
+    Triton is restarted when it dies, at most 3 times in 10 minutes; past that both stop with an error.
+    """
     from ctr.serving.local import LocalStack
+    from ctr.settings import env_or_file
     from ctr.signals import sigterm_as_interrupt
 
     sigterm_as_interrupt()
     with LocalStack(
         repo,
-        db,
+        db or env_or_file("CTR_DB_URL", "sqlite:///ctr-events.db") or "sqlite:///ctr-events.db",
         api_port=port,
         grpc_port=grpc_port,
         http_port=http_port,
         metrics_port=metrics_port,
         poll_seconds=poll_seconds,
     ) as stack:
-        typer.echo(f"score API on http://127.0.0.1:{port} (docs at /docs), Triton gRPC :{grpc_port}")
-        stack.wait()
+        typer.echo(f"score API on http://127.0.0.1:{port} (docs at /docs), Triton gRPC 127.0.0.1:{grpc_port}")
+        stack.supervise(max_restarts=3, window_seconds=600.0)
 
 
 @events_app.command("migrate")
@@ -503,13 +513,14 @@ def monitor_run(
     if not db:
         raise InputError("no event log: pass --db or set CTR_DB_URL (or CTR_DB_URL_FILE)")
     loaded = load_rules(rules).with_overrides(threshold, attribution_window)
+    as_of = parse_time(now, "--now") if now else None  # all input checked before the database is opened
     target = PipelineTarget(
         repo.resolve(),
         db,
         data.resolve() if data else None,
         work_dir.resolve(),
         config,
-        parse_duration(export_window),
+        parse_duration(export_window, "--export-window"),
         loaded.attribution_window,
     )
     record = run_monitor(
@@ -518,7 +529,7 @@ def monitor_run(
             repo=repo,
             rules=loaded,
             trigger=trigger,
-            as_of=parse_time(now) if now else None,  # type: ignore[arg-type]
+            as_of=as_of,
             dry_run=dry_run,
             pushgateway=pushgateway,
             report_dir=report_dir,

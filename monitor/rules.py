@@ -51,11 +51,21 @@ class Rules:
     drift_sample_rows: int = 5_000
 
     def with_overrides(self, threshold: float | None = None, attribution_window: str | None = None) -> Rules:
+        """These rules with the command line's ``--threshold`` (an AUC in (0, 1]) and
+        ``--attribution-window`` (a duration, shorter than ``max_age``); ``InputError`` naming
+        the flag for a value out of range."""
         rules = self
         if threshold is not None:
+            if not 0.0 < threshold <= 1.0:  # nan fails every comparison
+                raise InputError(f"--threshold must lie in (0, 1], got {threshold}")
             rules = replace(rules, absolute_auc=threshold)
         if attribution_window is not None:
-            rules = replace(rules, attribution_window=parse_duration(attribution_window))
+            rules = replace(rules, attribution_window=parse_duration(attribution_window, "--attribution-window"))
+            if rules.attribution_window >= rules.max_age:
+                raise InputError(
+                    f"--attribution-window must be shorter than the rules' window.max_age ({rules.max_age}), "
+                    f"got {attribution_window!r}"
+                )
         return rules
 
 
@@ -92,14 +102,21 @@ def _check_layout(raw: Any, path: Path) -> None:
 
 
 def load_rules(path: Path | None) -> Rules:
-    """Rules from a YAML file (missing keys keep their defaults); ``InputError`` if malformed,
-    for a key outside ``LAYOUT``, or for a value out of range."""
+    """Rules from a UTF-8 YAML file (missing keys keep their defaults); ``InputError`` if it
+    cannot be read or is malformed, for a key outside ``LAYOUT``, or for a value out of range:
+    AUCs in (0, 1], ``relative_drop`` in [0, 1), ``confidence`` in (0, 1), counts at least 1,
+    durations more than 0 (``cooldown`` at least 0) and at most ``MAX_DURATION``, and
+    ``max_age`` longer than ``attribution_window``."""
     if path is None:
         return Rules()
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError as exc:
         raise InputError(f"rules file {path} not found") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"rules file {path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
+    except OSError as exc:  # a directory, no permission, ...
+        raise InputError(f"rules file {path} cannot be read: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
         raise InputError(f"rules file {path} is not valid YAML: {exc}") from exc
     _check_layout(raw, path)
@@ -107,8 +124,8 @@ def load_rules(path: Path | None) -> Rules:
         window, evidence, auc, drift = (raw.get(k, {}) or {} for k in ("window", "evidence", "auc", "drift"))
         defaults = Rules()
         rules = Rules(
-            attribution_window=parse_duration(str(raw.get("attribution_window", "30m"))),
-            max_age=parse_duration(str(window.get("max_age", "6h"))),
+            attribution_window=parse_duration(str(raw.get("attribution_window", "30m")), "attribution_window"),
+            max_age=parse_duration(str(window.get("max_age", "6h")), "window.max_age"),
             max_labelled=int(window.get("max_labelled", defaults.max_labelled)),
             min_positives=int(evidence.get("min_positives", defaults.min_positives)),
             min_negatives=int(evidence.get("min_negatives", defaults.min_negatives)),
@@ -116,17 +133,27 @@ def load_rules(path: Path | None) -> Rules:
             consecutive_breaches=int(evidence.get("consecutive_breaches", defaults.consecutive_breaches)),
             absolute_auc=None if auc.get("absolute", 0.70) is None else float(auc.get("absolute", 0.70)),
             relative_drop=None if auc.get("relative_drop") is None else float(auc["relative_drop"]),
-            cooldown=parse_duration(str(raw.get("cooldown", "6h"))),
-            lease_ttl=parse_duration(str(raw.get("lease_ttl", "10m"))),
+            cooldown=parse_duration(str(raw.get("cooldown", "6h")), "cooldown", allow_zero=True),
+            lease_ttl=parse_duration(str(raw.get("lease_ttl", "10m")), "lease_ttl"),
             drift_enabled=drift.get("enabled", True),
             drift_sample_rows=int(drift.get("sample_rows", defaults.drift_sample_rows)),
         )
-    except (TypeError, ValueError, AttributeError) as exc:
+    except (InputError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(f"rules file {path}: {exc}") from exc
     if rules.absolute_auc is None and rules.relative_drop is None:
         raise InputError(f"rules file {path}: set auc.absolute and/or auc.relative_drop")
-    if min(rules.consecutive_breaches, rules.min_positives, rules.min_negatives, rules.max_labelled) < 1:
+    counts = (rules.consecutive_breaches, rules.min_positives, rules.min_negatives, rules.max_labelled)
+    if min(counts) < 1 or rules.drift_sample_rows < 1:
         raise InputError(f"rules file {path}: counts must be at least 1")
+    if rules.absolute_auc is not None and not 0.0 < rules.absolute_auc <= 1.0:  # nan fails every comparison
+        raise InputError(f"rules file {path}: auc.absolute must lie in (0, 1], got {rules.absolute_auc}")
+    if rules.relative_drop is not None and not 0.0 <= rules.relative_drop < 1.0:
+        raise InputError(f"rules file {path}: auc.relative_drop must lie in [0, 1), got {rules.relative_drop}")
+    if rules.max_age <= rules.attribution_window:
+        raise InputError(
+            f"rules file {path}: window.max_age ({rules.max_age}) must be longer than "
+            f"attribution_window ({rules.attribution_window}), or no impression is ever labelled"
+        )
     if not 0.0 < rules.confidence < 1.0:
         raise InputError(f"rules file {path}: evidence.confidence must lie between 0 and 1, got {rules.confidence}")
     if not isinstance(rules.drift_enabled, bool):

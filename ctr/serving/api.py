@@ -41,7 +41,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -62,7 +62,7 @@ from ctr.ids import uuid7
 from ctr.repository import MAX_BATCH_SIZE, MODEL_NAME
 from ctr.serving.features import feature_columns
 from ctr.serving.idempotency import RecentAnswers
-from ctr.serving.request import ClickRequest, ScoreInput, ScoreRequest, decode_score_request
+from ctr.serving.request import ClickRequest, ScoreInput, ScoreRequest, decode_click_request, decode_score_request
 from ctr.settings import env_int, env_or_file
 from ctr.timeutil import to_us, utcnow
 
@@ -318,7 +318,7 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
         docs_url=None if keys_required else "/docs",
         redoc_url=None if keys_required else "/redoc",
     )
-    _publish_body_schemas(app, [ScoreRequest])
+    _publish_body_schemas(app, [ScoreRequest, ClickRequest])
 
     app.add_middleware(_Guard, settings=settings, metrics=metrics)
 
@@ -466,6 +466,7 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
     @app.post(
         "/v1/clicks",
         response_model=ClickResponse,
+        openapi_extra=_json_body(ClickRequest),
         responses={
             401: {"description": "Missing or invalid API key"},
             415: {"description": "Body is not application/json"},
@@ -473,7 +474,8 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
             503: {"description": "Event log unavailable; retry after `Retry-After` seconds"},
         },
     )
-    async def record_clicks(body: ClickRequest) -> Any:
+    async def record_clicks(request: Request) -> Any:
+        body = decode_click_request(await request.body())
         # Impressions still in the spool would look unknown: give the replay until the deadline.
         waited_until = time.monotonic() + settings.deadline_ms / 1000
         while spool.holds_batches() and time.monotonic() < waited_until:
@@ -507,7 +509,7 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={503: {"description": "Not ready: Triton unavailable or the spool full"}})
     async def readyz() -> JSONResponse:
         """Ready while Triton answers and the spool has room: an event-log outage alone keeps
         the pod in its Service (its impressions spool), a full spool does not."""
@@ -519,7 +521,12 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
 
     if settings.metrics_port is None:
 
-        @app.get("/metrics", include_in_schema=not keys_required)
+        @app.get(
+            "/metrics",
+            include_in_schema=not keys_required,
+            response_class=PlainTextResponse,
+            responses={401: {"description": "Missing or invalid API key (when keys are configured)"}},
+        )
         async def prometheus() -> Response:
             return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -543,7 +550,8 @@ class _Guard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         guarded = scope["type"] == "http" and (
-            scope["path"].startswith("/v1/") or (scope["path"] == "/metrics" and bool(self.settings.api_keys))
+            scope["path"].startswith("/v1/")
+            or (scope["path"] == "/metrics" and bool(self.settings.api_keys) and self.settings.metrics_port is None)
         )
         if not guarded:
             await self.app(scope, receive, send)

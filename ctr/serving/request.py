@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import numpy as np
@@ -25,6 +25,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
 
 from ctr.serving.features import Features, FeatureStruct, NotHexError, encode, whole_number
+
+M = TypeVar("M", bound=BaseModel)
 
 MAX_AD_ID = 256
 MAX_REQUEST_ID = 128
@@ -58,13 +60,19 @@ def sane_instant(value: datetime | None) -> datetime | None:
         return None
     if value.tzinfo is None:
         raise ValueError("needs a timezone (use Z for UTC)")
-    if not TIME_MIN <= value < TIME_MAX:
-        raise ValueError(f"must lie in [{TIME_MIN:%Y-%m-%d}, {TIME_MAX:%Y-%m-%d})")
+    if not TIME_MIN.year <= value.year < TIME_MAX.year:  # the year as written, as the spec's pattern says
+        raise ValueError(f"must lie in the years {TIME_MIN.year} to {TIME_MAX.year - 1}")
     return value
 
 
-Text = Annotated[StrictStr, AfterValidator(storable_text)]
-Instant = Annotated[datetime | None, BeforeValidator(event_instant), AfterValidator(sane_instant)]
+# The spec says what ``storable_text`` checks, so clients and fuzzers know (UTF-8 JSON has no lone surrogates).
+Text = Annotated[StrictStr, AfterValidator(storable_text), Field(json_schema_extra={"pattern": "^[^\\x00]*$"})]
+Instant = Annotated[
+    datetime | None,
+    BeforeValidator(event_instant),
+    AfterValidator(sane_instant),
+    Field(json_schema_extra={"pattern": f"^{str(TIME_MIN.year)[:2]}[0-9]{{2}}-"}),
+]
 
 
 class Candidate(BaseModel):
@@ -137,7 +145,7 @@ def decode_score_request(raw: bytes) -> ScoreInput:
         except (msgspec.DecodeError, NotHexError):  # DecodeError includes msgspec's ValidationError
             pass
     # The contract decides and explains; what it accepts, normalised, the fast path takes.
-    return _score_input(_decoder.decode(_validate(raw).model_dump_json(exclude_unset=True)))
+    return _score_input(_decoder.decode(_validate(raw, ScoreRequest).model_dump_json(exclude_unset=True)))
 
 
 def _score_input(body: _FastScoreRequest) -> ScoreInput:
@@ -146,10 +154,15 @@ def _score_input(body: _FastScoreRequest) -> ScoreInput:
     return ScoreInput(body.request_id, body.event_time, body.top_k, ad_ids, dense, sparse)
 
 
-def _validate(raw: bytes) -> ScoreRequest:
-    """``ScoreRequest`` for ``raw``, or FastAPI's 422 with ``loc`` starting at ``body``."""
+def decode_click_request(raw: bytes) -> ClickRequest:
+    """``ClickRequest`` for a body; ``RequestValidationError`` (loc starting at ``body``) if invalid."""
+    return _validate(raw, ClickRequest)
+
+
+def _validate(raw: bytes, model: type[M]) -> M:
+    """``model`` for ``raw``, or FastAPI's 422 with ``loc`` starting at ``body`` (undecodable bytes included)."""
     try:
-        return ScoreRequest.model_validate_json(raw)
+        return model.model_validate_json(raw)
     except ValidationError as exc:
         raise RequestValidationError(
             [{"loc": ("body", *e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]

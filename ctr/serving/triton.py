@@ -8,7 +8,9 @@ on the repository's served version inside the stub process, with Triton's dynami
 front. Inputs and outputs match the repository's ``config.pbtxt``, so clients are the same as
 for the official Triton image reading the same repository with its onnxruntime backend
 (Kubernetes). Newly published versions are picked up within ``poll_seconds``; each response
-carries ``model_version``.
+carries ``model_version``. The HTTP, gRPC and metrics endpoints bind ``address``, 127.0.0.1
+unless asked otherwise: they have no authentication (clients belong behind the score API) and
+``/v2/models/dcn/config`` shows the repository path.
 
 The Python-backend stub links ``libpython3.11``; it must be this interpreter's (a pyenv or
 venv build differs from the system one), so its ``LIBDIR`` goes first on ``LD_LIBRARY_PATH``,
@@ -57,6 +59,8 @@ class TritonSettings:
     max_queue_delay_us: int = 200
     instances: int = 1
     threads_per_instance: int = 1
+    address: str = "127.0.0.1"
+    """Where the HTTP, gRPC and metrics endpoints bind: loopback unless asked (they have no auth)."""
 
 
 def backend_config(settings: TritonSettings) -> str:
@@ -111,6 +115,23 @@ def server_environment() -> dict[str, str]:
     return env
 
 
+def _shm_prefix(pid: int) -> str:
+    return f"ctr_{pid}_"
+
+
+def _tmp_prefix(pid: int) -> str:
+    return f"ctr-triton-{pid}-"
+
+
+def remove_leftovers(pid: int) -> None:
+    """Remove what the ``ctr triton`` process ``pid`` leaves when killed (a clean stop removes both
+    itself): the Python backend's shared-memory regions and the temporary model store."""
+    for region in Path("/dev/shm").glob(f"{_shm_prefix(pid)}*"):
+        region.unlink(missing_ok=True)
+    for store in Path(tempfile.gettempdir()).glob(f"{_tmp_prefix(pid)}*"):
+        shutil.rmtree(store, ignore_errors=True)
+
+
 def _die_with_parent() -> None:
     """In the child: SIGTERM when ``ctr triton`` dies, so tritonserver never outlives it."""
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -126,7 +147,7 @@ def serve(settings: TritonSettings) -> None:
     """
     if not settings.repo.is_dir():
         raise InputError(f"model repository {settings.repo} does not exist")
-    with tempfile.TemporaryDirectory(prefix="ctr-triton-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=_tmp_prefix(os.getpid())) as tmp:
         dist = _pytriton_dist()
         backends = _backends(dist, Path(tmp) / "backends")
         models = _model_store(Path(tmp) / "models", settings)
@@ -135,14 +156,17 @@ def serve(settings: TritonSettings) -> None:
             f"--model-repository={models}",
             f"--backend-directory={backends}",
             f"--cache-directory={dist / 'caches'}",
+            f"--http-address={settings.address}",
             f"--http-port={settings.http_port}",
+            f"--grpc-address={settings.address}",
             f"--grpc-port={settings.grpc_port}",
+            f"--metrics-address={settings.address}",
             f"--metrics-port={settings.metrics_port}",
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
             "--exit-on-error=true",
             "--log-verbose=0",
-            f"--backend-config=python,shm-region-prefix-name=ctr_{os.getpid()}_",
+            f"--backend-config=python,shm-region-prefix-name={_shm_prefix(os.getpid())}",
         ]
         child = subprocess.Popen(command, env=server_environment(), preexec_fn=_die_with_parent)
 

@@ -42,11 +42,41 @@ def test_a_partial_file_keeps_the_defaults_it_does_not_name(tmp_path: Path) -> N
         ("evidence:\n  min_negatives: 0\n", "counts must be at least 1"),
         ("drift:\n  enabled: 'no'\n", "drift.enabled must be true or false, got 'no'"),
         ("auc:\n  absolute: null\n", "set auc.absolute and/or auc.relative_drop"),
-        ("cooldown: soon\n", "bad duration 'soon'"),
+        ("cooldown: soon\n", "rules file {path}: bad cooldown 'soon': use forms like 30s"),
+        ("auc:\n  absolute: 0\n", "auc.absolute must lie in (0, 1], got 0.0"),
+        ("auc:\n  absolute: .nan\n", "auc.absolute must lie in (0, 1], got nan"),
+        ("auc:\n  relative_drop: 1.5\n", "auc.relative_drop must lie in [0, 1), got 1.5"),
+        ("drift:\n  sample_rows: 0\n", "counts must be at least 1"),
+        ("attribution_window: 366d\n", "attribution_window must be more than 0 and at most 365d, got '366d'"),
+        ("window:\n  max_age: -1h\n", "bad window.max_age '-1h'"),
+        ("cooldown: 400d\n", "cooldown must be at least 0 and at most 365d, got '400d'"),
+        ("lease_ttl: 0.0001ms\n", "lease_ttl must be more than 0 and at most 365d, got '0.0001ms'"),
+        ("attribution_window: 6h\n", "window.max_age (6:00:00) must be longer than attribution_window (6:00:00)"),
     ],
 )
 def test_a_mistake_in_a_rules_file_is_named(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text(text)
-    with pytest.raises(InputError, match=re.escape(message)):
+    with pytest.raises(InputError, match=re.escape(message.format(path=path))):
         load_rules(path)
+
+
+def test_a_cooldown_of_zero_means_none(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("cooldown: 0s\n")
+    assert load_rules(path).cooldown == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "window", "message"),
+    [
+        (float("nan"), None, "--threshold must lie in (0, 1], got nan"),
+        (1.5, None, "--threshold must lie in (0, 1], got 1.5"),
+        (None, "0s", "--attribution-window must be more than 0 and at most 365d, got '0s'"),
+        (None, "7h", "--attribution-window must be shorter than the rules' window.max_age (6:00:00), got '7h'"),
+    ],
+)
+def test_a_bad_command_line_override_names_its_flag(threshold: float | None, window: str | None, message: str) -> None:
+    with pytest.raises(InputError, match=re.escape(message)):
+        Rules().with_overrides(threshold, window)
+    assert Rules().with_overrides(1.0, "5h") == Rules(absolute_auc=1.0, attribution_window=timedelta(hours=5))
