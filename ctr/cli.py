@@ -314,6 +314,56 @@ def events_export(
     _emit(summary, as_json, text)
 
 
+quarantine_app = typer.Typer(no_args_is_help=True, help="Event rows the database refused for their content.")
+events_app.add_typer(quarantine_app, name="quarantine")
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    db: Annotated[str, typer.Option(help="Event log URL.")],
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many, oldest first.")] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """Quarantined rows: when, what kind, why the database refused them, and the row as sent."""
+    from ctr.events.store import EventStore
+
+    rows = EventStore(db).quarantined(limit)
+    if as_json:
+        typer.echo(json.dumps({"rows": rows}, ensure_ascii=True, default=str))
+        return
+    if not rows:
+        typer.echo("quarantine is empty")
+    for r in rows:
+        payload = json.dumps(r["payload"], ensure_ascii=True, default=str)
+        at = _iso(r["quarantined_at_us"])
+        typer.echo(f"#{r['id']} {at} {r['kind']}: {r['reason']}\n    {payload[:300]}")
+
+
+@quarantine_app.command("export")
+def quarantine_export(
+    db: Annotated[str, typer.Option(help="Event log URL.")],
+    out: Annotated[Path, typer.Option(help="JSON Lines file to write (one quarantined row per line).")],
+) -> None:
+    """Write every quarantined row as JSON Lines (ASCII; NUL and lone surrogates escaped)."""
+    from ctr.errors import InputError
+    from ctr.events.store import EventStore
+
+    rows = EventStore(db).quarantined()
+    try:
+        with open(out, "w", encoding="ascii") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=True, default=str) + "\n")
+    except OSError as exc:
+        raise InputError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    typer.echo(f"{len(rows)} quarantined rows written to {out}")
+
+
+def _iso(us: int) -> str:
+    from ctr.timeutil import from_us
+
+    return from_us(us).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 @models_app.command("rollback")
 def models_rollback(
     repo: Annotated[Path, typer.Option(help="Triton model repository.")],

@@ -7,6 +7,7 @@ forever). Locks and click times are bounded so one client cannot stall or poison
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -140,3 +141,26 @@ def test_a_long_replay_does_not_hold_up_new_spooled_batches(pg_database: Callabl
     assert store.count_impressions() == 2 and not spool.holds_batches()
     locker.dispose()
     store.dispose()
+
+
+def test_ctr_events_quarantine_list_and_export(store: EventStore, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ctr.cli import app
+    from ctr.errors import InputError
+
+    poison = poison_for(store)
+    store.write([*poison, impression(T0)], [])
+    runner = CliRunner()
+    listed = runner.invoke(app, ["events", "quarantine", "list", "--db", store.url])
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.count(" impression: ") == len(poison) and "\\udc00" in listed.output
+    as_json = runner.invoke(app, ["events", "quarantine", "list", "--db", store.url, "--json"])
+    assert len(json.loads(as_json.output)["rows"]) == len(poison)
+    out = tmp_path / "q.jsonl"
+    exported = runner.invoke(app, ["events", "quarantine", "export", "--db", store.url, "--out", str(out)])
+    assert exported.exit_code == 0 and f"{len(poison)} quarantined rows" in exported.output
+    lines = [json.loads(line) for line in out.read_text(encoding="ascii").splitlines()]
+    assert {r["payload"]["impression_id"] for r in lines} == {p["impression_id"] for p in poison}
+    refused = runner.invoke(app, ["events", "quarantine", "export", "--db", store.url, "--out", str(tmp_path)])
+    assert isinstance(refused.exception, InputError) and "cannot write" in str(refused.exception)
