@@ -6,7 +6,6 @@ Expected failures (``CtrError``) print one ``error: …`` line to stderr and exi
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -16,9 +15,12 @@ import typer
 
 from ctr.errors import CtrError
 from ctr.logs import setup_logging
+from ctr.retrain_request import ATTRIBUTION_WINDOW
+from ctr.retrain_request import DEFAULTS as RUN
+from ctr.storage import CLUSTER as STORE
 
 if TYPE_CHECKING:
-    from pipelines.runner import PipelineParams
+    from ctr.retrain_request import RetrainRequest
 
 app = typer.Typer(
     add_completion=False,
@@ -299,7 +301,9 @@ def events_export(
     since: Annotated[str, typer.Option(help="Start of the window (ISO 8601, UTC).")],
     until: Annotated[str, typer.Option(help="End of the window (ISO 8601, UTC; exclusive).")],
     out: Annotated[Path, typer.Option(help="Directory for day_0 … in the Criteo layout.")],
-    attribution_window: Annotated[str, typer.Option(help="Clicks count within this time of the impression.")] = "30m",
+    attribution_window: Annotated[
+        str, typer.Option(help="Clicks count within this time of the impression.")
+    ] = ATTRIBUTION_WINDOW,
     now: Annotated[str, typer.Option(help="Evaluate as of this time (default: now).")] = "now",
     as_json: JsonFlag = False,
 ) -> None:
@@ -376,40 +380,96 @@ def models_rollback(
     typer.echo(f"serving version {to} from {repo}; Triton picks it up on its next poll")
 
 
-def _pipeline_params(
+@models_app.command("rollout-status")
+def models_rollout_status(
+    version: Annotated[int, typer.Option("--version", min=1, help="The version every Triton pod should serve.")],
+    namespace: Annotated[str, typer.Option(help="Namespace of the Triton pods.")] = "ctr-loop",
+    selector: Annotated[
+        str, typer.Option(help="Label selector of the Triton pods (the Service's).")
+    ] = "app.kubernetes.io/name=triton",
+    port: Annotated[int, typer.Option(help="Triton's HTTP port where the pod spec names no 'http' port.")] = 8000,
+    wait: Annotated[bool, typer.Option("--wait", help="Poll until every pod serves it, or --timeout.")] = False,
+    timeout: Annotated[float, typer.Option(min=0, help="Seconds --wait waits at most.")] = 300.0,
+    poll: Annotated[float, typer.Option(min=0.1, help="Seconds between looks with --wait.")] = 2.0,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(help="Kubeconfig file (default: KUBECONFIG, else the in-cluster config, else ~/.kube/config)."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Which Triton pods of the Service serve version N (asked through the Kubernetes API); exit 1 until all do."""
+    from ctr.rollout import RolloutNotReady, kubernetes_api, rollout_status, wait_for_rollout
+
+    api = kubernetes_api(kubeconfig)
+    where = {"namespace": namespace, "selector": selector, "port": port, "api": api}
+    try:
+        status = wait_for_rollout(version, timeout, poll, **where) if wait else rollout_status(version, **where)
+    except RolloutNotReady as exc:  # the last look on stdout, then the one-line error (exit 1)
+        pods = [f"{p.name} {p.ip or '-'}:{p.port} {p.phase}: {p.detail}" for p in exc.status.pods]
+        _emit(exc.status.to_dict(), as_json, "\n".join(pods) or exc.status.summary())
+        raise
+    pods = [f"{p.name} {p.ip or '-'}:{p.port} {p.phase}: {p.detail}" for p in status.pods]
+    _emit(status.to_dict(), as_json, "\n".join([*pods, status.summary()]))
+    if not status.all_ready:
+        raise typer.Exit(1)
+
+
+# The options of a retrain request; their defaults are RetrainRequest's (``RUN``).
+ModeOpt = Annotated[str, typer.Option(help="full or incremental.")]
+DataOpt = Annotated[Path | None, typer.Option(help="History data directory (Criteo layout).")]
+TrainDaysOpt = Annotated[str, typer.Option(help="Training days, e.g. 0-5 (runs without the event log).")]
+ValidOpt = Annotated[int, typer.Option(help="Validation day.")]
+HoldoutOpt = Annotated[int | None, typer.Option(help="Fresh holdout day for the gate (default valid+1).")]
+ConfigOpt = Annotated[str, typer.Option(help="Experiment id.")]
+SeedOpt = Annotated[int | None, typer.Option(help="Override the experiment's seed.")]
+EpsilonOpt = Annotated[float, typer.Option(help="Gate tolerance on holdout AUC.")]
+SinceOpt = Annotated[str | None, typer.Option(help="Event window start: ISO 8601, or an offset from --now like -24h.")]
+UntilOpt = Annotated[str | None, typer.Option(help="Event window end: ISO 8601 or an offset (default --now).")]
+WindowOpt = Annotated[str, typer.Option(help="Click attribution window.")]
+NowOpt = Annotated[str, typer.Option(help="Evaluate maturity as of this time.")]
+FallbackOpt = Annotated[bool, typer.Option(help="Incremental with no serving version runs full.")]
+WorkOpt = Annotated[Path, typer.Option(help="Scratch space for prepared data.")]
+
+
+def _retrain_request(
     repo: Path,
+    mode: str,
     data: Path | None,
     train_days: str,
     valid_day: int,
     holdout_day: int | None,
     work_dir: Path,
-    mode: str,
     config: str,
     seed: int | None,
     epsilon: float,
-    events_db: str | None,
+    events: bool,
     since: str | None,
     until: str | None,
     attribution_window: str,
     now: str,
     fallback_to_full: bool,
-) -> PipelineParams:
-    from pipelines.runner import PipelineParams
+    resolve: bool = True,
+) -> RetrainRequest:
+    """The request the flags describe (paths made absolute unless they name another machine's)."""
+    from ctr.retrain_request import RetrainRequest
 
-    return PipelineParams(
-        repo=str(repo.resolve()),
-        data_dir=str(data.resolve()) if data else "",
+    def where(path: Path) -> str:
+        return str(path.resolve() if resolve else path)
+
+    return RetrainRequest(
+        repo=where(repo),
+        mode=mode,
+        data_dir=where(data) if data else "",
         train_days=train_days,
         valid_day=valid_day,
-        holdout_day=holdout_day if holdout_day is not None else valid_day + 1,
-        work_dir=str(work_dir.resolve()),
-        mode=mode,
+        holdout_day=-1 if holdout_day is None else holdout_day,
+        work_dir=where(work_dir),
         experiment=config,
         seed=-1 if seed is None else seed,
         epsilon=epsilon,
-        events_db=events_db or "",
-        events_since=since or "",
-        events_until=until or "",
+        events=events,
+        since=since or "",
+        until=until or "",
         attribution_window=attribution_window,
         now=now,
         fallback_to_full=fallback_to_full,
@@ -426,22 +486,25 @@ def pipeline_compile(out: Annotated[Path, typer.Option(help="Where to write the 
 
 @pipeline_app.command("run")
 def pipeline_run(
-    repo: Annotated[Path, typer.Option(help="Model repository (shared with Triton).")],
-    mode: Annotated[str, typer.Option(help="full or incremental.")] = "incremental",
-    data: Annotated[Path | None, typer.Option(help="Data directory (history days).")] = None,
-    train_days: Annotated[str, typer.Option(help="Training days, e.g. 0-5.")] = "",
-    valid_day: Annotated[int, typer.Option(help="Validation day.")] = 0,
-    holdout_day: Annotated[int | None, typer.Option(help="Fresh holdout for the gate (default valid+1).")] = None,
-    config: Annotated[str, typer.Option(help="Experiment id.")] = "dcn",
-    seed: Annotated[int | None, typer.Option(help="Override the experiment's seed.")] = None,
-    epsilon: Annotated[float, typer.Option(help="Gate tolerance on holdout AUC.")] = 0.002,
+    repo: Annotated[Path | None, typer.Option(help="Model repository (shared with Triton).")] = None,
+    mode: ModeOpt = RUN.mode,
+    data: DataOpt = None,
+    train_days: TrainDaysOpt = "",
+    valid_day: ValidOpt = RUN.valid_day,
+    holdout_day: HoldoutOpt = None,
+    config: ConfigOpt = RUN.experiment,
+    seed: SeedOpt = None,
+    epsilon: EpsilonOpt = RUN.epsilon,
     events_db: Annotated[str | None, typer.Option(help="Event log URL to export recent impressions from.")] = None,
-    since: Annotated[str | None, typer.Option(help="Event export window start (UTC).")] = None,
-    until: Annotated[str | None, typer.Option(help="Event export window end (UTC).")] = None,
-    attribution_window: Annotated[str, typer.Option(help="Click attribution window.")] = "30m",
-    now: Annotated[str, typer.Option(help="Evaluate maturity as of this time.")] = "now",
-    fallback_to_full: Annotated[bool, typer.Option(help="Incremental with no serving version runs full.")] = False,
-    work_dir: Annotated[Path, typer.Option(help="Scratch space for prepared data.")] = Path("ctr-pipeline-work"),
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    attribution_window: WindowOpt = RUN.attribution_window,
+    now: NowOpt = RUN.now,
+    fallback_to_full: FallbackOpt = RUN.fallback_to_full,
+    work_dir: WorkOpt = Path(RUN.work_dir),
+    request_file: Annotated[
+        Path | None, typer.Option("--request", help="A RetrainRequest as JSON (instead of the flags above).")
+    ] = None,
     local: Annotated[bool, typer.Option("--local", help="Run here with kfp.local (default when no --host).")] = False,
     host: Annotated[str | None, typer.Option(envvar="CTR_KFP_HOST", help="KFP API server URL.")] = None,
     token: Annotated[str | None, typer.Option(envvar="CTR_KFP_TOKEN", help="Bearer token for KFP.")] = None,
@@ -450,34 +513,39 @@ def pipeline_run(
     run_id: Annotated[str | None, typer.Option(help="Run id (holds the repository lease).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run the retraining pipeline: locally through kfp.local, or on Kubeflow with --host."""
+    """Run the retraining pipeline: locally through kfp.local, or on Kubeflow with --host.
+
+    With --events-db (or a request with events, the URL then from CTR_DB_URL / CTR_DB_URL_FILE)
+    the run trains on matured impressions of [--since, --until) plus the history days.
+    """
+    from ctr.errors import InputError
+    from ctr.retrain_request import RetrainRequest
+    from ctr.settings import env_or_file
     from pipelines.runner import run_local, submit
 
-    params = _pipeline_params(
-        repo,
-        data,
-        train_days,
-        valid_day,
-        holdout_day,
-        work_dir,
-        mode,
-        config,
-        seed,
-        epsilon,
-        events_db,
-        since,
-        until,
-        attribution_window,
-        now,
-        fallback_to_full,
-    )
+    if request_file is not None:
+        try:
+            request = RetrainRequest.from_json(request_file.read_text())
+        except (OSError, ValueError, TypeError) as exc:
+            raise InputError(f"cannot read the retrain request {request_file}: {exc}") from exc
+    else:
+        if repo is None:
+            raise InputError("--repo is required (or --request FILE)")
+        remote = bool(host and not local)  # paths name the pipeline pods' filesystem
+        request = _retrain_request(
+            repo, mode, data, train_days, valid_day, holdout_day, work_dir, config, seed, epsilon,
+            bool(events_db), since, until, attribution_window, now, fallback_to_full, resolve=not remote,
+        )  # fmt: skip
     if run_id:
-        params = dataclasses.replace(params, run_id=run_id)
+        request = request.replace(run_id=run_id)
     if host and not local:
-        submitted = submit(params, host, token, namespace, experiment_name)
+        if events_db:
+            raise InputError("--events-db is not sent to Kubeflow: the pipeline pods read the ctr-db Secret")
+        submitted = submit(request, host, token, namespace, experiment_name)
         _emit({"run_id": submitted, "host": host}, as_json, f"submitted run {submitted} to {host}")
         return
-    outcome = run_local(params)
+    db_url = events_db or (env_or_file("CTR_DB_URL") if request.events else None)
+    outcome = run_local(request, db_url=db_url)
     text = (
         f"run {outcome['run_id']}: published version {outcome['version']} ({outcome.get('gate')})"
         if outcome["published"]
@@ -489,42 +557,32 @@ def pipeline_run(
 @pipeline_app.command("schedule")
 def pipeline_schedule(
     cron: Annotated[str, typer.Option(help="Cron expression (6 fields, KFP style), e.g. '0 0 3 * * *'.")],
-    repo: Annotated[Path, typer.Option(help="Model repository path as mounted in the pipeline pods.")],
-    data: Annotated[Path | None, typer.Option(help="History data directory in the pods.")] = None,
-    train_days: Annotated[str, typer.Option(help="Training days.")] = "",
-    valid_day: Annotated[int, typer.Option(help="Validation day.")] = 0,
-    holdout_day: Annotated[int | None, typer.Option(help="Holdout day.")] = None,
-    config: Annotated[str, typer.Option(help="Experiment id.")] = "dcn",
-    events_db: Annotated[str | None, typer.Option(help="Event log URL.")] = None,
-    since: Annotated[str | None, typer.Option(help="Event window start.")] = None,
-    until: Annotated[str | None, typer.Option(help="Event window end.")] = None,
-    work_dir: Annotated[Path, typer.Option(help="Scratch space in the pods.")] = Path("/mnt/ctr/work"),
+    repo: Annotated[Path, typer.Option(help="Model repository path as mounted in the pipeline pods.")] = Path(
+        str(STORE.repo)
+    ),
+    data: Annotated[Path | None, typer.Option(help="History data directory in the pods.")] = Path(str(STORE.data)),
+    train_days: TrainDaysOpt = "",
+    valid_day: ValidOpt = RUN.valid_day,
+    holdout_day: HoldoutOpt = None,
+    config: ConfigOpt = RUN.experiment,
+    epsilon: EpsilonOpt = RUN.epsilon,
+    events: Annotated[bool, typer.Option(help="Train on the event log's recent impressions.")] = True,
+    since: SinceOpt = "-24h",
+    until: UntilOpt = None,
+    attribution_window: WindowOpt = RUN.attribution_window,
+    work_dir: Annotated[Path, typer.Option(help="Scratch space in the pods.")] = Path(str(STORE.work)),
     host: Annotated[str | None, typer.Option(envvar="CTR_KFP_HOST", help="KFP API server URL.")] = None,
     token: Annotated[str | None, typer.Option(envvar="CTR_KFP_TOKEN", help="Bearer token for KFP.")] = None,
     namespace: Annotated[str | None, typer.Option(envvar="CTR_KFP_NAMESPACE", help="KFP namespace.")] = None,
 ) -> None:
-    """Create a recurring incremental run (periodic retraining) on Kubeflow."""
+    """Create a recurring incremental run on Kubeflow; each run trains on the window before it."""
     from pipelines.runner import schedule
 
-    params = _pipeline_params(
-        repo,
-        data,
-        train_days,
-        valid_day,
-        holdout_day,
-        work_dir,
-        "incremental",
-        config,
-        None,
-        0.002,
-        events_db,
-        since,
-        until,
-        "30m",
-        "now",
-        False,
-    )
-    typer.echo(f"recurring run {schedule(params, cron, host or '', token, namespace)} created")
+    request = _retrain_request(
+        repo, "incremental", data, train_days, valid_day, holdout_day, work_dir, config, None, epsilon,
+        events, since, until, attribution_window, "now", False, resolve=False,
+    )  # fmt: skip
+    typer.echo(f"recurring run {schedule(request, cron, host or '', token, namespace)} created")
 
 
 @monitor_app.command("run")
@@ -540,8 +598,8 @@ def monitor_run(
     pushgateway: Annotated[str | None, typer.Option(envvar="CTR_PUSHGATEWAY", help="Pushgateway URL.")] = None,
     report_dir: Annotated[Path | None, typer.Option(help="Where to write the drift report.")] = None,
     data: Annotated[Path | None, typer.Option(help="History data for triggered runs (replay).")] = None,
-    work_dir: Annotated[Path, typer.Option(help="Scratch space for triggered runs.")] = Path("ctr-pipeline-work"),
-    config: Annotated[str, typer.Option(help="Experiment for triggered runs.")] = "dcn",
+    work_dir: Annotated[Path, typer.Option(help="Scratch space for triggered runs.")] = Path(RUN.work_dir),
+    config: Annotated[str, typer.Option(help="Experiment for triggered runs.")] = RUN.experiment,
     export_window: Annotated[str, typer.Option(help="How much recent traffic a triggered run trains on.")] = "1d",
     host: Annotated[str | None, typer.Option(envvar="CTR_KFP_HOST", help="KFP API server (trigger kfp).")] = None,
     token: Annotated[str | None, typer.Option(envvar="CTR_KFP_TOKEN", help="KFP bearer token.")] = None,
@@ -551,11 +609,11 @@ def monitor_run(
 ) -> None:
     """Evaluate matured impressions, decide, and trigger incremental retraining at most once."""
     from ctr.errors import InputError
+    from ctr.retrain_request import event_window_since
     from ctr.settings import env_or_file
     from ctr.timeutil import parse_duration, parse_time
     from monitor.rules import load_rules
     from monitor.run import KfpSettings, MonitorRequest, run_monitor
-    from monitor.triggers import PipelineTarget
 
     if trigger not in ("none", "local", "kfp"):
         raise InputError(f"--trigger must be none, local or kfp, got {trigger!r}")
@@ -564,15 +622,11 @@ def monitor_run(
         raise InputError("no event log: pass --db or set CTR_DB_URL (or CTR_DB_URL_FILE)")
     loaded = load_rules(rules).with_overrides(threshold, attribution_window)
     as_of = parse_time(now, "--now") if now else None  # all input checked before the database is opened
-    target = PipelineTarget(
-        repo.resolve(),
-        db,
-        data.resolve() if data else None,
-        work_dir.resolve(),
-        config,
-        parse_duration(export_window, "--export-window"),
-        loaded.attribution_window,
-    )
+    target = _retrain_request(
+        repo, "incremental", data, "", RUN.valid_day, None, work_dir, config, None, RUN.epsilon, True,
+        event_window_since(parse_duration(export_window, "--export-window")), None,
+        f"{int(loaded.attribution_window.total_seconds())}s", RUN.now, False,
+    )  # fmt: skip
     record = run_monitor(
         MonitorRequest(
             db_url=db,

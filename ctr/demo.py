@@ -41,12 +41,12 @@ from ctr.errors import CtrError
 from ctr.events.store import EventStore
 from ctr.paths import output_dir
 from ctr.repository import ModelRepository
+from ctr.retrain_request import ATTRIBUTION, RetrainRequest, event_window_since
 from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS
 from ctr.serving.local import LocalStack
 from monitor.rules import Rules
 from monitor.run import MonitorRequest, run_monitor
-from monitor.triggers import PipelineTarget
-from pipelines.runner import PipelineParams, run_local
+from pipelines.runner import run_local
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)  # simulated day 0 starts here
 
@@ -71,7 +71,7 @@ class DemoConfig:
     monitor_every: timedelta = timedelta(hours=2)
     drift_every: int = 6
     window: timedelta = timedelta(hours=12)
-    attribution_window: timedelta = timedelta(minutes=30)
+    attribution_window: timedelta = ATTRIBUTION
     cooldown: timedelta = timedelta(days=3)
     keep_running: bool = False
     clients: int = 4
@@ -204,7 +204,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     holdout = cfg.drift_day - 1
     print(f"[setup] pipeline (full, local): train days 0-{holdout - 2}, valid {holdout - 1}, holdout {holdout}")
     first = run_local(
-        PipelineParams(
+        RetrainRequest(
             repo=str(repo.root.resolve()),
             data_dir=str(data.resolve()),
             train_days=f"0-{holdout - 2}",
@@ -231,14 +231,15 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         drift_enabled=True,
         drift_sample_rows=2000,
     )
-    target = PipelineTarget(
-        repo.root.resolve(),
-        db_url,
-        data.resolve(),
-        (cfg.workdir / "pipeline").resolve(),
-        cfg.experiment,
-        export_window=cfg.window,
-        attribution_window=cfg.attribution_window,
+    target = RetrainRequest(
+        repo=str(repo.root.resolve()),
+        mode="incremental",
+        data_dir=str(data.resolve()),
+        work_dir=str((cfg.workdir / "pipeline").resolve()),
+        experiment=cfg.experiment,
+        events=True,
+        since=event_window_since(cfg.window),
+        attribution_window=f"{int(cfg.attribution_window.total_seconds())}s",
     )
     timeline = Timeline()
     stack = LocalStack(
@@ -253,7 +254,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         spool_dir=cfg.workdir / "spool",
     )
     start, end = EPOCH + timedelta(days=holdout), EPOCH + timedelta(days=cfg.days)
-    with _stop_triggered_runs(target.work_dir / "logs"), stack:
+    with _stop_triggered_runs(Path(target.work_dir) / "logs"), stack:
         print(f"[setup] Triton (gRPC :{stack.grpc_port}) and score API (http://127.0.0.1:{stack.api_port}) up")
         print(f"{'simulated time':<17} {'served':>6} {'labelled':>8}  {'AUC [95% CI]':<24} decision")
         sim = TrafficSimulator(cfg, world, f"http://127.0.0.1:{stack.api_port}", timeline)
@@ -297,7 +298,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             sim.post_due_clicks(now + timedelta(days=1))
         finally:
             sim.close()
-        _wait_for_pipeline(repo, target.work_dir / "logs", timeout=600)
+        _wait_for_pipeline(repo, Path(target.work_dir) / "logs", timeout=600)
         summary = _summary(cfg, repo, store, timeline, start)
         _write_report(cfg, timeline, summary)
         print(json.dumps(summary, indent=2))

@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ctr.errors import InputError
-from ctr.lease import acquire, release
+from ctr.lease import acquire, holder, release
 from ctr.repository import METADATA, ONNX_FILE, ModelRepository
+from ctr.retrain_request import RetrainRequest
 from ctr.schema import day_name
-from ctr.timeutil import parse_duration, parse_time
+from ctr.settings import env_or_file
+from ctr.timeutil import parse_duration
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,13 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SCORE_CHUNK = 65_536  # rows per ONNX Runtime call when scoring a day
-MODES = ("full", "incremental")  # how a run trains: from scratch, or warm-started from the serving version
-
-
-def check_mode(mode: str) -> None:
-    """``InputError`` unless ``mode`` is one of ``MODES``."""
-    if mode not in MODES:
-        raise InputError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
 
 
 @dataclass(frozen=True)
@@ -87,40 +82,32 @@ def _split_day(path: Path, parts: list[tuple[Path, float]]) -> None:
         start = stop
 
 
-def prepare(
-    *,
-    mode: str,
-    repo: str,
-    run_id: str,
-    data_dir: str,
-    train_days: str,
-    valid_day: int,
-    holdout_day: int,
-    work_dir: str,
-    events_db: str = "",
-    events_since: str = "",
-    events_until: str = "",
-    attribution_window: str = "30m",
-    now: str = "now",
-    fallback_to_full: bool = False,
-) -> Prepared:
+def prepare(request: RetrainRequest, job_name: str = "") -> Prepared:
     """Take the repository lease, settle the mode, and lay out the days the run trains on.
 
-    Without an event log, the data directory is used as it is. With one (``events_db``),
-    matured impressions of ``[events_since, events_until)`` are exported as new days after
-    the history days of ``data_dir``: all but the last exported day are trained on, the last
-    is split in time into a validation half and a holdout half (a single exported day: 70 %
-    train, 15 % validation, 15 % holdout, in time order); history is replayed.
+    The lease is held under ``request.run_id``, else ``job_name`` (the KFP job). Without the
+    event log, the data directory is used as it is. With it (``request.events``; the URL from
+    ``CTR_DB_URL`` or ``CTR_DB_URL_FILE``), matured impressions of the request's window are
+    exported as new days after the history days of ``data_dir``: all but the last exported
+    day are trained on, the last is split in time into a validation half and a holdout half
+    (a single exported day: 70 % train, 15 % validation, 15 % holdout, in time order);
+    history is replayed.
     """
     from ctr.data.dataset import available_days, parse_days
     from ctr.events.export import ExportWindow, export_days
     from ctr.events.store import EventStore
 
-    repository = ModelRepository(Path(repo))
+    run_id = request.run_id or job_name
+    if not run_id:
+        raise InputError("a run needs a run id (the request's run_id or the KFP job name)")
+    mode, data_dir = request.mode, request.data_dir
+    events_db = env_or_file("CTR_DB_URL") if request.events else ""
+    if request.events and not events_db:
+        raise InputError("an event-log run needs CTR_DB_URL or CTR_DB_URL_FILE in its environment")
+    repository = ModelRepository(Path(request.repo))
     acquire(repository, run_id)
-    check_mode(mode)
     if mode == "incremental" and repository.served() is None:
-        if not fallback_to_full:
+        if not request.fallback_to_full:
             raise InputError(
                 f"incremental mode needs a serving version in {repository.model_dir}; "
                 "run mode=full first (or pass fallback_to_full)"
@@ -128,20 +115,19 @@ def prepare(
         log.warning("no serving version: falling back to a full run as asked")
         mode = "full"
     if not events_db:
-        days = parse_days(train_days)
-        return Prepared(run_id, mode, data_dir, days, valid_day, holdout_day, None)
-    work = Path(work_dir) / run_id
+        days = parse_days(request.train_days)
+        return Prepared(run_id, mode, data_dir, days, request.valid_day, request.holdout, None)
+    work = Path(request.work_dir) / run_id
     shutil.rmtree(work, ignore_errors=True)
     (work / "data").mkdir(parents=True)
     history = available_days(Path(data_dir)) if data_dir else []
     _link_days(Path(data_dir), history, work / "data")
-    window = ExportWindow(
-        parse_time(events_since), parse_time(events_until), parse_duration(attribution_window), parse_time(now)
-    )
+    since, until = request.window()
+    window = ExportWindow(since, until, parse_duration(request.attribution_window), request.instant())
     summary = export_days(EventStore(events_db), window, work / "events")
     exported = [d["day"] for d in summary["days"] if d["rows"] > 0]
     if not exported:
-        raise InputError(f"no matured impressions between {events_since} and {events_until}")
+        raise InputError(f"no matured impressions between {since.isoformat()} and {until.isoformat()}")
     base = (max(history) + 1) if history else 0
     target = work / "data"
     new_days = []
@@ -160,7 +146,7 @@ def prepare(
     return Prepared(run_id, mode, str(work / "data"), new_days, valid, hold, history)
 
 
-def train(prepared: Prepared, repo: str, experiment: str, seed: int | None = None) -> str:
+def train(prepared: Prepared, request: RetrainRequest) -> str:
     """Train per ``prepared`` and stage the candidate; returns its staged path."""
     from ctr.train import TrainSpec, train_candidate
 
@@ -168,12 +154,12 @@ def train(prepared: Prepared, repo: str, experiment: str, seed: int | None = Non
         Path(prepared.data_dir),
         prepared.train_days,
         prepared.valid_day,
-        experiment=experiment,
+        experiment=request.experiment,
         mode=prepared.mode,  # type: ignore[arg-type]
         replay_days=prepared.replay_days,
-        seed=seed,
+        seed=None if request.seed < 0 else request.seed,
     )
-    candidate = train_candidate(spec, ModelRepository(Path(repo)))
+    candidate = train_candidate(spec, ModelRepository(Path(request.repo)))
     (candidate.staged / METADATA).write_text(json.dumps(candidate.metadata, indent=2) + "\n")
     return str(candidate.staged)
 
@@ -251,3 +237,19 @@ def reject(staged: str, repo: str, run_id: str) -> None:
     repository = ModelRepository(Path(repo))
     repository.discard(Path(staged))
     release(repository, run_id)
+
+
+def finish(request: RetrainRequest, job_name: str, state: str) -> str:
+    """After a run, whatever its outcome: if it still holds the repository lease (it failed or
+    was cancelled before publish or reject), drop the staged candidates made under it and
+    release it. Returns what was done. Safe to run twice."""
+    repository = ModelRepository(Path(request.repo))
+    run_id = request.run_id or job_name
+    current = holder(repository)
+    if not current or current.get("run_id") != run_id:
+        return "nothing to clean up"
+    staged = repository.staged()
+    for path in staged:  # under this run's lease, any staged candidate is this run's
+        repository.discard(path)
+    release(repository, run_id)
+    return f"released the lease and removed {len(staged)} staged candidate(s) after {state}"

@@ -2,7 +2,7 @@
 
 Example (``monitor/rules.example.yaml``)::
 
-    attribution_window: 30m     # an impression is labelled once this has passed
+    attribution_window: 30m     # an impression is labelled once this has passed (the default)
     window:
       max_age: 6h               # only impressions served in the last 6 h ...
       max_labelled: 50000       # ... and at most the newest 50k of them
@@ -31,12 +31,13 @@ from typing import Any
 import yaml
 
 from ctr.errors import InputError
+from ctr.retrain_request import ATTRIBUTION, ATTRIBUTION_WINDOW
 from ctr.timeutil import parse_duration
 
 
 @dataclass(frozen=True)
 class Rules:
-    attribution_window: timedelta = timedelta(minutes=30)
+    attribution_window: timedelta = ATTRIBUTION
     max_age: timedelta = timedelta(hours=6)
     max_labelled: int = 50_000
     min_positives: int = 100
@@ -124,7 +125,9 @@ def load_rules(path: Path | None) -> Rules:
         window, evidence, auc, drift = (raw.get(k, {}) or {} for k in ("window", "evidence", "auc", "drift"))
         defaults = Rules()
         rules = Rules(
-            attribution_window=parse_duration(str(raw.get("attribution_window", "30m")), "attribution_window"),
+            attribution_window=parse_duration(
+                str(raw.get("attribution_window", ATTRIBUTION_WINDOW)), "attribution_window"
+            ),
             max_age=parse_duration(str(window.get("max_age", "6h")), "window.max_age"),
             max_labelled=int(window.get("max_labelled", defaults.max_labelled)),
             min_positives=int(evidence.get("min_positives", defaults.min_positives)),

@@ -28,13 +28,14 @@ from ctr.ids import uuid7
 from ctr.lease import holder as repository_lease
 from ctr.metrics import calibration, log_loss
 from ctr.repository import ModelRepository
+from ctr.retrain_request import RetrainRequest
 from ctr.timeutil import from_us, to_us, utcnow
 from monitor.drift import drift_report
 from monitor.lease import release, try_acquire
 from monitor.push import push_metrics
 from monitor.rules import Rules
 from monitor.stats import delong_auc, expected_auc
-from monitor.triggers import PipelineTarget, SubmissionFailed, start_local, submit_kfp
+from monitor.triggers import SubmissionFailed, start_local, submit_kfp
 from monitor.window import LabelledWindow, load_window
 
 TriggerKind = Literal["none", "local", "kfp"]
@@ -62,7 +63,7 @@ class MonitorRequest:
     dry_run: bool = False
     pushgateway: str | None = None
     report_dir: Path | None = None
-    target: PipelineTarget | None = None
+    target: RetrainRequest | None = None  # what a trigger runs (``now`` and the run id filled in)
     kfp: KfpSettings = KfpSettings()
 
 
@@ -186,7 +187,7 @@ def _decide(
         raise CtrError("a pipeline target (repository, event log, data) is needed to trigger")
     try:
         if req.trigger == "local":
-            record["run_id"] = start_local(req.target, as_of, req.target.work_dir / "logs")
+            record["run_id"] = start_local(req.target, as_of, req.db_url, Path(req.target.work_dir) / "logs")
         else:
             record["run_id"] = submit_kfp(
                 req.target, as_of, req.kfp.host, req.kfp.token, req.kfp.namespace, req.kfp.experiment

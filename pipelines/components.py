@@ -1,112 +1,100 @@
 """KFP v2 components: thin wrappers that call ``ctr.retrain`` inside the component image.
 
 Locally (``kfp.local.SubprocessRunner``) they run in this environment; on a cluster in
-``CTR_PIPELINE_IMAGE`` (built from ``dockerfiles/pipeline.Dockerfile``). Imports live inside the
-functions because KFP ships each function's source on its own.
+``CTR_PIPELINE_IMAGE`` (built from ``dockerfiles/pipeline.Dockerfile``, which installs kfp and
+ctr: nothing is pip-installed at run time). Every component takes the run's
+``RetrainRequest`` as JSON. Imports live inside the functions because KFP ships each
+function's source on its own.
 """
 
+import functools
 import os
 from typing import NamedTuple
 
 from kfp import dsl
 
 IMAGE = os.environ.get("CTR_PIPELINE_IMAGE", "ghcr.io/ctr-loop/ctr-pipeline:0.1.0")
+component = functools.partial(dsl.component, base_image=IMAGE, install_kfp_package=False)
 
 
-@dsl.component(base_image=IMAGE)
-def prepare_op(
-    mode: str,
-    repo: str,
-    run_id: str,
-    job_name: str,
-    data_dir: str,
-    train_days: str,
-    valid_day: int,
-    holdout_day: int,
-    work_dir: str,
-    events_db: str,
-    events_since: str,
-    events_until: str,
-    attribution_window: str,
-    now: str,
-    fallback_to_full: bool,
-) -> NamedTuple("Prepared", [("mode", str), ("prepared", str)]):
-    """Take the repository lease, settle the mode, lay out the days (``ctr.retrain.prepare``).
-
-    The lease is held under ``run_id`` when the submitter gives one, else the KFP job name.
-    """
+@component
+def prepare_op(request: str, job_name: str) -> NamedTuple("Prepared", [("mode", str), ("prepared", str)]):
+    """Take the repository lease, settle the mode, lay out the days (``ctr.retrain.prepare``)."""
     from collections import namedtuple
 
     from ctr.retrain import prepare
+    from ctr.retrain_request import RetrainRequest
 
-    p = prepare(
-        mode=mode,
-        repo=repo,
-        run_id=run_id or job_name,
-        data_dir=data_dir,
-        train_days=train_days,
-        valid_day=valid_day,
-        holdout_day=holdout_day,
-        work_dir=work_dir,
-        events_db=events_db,
-        events_since=events_since,
-        events_until=events_until,
-        attribution_window=attribution_window,
-        now=now,
-        fallback_to_full=fallback_to_full,
-    )
+    p = prepare(RetrainRequest.from_json(request), job_name)
     return namedtuple("Prepared", ["mode", "prepared"])(p.mode, p.to_json())
 
 
-@dsl.component(base_image=IMAGE)
-def train_op(prepared: str, repo: str, experiment: str, seed: int) -> str:
+@component
+def train_op(prepared: str, request: str) -> str:
     """Train (full or incremental, as prepared) and stage the candidate; returns its path."""
     from ctr.retrain import Prepared, train
+    from ctr.retrain_request import RetrainRequest
 
-    return train(Prepared.from_json(prepared), repo, experiment, seed if seed >= 0 else None)
+    return train(Prepared.from_json(prepared), RetrainRequest.from_json(request))
 
 
-@dsl.component(base_image=IMAGE)
-def evaluate_op(staged: str, repo: str, prepared: str) -> str:
+@component
+def evaluate_op(staged: str, prepared: str, request: str) -> str:
     """Candidate and serving version on the same holdout; returns the numbers as JSON."""
     import json
 
     from ctr.retrain import Prepared, evaluate
+    from ctr.retrain_request import RetrainRequest
 
     p = Prepared.from_json(prepared)
-    return json.dumps(evaluate(staged, repo, p.data_dir, p.holdout_day))
+    return json.dumps(evaluate(staged, RetrainRequest.from_json(request).repo, p.data_dir, p.holdout_day))
 
 
-@dsl.component(base_image=IMAGE)
-def gate_op(evaluation: str, epsilon: float) -> NamedTuple("Gate", [("decision", str), ("reason", str)]):
+@component
+def gate_op(evaluation: str, request: str) -> NamedTuple("Gate", [("decision", str), ("reason", str)]):
     """``publish`` if the candidate's AUC ≥ the serving version's − epsilon, else ``reject``."""
     import json
     from collections import namedtuple
 
     from ctr.retrain import gate
+    from ctr.retrain_request import RetrainRequest
 
-    ok, reason = gate(json.loads(evaluation), epsilon)
+    ok, reason = gate(json.loads(evaluation), RetrainRequest.from_json(request).epsilon)
     print(f"gate: {'publish' if ok else 'reject'}: {reason}")
     return namedtuple("Gate", ["decision", "reason"])("publish" if ok else "reject", reason)
 
 
-@dsl.component(base_image=IMAGE)
-def publish_op(staged: str, repo: str, prepared: str, evaluation: str, reason: str) -> int:
+@component
+def publish_op(staged: str, prepared: str, evaluation: str, reason: str, request: str) -> int:
     """Atomically publish the candidate as the next version and release the lease."""
     import json
 
     from ctr.retrain import Prepared, publish
+    from ctr.retrain_request import RetrainRequest
 
-    version = publish(staged, repo, Prepared.from_json(prepared).run_id, json.loads(evaluation), reason)
+    p = Prepared.from_json(prepared)
+    version = publish(staged, RetrainRequest.from_json(request).repo, p.run_id, json.loads(evaluation), reason)
     print(f"published version {version}")
     return version
 
 
-@dsl.component(base_image=IMAGE)
-def reject_op(staged: str, repo: str, prepared: str, reason: str) -> str:
+@component
+def reject_op(staged: str, prepared: str, reason: str, request: str) -> str:
     """Drop the refused candidate and release the lease; the repository stays as it was."""
     from ctr.retrain import Prepared, reject
+    from ctr.retrain_request import RetrainRequest
 
-    reject(staged, repo, Prepared.from_json(prepared).run_id)
+    reject(staged, RetrainRequest.from_json(request).repo, Prepared.from_json(prepared).run_id)
     print(f"not published: {reason}")
     return reason
+
+
+@component
+def finish_op(request: str, job_name: str, status: dsl.PipelineTaskFinalStatus) -> str:
+    """The exit handler: after any outcome, drop this run's staged candidates and its lease."""
+    from ctr.retrain import finish
+    from ctr.retrain_request import RetrainRequest
+
+    state = finish(RetrainRequest.from_json(request), job_name, status.state)
+    print(f"run ended {status.state}: {state}")
+    return state

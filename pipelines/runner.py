@@ -12,50 +12,24 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ctr.errors import CtrError, InputError
 from ctr.ids import uuid7
-from ctr.lease import release
 from ctr.paths import output_dir
 from ctr.repository import ModelRepository
-from ctr.retrain import check_mode
+from ctr.retrain import finish
+from ctr.retrain_request import RetrainRequest
 
 
 class PipelineError(CtrError):
     """A pipeline run failed or could not be submitted."""
 
 
-@dataclass(frozen=True)
-class PipelineParams:
-    """The pipeline's parameters (see ``pipelines/retrain.py``)."""
-
-    repo: str
-    data_dir: str
-    train_days: str
-    valid_day: int
-    holdout_day: int
-    work_dir: str
-    mode: str = "incremental"
-    experiment: str = "dcn"
-    seed: int = -1
-    epsilon: float = 0.002
-    events_db: str = ""
-    events_since: str = ""
-    events_until: str = ""
-    attribution_window: str = "30m"
-    now: str = "now"
-    fallback_to_full: bool = False
-    run_id: str = ""
-
-    def __post_init__(self) -> None:
-        """Refuse here what would otherwise fail a run's first task (``InputError``)."""
-        check_mode(self.mode)
-
-    def arguments(self) -> dict[str, Any]:
-        return asdict(self)
+def arguments(request: RetrainRequest) -> dict[str, Any]:
+    """The pipeline's arguments: the request is its one parameter."""
+    return {"request": request.to_json()}
 
 
 def compile_pipeline(out: Path) -> Path:
@@ -93,38 +67,55 @@ def _output_to(log_file: Path | None) -> Iterator[None]:
             os.close(saved[1])
 
 
+@contextlib.contextmanager
+def _event_log(db_url: str | None) -> Iterator[None]:
+    """``CTR_DB_URL`` for the run's tasks (kfp.local starts them with this environment)."""
+    if not db_url:
+        yield
+        return
+    saved = os.environ.get("CTR_DB_URL")
+    os.environ["CTR_DB_URL"] = db_url
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("CTR_DB_URL", None)
+        else:
+            os.environ["CTR_DB_URL"] = saved
+
+
 def run_local(
-    params: PipelineParams, pipeline_root: Path | None = None, log_file: Path | None = None
+    request: RetrainRequest,
+    pipeline_root: Path | None = None,
+    log_file: Path | None = None,
+    db_url: str | None = None,
 ) -> dict[str, Any]:
     """Run the pipeline here; returns the run id, the gate decision and the version (if any).
 
-    With ``log_file`` the tasks' logs go there instead of this process's output. On failure
-    the run's lease is released and its staged candidate stays out of the
-    repository (it was never renamed into a version).
+    With ``log_file`` the tasks' logs go there instead of this process's output; ``db_url``
+    (else ``CTR_DB_URL``/``_FILE`` as set) is the event log of an ``events`` run. On failure
+    the pipeline's exit handler has released the run's lease and removed its staged
+    candidate (``finish`` runs again here, in case the handler itself could not).
     """
     from kfp import local
 
     from pipelines.retrain import retrain_pipeline
 
-    run_id = params.run_id or f"local-{uuid7()}"
-    params = PipelineParams(**{**params.arguments(), "run_id": run_id})
-    repo = ModelRepository(Path(params.repo))
+    request = request.replace(run_id=request.run_id or f"local-{uuid7()}")
+    repo = ModelRepository(Path(request.repo))
     before = repo.versions()
-    staged_before = set(repo.staged())
     root = pipeline_root or Path(tempfile.mkdtemp(prefix="ctr-kfp-"))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     try:
-        with _output_to(log_file):
-            retrain_pipeline(**params.arguments())
+        with _output_to(log_file), _event_log(db_url):
+            retrain_pipeline(**arguments(request))
     except Exception as exc:  # kfp.local raises RuntimeError with the failing task's name
-        for leftover in set(repo.staged()) - staged_before:  # this run's candidate, never published
-            repo.discard(leftover)
-        release(repo, run_id)
+        finish(request, "", "FAILED")
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PipelineError(f"pipeline run {run_id} failed: {first}") from exc
+        raise PipelineError(f"pipeline run {request.run_id} failed: {first}") from exc
     after = repo.versions()
     new = sorted(set(after) - set(before))
-    outcome: dict[str, Any] = {"run_id": run_id, "published": bool(new), "version": new[-1] if new else None}
+    outcome: dict[str, Any] = {"run_id": request.run_id, "published": bool(new), "version": new[-1] if new else None}
     if new:
         gate = repo.metadata(new[-1]).get("pipeline", {}).get("gate", {})
         outcome |= {
@@ -146,7 +137,7 @@ def _client(host: str, token: str | None, namespace: str | None) -> Any:
 
 
 def submit(
-    params: PipelineParams,
+    request: RetrainRequest,
     host: str,
     token: str | None = None,
     namespace: str | None = None,
@@ -158,13 +149,12 @@ def submit(
     with tempfile.TemporaryDirectory() as tmp:
         spec = compile_pipeline(Path(tmp) / "pipeline.yaml")
         client = _client(host, token, namespace)
-        run_id = params.run_id or uuid7()
-        args = {**params.arguments(), "run_id": run_id}
+        request = request.replace(run_id=request.run_id or uuid7())
         try:
             result = client.create_run_from_pipeline_package(
                 str(spec),
-                arguments=args,
-                run_name=f"ctr-retrain-{params.mode}-{run_id[:13]}",
+                arguments=arguments(request),
+                run_name=f"ctr-retrain-{request.mode}-{request.run_id[:13]}",
                 experiment_name=experiment,
                 namespace=namespace,
             )
@@ -174,7 +164,7 @@ def submit(
 
 
 def schedule(
-    params: PipelineParams,
+    request: RetrainRequest,
     cron: str,
     host: str,
     token: str | None = None,
@@ -182,7 +172,15 @@ def schedule(
     experiment: str = "ctr-loop",
     name: str = "ctr-retrain-periodic",
 ) -> str:
-    """Create a recurring run (periodic retraining); returns the recurring run's id."""
+    """Create a recurring run (periodic retraining); returns the recurring run's id.
+
+    Every run of it reads the same request: give it a relative window (``since="-24h"``) and
+    ``now="now"``, and a fixed ``run_id`` must be empty (each run holds the lease as its job).
+    """
+    if request.run_id:
+        raise InputError("a recurring run cannot have a fixed run id: each run is its own KFP job")
+    if request.events and not request.since.startswith("-"):
+        raise InputError(f"a recurring run needs a relative --since (e.g. -24h), got {request.since!r}")
     if not host:
         raise InputError("--host (or CTR_KFP_HOST) is required to schedule on Kubeflow")
     with tempfile.TemporaryDirectory() as tmp:
@@ -196,7 +194,7 @@ def schedule(
                 cron_expression=cron,
                 max_concurrency=1,
                 pipeline_package_path=str(spec),
-                params=params.arguments(),
+                params=arguments(request),
                 no_catchup=True,
             )
         except Exception as exc:

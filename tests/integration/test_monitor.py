@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -23,11 +24,11 @@ from ctr.events.export import ExportWindow, export_days
 from ctr.events.store import EventStore, StoreUnavailable
 from ctr.ids import uuid7
 from ctr.repository import ModelRepository
+from ctr.retrain_request import RetrainRequest
 from ctr.timeutil import to_us
 from ctr.train import TrainSpec, train_and_publish
 from monitor.rules import Rules
 from monitor.run import KfpSettings, MonitorBusy, MonitorRequest, history, run_monitor
-from monitor.triggers import PipelineTarget
 from tests.conftest import free_port
 from tests.standins.kfp_api import KfpStandIn
 
@@ -161,7 +162,7 @@ def test_a_crashed_runs_lease_expires(db_url: str, repo: ModelRepository) -> Non
 
 def test_kfp_trigger_against_a_stand_in_api_server(db_url: str, repo: ModelRepository, tmp_path: Path) -> None:
     log_traffic(db_url, 3000, quality=0.0, seed=6)
-    target = PipelineTarget(repo.root, db_url, None, tmp_path / "work")
+    target = RetrainRequest(repo=str(repo.root), work_dir=str(tmp_path / "work"), events=True, since="-1d")
     with KfpStandIn() as kfp:
         record = run_monitor(
             request(
@@ -177,8 +178,10 @@ def test_kfp_trigger_against_a_stand_in_api_server(db_url: str, repo: ModelRepos
     created = [r for r in kfp.requests if r["method"] == "POST" and r["path"].startswith("/apis/v2beta1/runs")]
     assert len(created) == 1
     body = created[0]["body"]
-    assert body["runtime_config"]["parameters"]["mode"] == "incremental"
-    assert body["runtime_config"]["parameters"]["events_db"] == db_url
+    sent = RetrainRequest.from_json(body["runtime_config"]["parameters"]["request"])
+    assert sent.mode == "incremental" and sent.events and sent.since == "-1d"
+    assert sent.now == (T0 + timedelta(hours=2)).isoformat()
+    assert db_url not in json.dumps(body)  # the database URL is never a pipeline parameter
     spec = body["pipeline_spec"].get("pipeline_spec", body["pipeline_spec"])  # with a platform spec it is nested
     assert spec["pipelineInfo"]["name"] == "ctr-retrain"
     assert created[0]["authorization"] == "Bearer secret-token"
@@ -186,7 +189,7 @@ def test_kfp_trigger_against_a_stand_in_api_server(db_url: str, repo: ModelRepos
 
 def test_a_failed_submission_is_recorded_and_retried(db_url: str, repo: ModelRepository, tmp_path: Path) -> None:
     log_traffic(db_url, 3000, quality=0.0, seed=7)
-    target = PipelineTarget(repo.root, db_url, None, tmp_path / "work")
+    target = RetrainRequest(repo=str(repo.root), work_dir=str(tmp_path / "work"), events=True, since="-1d")
     dead = KfpSettings(f"http://127.0.0.1:{free_port()}", None, None)
     first = run_monitor(request(db_url, repo, T0 + timedelta(hours=2), trigger="kfp", target=target, kfp=dead))
     assert first["decision"] == "trigger" and first["submission"] == "failed"
@@ -311,7 +314,14 @@ def test_local_trigger_starts_a_real_pipeline_run(pipeline_days: Path, tmp_path:
     store.log_impressions(rows)
     for iid, at_us in clicks:
         store.record_clicks([iid], at_us)
-    target = PipelineTarget(repo.root, url, pipeline_days, tmp_path / "work", "lr", export_window=timedelta(days=2))
+    target = RetrainRequest(
+        repo=str(repo.root),
+        data_dir=str(pipeline_days),
+        work_dir=str(tmp_path / "work"),
+        experiment="lr",
+        events=True,
+        since="-2d",
+    )
     as_of = T0 + timedelta(days=2, hours=1)
     record = run_monitor(
         request(

@@ -11,19 +11,21 @@ import polars as pl
 import pytest
 import yaml
 
+from ctr import storage
 from ctr.data.reader import ReadReport, iter_batches
 from ctr.data.writer import frame_table, write_criteo
 from ctr.errors import InputError
 from ctr.lease import LEASE_FILE, acquire, holder
 from ctr.repository import ModelRepository
-from pipelines.runner import PipelineError, PipelineParams, compile_pipeline, run_local
+from ctr.retrain_request import RetrainRequest
+from pipelines.runner import PipelineError, compile_pipeline, run_local
 
 pytestmark = pytest.mark.slow
 CONFIG = "dcn_v2_small"
 
 
-def params(data: Path, repo: Path, work: Path, mode: str, train: str, valid: int, holdout: int) -> PipelineParams:
-    return PipelineParams(
+def params(data: Path, repo: Path, work: Path, mode: str, train: str, valid: int, holdout: int) -> RetrainRequest:
+    return RetrainRequest(
         repo=str(repo),
         data_dir=str(data),
         train_days=train,
@@ -35,16 +37,21 @@ def params(data: Path, repo: Path, work: Path, mode: str, train: str, valid: int
     )
 
 
-def test_compiled_spec_holds_both_branches_and_cluster_settings(tmp_path: Path) -> None:
+def test_compiled_spec_takes_one_request_and_holds_the_cluster_settings(tmp_path: Path) -> None:
     spec, platform = yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml").read_text())
-    assert "pipelinechannel--prepare-op-mode" in json.dumps(spec["root"]["dag"])  # branches on the mode
+    assert list(spec["root"]["inputDefinitions"]["parameters"]) == ["request"]  # the one retrain request
     components = json.dumps(spec["components"])
-    for branch in ("full-retrain", "incremental-retrain", "gate-passed", "gate-refused"):
+    for branch in ("gate-passed", "gate-refused"):
         assert f'"name": "{branch}"' in components, branch
+    finish = spec["root"]["dag"]["tasks"]["finish-op"]  # the exit handler runs after any outcome
+    assert finish["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert "full-retrain" not in components  # one training path: prepare settles the mode
     executors = json.dumps(platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"])
-    assert "nvidia.com/gpu" in executors and "ctr-loop/pool" in executors and "ctr-model-repo" in executors
+    assert "nvidia.com/gpu" in executors and "ctr-loop/pool" in executors and storage.CLAIM in executors
+    assert "karpenter.sh/do-not-disrupt" in executors and '"secretName": "ctr-db"' in executors.replace("'", '"')
     train = [e for e in spec["deploymentSpec"]["executors"].values() if "train_op" in json.dumps(e)]
     assert train and all(e["container"]["resources"]["accelerator"]["resourceCount"] for e in train)
+    assert all("pip install" not in json.dumps(e) for e in spec["deploymentSpec"]["executors"].values())
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +121,7 @@ def test_a_failing_step_leaves_the_repository_as_it_was(
     before = sorted(p.name for p in repo.model_dir.rglob("*"))
     with pytest.raises(PipelineError, match="evaluate-op"):  # trains, then the holdout day is missing
         run_local(params(pipeline_days, repo.root, tmp_path / "w", "incremental", "4", 5, 9))
-    assert sorted(p.name for p in repo.model_dir.rglob("*")) == before
+    assert sorted(p.name for p in repo.model_dir.rglob("*")) == before  # the exit handler removed .staging/<run>
     assert holder(repo) is None
 
 
