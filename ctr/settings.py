@@ -1,4 +1,4 @@
-"""12-factor settings: ``CTR_X`` from the environment, or the file named by ``CTR_X_FILE``.
+"""12-factor settings: ``CTR_DB_URL`` (say) from the environment, or the file named by ``CTR_DB_URL_FILE``.
 
 Kubernetes mounts secrets as files (``/var/run/secrets/...``); pointing ``CTR_DB_URL_FILE``
 at one keeps the value out of the process environment.

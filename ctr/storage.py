@@ -50,3 +50,7 @@ class Store:
 
 
 CLUSTER = Store(CLUSTER_ROOT)
+
+# Where standalone Kubeflow Pipelines runs the pipeline's pods, and as whom.
+PIPELINE_NAMESPACE = "kubeflow"
+PIPELINE_SERVICE_ACCOUNT = "pipeline-runner"
