@@ -3,21 +3,29 @@
 A real KFP API server needs a cluster, which this machine does not have. This stand-in
 listens on 127.0.0.1 and answers the few calls ``kfp.Client`` makes to create a run
 (healthz, experiments, runs), recording every request so a test can check what was sent.
+With ``execute``, each created run is handed (pipeline spec with its platform spec, and the
+run's parameters) to that function in a thread, and the run's state becomes what it
+returns (``SUCCEEDED`` / ``FAILED``): a test can run the submitted pipeline the way the
+cluster would, e.g. through kfp.local with the pipeline pods' mounts.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+Execute = Callable[[dict[str, Any], dict[str, Any]], str]
+
 
 class KfpStandIn:
-    def __init__(self) -> None:
+    def __init__(self, execute: Execute | None = None) -> None:
         self.requests: list[dict[str, Any]] = []
         self.experiments: dict[str, dict[str, Any]] = {}
         self.runs: dict[str, dict[str, Any]] = {}
+        self.execute = execute
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -67,12 +75,31 @@ class KfpStandIn:
                     }
                     outer.runs[run["run_id"]] = run
                     self._reply(run)
+                    if execute is not None:
+                        spec, params = body["pipeline_spec"], body.get("runtime_config", {}).get("parameters", {})
+                        threading.Thread(target=outer._execute, args=(run, spec, params), daemon=True).start()
                 else:
                     self._reply({"error": "not found"}, 404)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _execute(self, run: dict[str, Any], spec: dict[str, Any], params: dict[str, Any]) -> None:
+        run["state"] = "RUNNING"
+        try:
+            run["state"] = self.execute(spec, params) if self.execute else "FAILED"
+        except Exception as exc:  # the run failed; the test reads the state and the error
+            run["state"], run["error"] = "FAILED", repr(exc)
+
+    def wait(self, run_id: str, timeout: float) -> dict[str, Any]:
+        """The run once it has ended (or as it is at ``timeout``)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.runs[run_id]["state"] in ("PENDING", "RUNNING") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return self.runs[run_id]
 
     def __enter__(self) -> KfpStandIn:
         self.thread.start()
