@@ -1,19 +1,24 @@
 # ghcr.io/ctr-loop/ctr-monitor — the monitor CronJob (`ctr monitor run`). Build from the repository root:
 #   docker build -f dockerfiles/monitor.Dockerfile -t ghcr.io/ctr-loop/ctr-monitor:0.1.0 .
+# One `pip install` resolves the whole image: PyTorch's CPU torch (dockerfiles/torch-cpu.txt) and the
+# project's core dependencies (no nvidia-pytriton, no CUDA libraries).
+# tests/integration/test_images.py resolves this same command with `pip install --dry-run --report`.
 FROM python:3.11-slim AS build
+RUN python -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY ctr ctr
 COPY monitor monitor
 COPY pipelines pipelines
-RUN pip wheel --no-cache-dir --wheel-dir /wheels "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu \
- && pip wheel --no-cache-dir --wheel-dir /wheels .
+COPY dockerfiles/torch-cpu.txt dockerfiles/
+RUN /opt/venv/bin/pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu --constraint dockerfiles/torch-cpu.txt .
 
 FROM python:3.11-slim
 LABEL org.opencontainers.image.title="ctr-monitor" org.opencontainers.image.source="https://github.com/ctr-loop/ctr-loop"
-RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin ctr
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+RUN useradd --uid 10001 --user-group --create-home --home-dir /home/ctr --shell /usr/sbin/nologin ctr
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH HOME=/home/ctr
 USER 10001
+WORKDIR /home/ctr
 ENTRYPOINT ["ctr"]
 CMD ["monitor", "run", "--help"]

@@ -2,7 +2,7 @@
 
 Example (``monitor/rules.example.yaml``)::
 
-    attribution_window: 30m     # an impression is labelled once this has passed (the default)
+    attribution_window: 1h      # optional; an impression is labelled once this has passed
     window:
       max_age: 6h               # only impressions served in the last 6 h ...
       max_labelled: 50000       # ... and at most the newest 50k of them

@@ -40,7 +40,12 @@ from ctr.repository import MAX_BATCH_SIZE, MODEL_NAME, TENSORS_PBTXT
 
 def _pytriton_dist() -> Path:
     """The tritonserver build inside the nvidia-pytriton package (binary, backends, caches)."""
-    from pytriton.utils.distribution import get_root_module_path
+    try:
+        from pytriton.utils.distribution import get_root_module_path
+    except ImportError as exc:
+        raise InputError(
+            "ctr triton needs the tritonserver build of nvidia-pytriton: pip install 'ctr-loop[triton]'"
+        ) from exc
 
     return get_root_module_path() / "tritonserver"
 

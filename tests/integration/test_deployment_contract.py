@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -27,21 +26,13 @@ from typer.main import get_command
 
 from ctr.cli import app
 from pipelines.runner import compile_pipeline
+from tests.integration.test_k8s import OVERLAYS, render
 
 ROOT = Path(__file__).parents[2]
-OVERLAYS = ["karpenter", "cluster-autoscaler"]
 PIPELINE_NAMESPACE = "kubeflow"  # standalone Kubeflow Pipelines runs every pipeline pod there
 OUR_IMAGES = "ghcr.io/ctr-loop/"  # built from dockerfiles/; the rest (Triton, autoscalers) are upstream's
 
 Location = tuple[str, str]  # (filesystem, path inside it)
-
-
-def render(overlay: str) -> list[dict[str, Any]]:
-    done = subprocess.run(
-        ["kubectl", "kustomize", str(ROOT / "k8s" / "overlays" / overlay)], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    return [d for d in yaml.safe_load_all(done.stdout) if d]
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
@@ -175,7 +166,7 @@ def _claim(mount: dict[str, Any]) -> str:
 def test_every_claim_exists_in_its_pods_namespace(
     objects: list[dict[str, Any]], pipeline: tuple[dict[str, Any], dict[str, Any]]
 ) -> None:
-    for namespace, name, pod in pods(objects):
+    for namespace, _name, pod in pods(objects):
         for volume in pod.get("volumes", []):
             if "persistentVolumeClaim" in volume:
                 filesystem_of(objects, namespace, volume["persistentVolumeClaim"]["claimName"])  # asserts, naming it
@@ -203,7 +194,7 @@ def test_no_secret_is_a_pipeline_parameter(pipeline: tuple[dict[str, Any], dict[
 
 def test_every_ctr_command_line_parses(objects: list[dict[str, Any]]) -> None:
     seen = 0
-    for _, name, pod in pods(objects):
+    for _, _name, pod in pods(objects):
         for c in pod["containers"]:
             if "ctr-loop/ctr-" in c["image"]:
                 ctr_params(c.get("args", []))  # raises click.UsageError naming the flag
