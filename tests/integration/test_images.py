@@ -222,7 +222,18 @@ def _dry_run_args(argv: list[str], tmp_path: Path) -> tuple[list[str], str]:
     return args, how
 
 
+_RESOLVED: dict[tuple[str, ...], dict[str, Any]] = {}  # api and monitor install the same: resolve once
+
+
 def _resolve(args: list[str], tmp_path: Path) -> dict[str, Any]:
+    key = tuple(a for a in args if not a.startswith(str(tmp_path)))
+    if key in _RESOLVED:
+        return _RESOLVED[key]
+    _RESOLVED[key] = _resolve_now(args, tmp_path)
+    return _RESOLVED[key]
+
+
+def _resolve_now(args: list[str], tmp_path: Path) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") or k in TRANSPORT_ENV}
     env.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
     report = tmp_path / "report.json"

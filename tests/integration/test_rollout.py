@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ctr import storage
 from ctr.repository import ModelRepository
 from ctr.rollout import kubernetes_api, rollout_status, wait_for_rollout
 from ctr.serving.local import LocalStack
@@ -94,13 +95,14 @@ def test_the_role_grants_what_rollout_status_calls() -> None:
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]
     binding = kinds[("RoleBinding", "ctr-rollout")]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ctr-rollout"}
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ctr-pipeline", "namespace": "ctr-loop"}]
-    account = kinds[("ServiceAccount", "ctr-pipeline")]
-    assert account["automountServiceAccountToken"] is True
+    # the pipeline's pods run where standalone KFP runs them, as its account (ctr/storage.py)
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": storage.PIPELINE_SERVICE_ACCOUNT, "namespace": storage.PIPELINE_NAMESPACE}
+    ]
     assert not [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
     # no other workload of ours is bound to anything
     bound = {s["name"] for o in objects if o["kind"] == "RoleBinding" for s in o["subjects"]}
-    assert bound == {"ctr-pipeline"}
+    assert bound == {storage.PIPELINE_SERVICE_ACCOUNT}
 
 
 # --- two real Triton "pods" ------------------------------------------------------------------------
