@@ -66,8 +66,10 @@ def gate_op(evaluation: str, request: str) -> NamedTuple("Gate", [("decision", s
 
 @component
 def publish_op(staged: str, prepared: str, evaluation: str, reason: str, request: str) -> int:
-    """Atomically publish the candidate as the next version and release the lease."""
+    """Atomically publish the candidate as the next version and release the lease; on a cluster,
+    end only once every Triton replica serves it (``ctr.rollout``, through the Kubernetes API)."""
     import json
+    import os
 
     from ctr.retrain import Prepared, publish
     from ctr.retrain_request import RetrainRequest
@@ -75,6 +77,11 @@ def publish_op(staged: str, prepared: str, evaluation: str, reason: str, request
     p = Prepared.from_json(prepared)
     version = publish(staged, RetrainRequest.from_json(request).repo, p.run_id, json.loads(evaluation), reason)
     print(f"published version {version}")
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):  # in a pod: Triton's replicas are there to ask
+        from ctr.rollout import wait_for_rollout
+
+        status = wait_for_rollout(version, timeout_s=float(os.environ.get("CTR_ROLLOUT_TIMEOUT_S", "600")), poll_s=5)
+        print(f"version {version} served by every replica: {status.summary()}")
     return version
 
 
