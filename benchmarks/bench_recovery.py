@@ -67,7 +67,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="benchmarks/results/recovery.json")
     ap.add_argument("--rate", type=float, default=50.0)
-    ap.add_argument("--before", type=float, default=20.0)
+    ap.add_argument("--before", type=float, default=40.0)  # the first ~20 s after start are noisier
     ap.add_argument("--outage", type=float, default=20.0)
     ap.add_argument("--after", type=float, default=60.0)
     args = ap.parse_args()
