@@ -35,7 +35,7 @@ from monitor.lease import release, try_acquire
 from monitor.push import push_metrics
 from monitor.rules import Rules
 from monitor.stats import delong_auc, expected_auc
-from monitor.triggers import SubmissionFailed, start_local, submit_kfp
+from monitor.triggers import SubmissionFailed, kfp_run_state, local_run_state, start_local, submit_kfp
 from monitor.window import LabelledWindow, load_window
 
 TriggerKind = Literal["none", "local", "kfp"]
@@ -138,6 +138,15 @@ def _last_trigger(store: EventStore) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
+def _run_state(req: MonitorRequest, last: dict[str, Any]) -> str:
+    """What became of the run the last trigger started (a failed run does not hold the cooldown)."""
+    if last["trigger"] == "local" and req.target is not None:
+        return local_run_state(Path(req.target.work_dir) / "logs", last["run_id"])
+    if last["trigger"] == "kfp" and req.kfp.host:
+        return kfp_run_state(last["run_id"], req.kfp.host, req.kfp.token, req.kfp.namespace)
+    return "unknown"
+
+
 def _decide(
     req: MonitorRequest, store: EventStore, repo: ModelRepository, record: dict[str, Any], as_of: datetime
 ) -> None:
@@ -169,7 +178,10 @@ def _decide(
         record |= {"decision": "in-flight", "reason": f"pipeline run {lease.get('run_id')} is still running"}
         return
     last = _last_trigger(store)
-    if last and as_of - from_us(last["as_of_us"]) < rules.cooldown:
+    state = _run_state(req, last) if last and last.get("run_id") else None
+    if state is not None:
+        record["last_run"] = {"run_id": last["run_id"], "state": state}  # type: ignore[index]
+    if last and state != "failed" and as_of - from_us(last["as_of_us"]) < rules.cooldown:
         record |= {
             "decision": "cooldown",
             "reason": f"last trigger at {from_us(last['as_of_us']).isoformat()} (run {last['run_id']}); "

@@ -64,3 +64,35 @@ def submit_kfp(
         return submit(_for_run(template, as_of), host, token, namespace, experiment)
     except CtrError as exc:
         raise SubmissionFailed(str(exc)) from exc
+
+
+def local_run_state(log_dir: Path, run_id: str) -> str:
+    """``running``, ``succeeded``, ``failed`` or ``unknown`` for a run started by ``start_local``:
+    its process group alive, else the last line of its log (the ``--json`` outcome or an error)."""
+    pid_file, log = log_dir / f"{run_id}.pid", log_dir / f"{run_id}.log"
+    try:
+        os.killpg(int(pid_file.read_text()), 0)
+        return "running"
+    except (OSError, ValueError):
+        pass
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "unknown"
+    last = lines[-1] if lines else ""
+    if last.startswith("{") and '"run_id"' in last:
+        return "succeeded"
+    return "failed" if lines else "unknown"
+
+
+def kfp_run_state(run_id: str, host: str, token: str | None, namespace: str | None) -> str:
+    """The KFP run's state, lower-cased (``succeeded``, ``failed``, ``running``, …); ``unknown`` if
+    the API cannot say."""
+    from pipelines.runner import PipelineError, _client
+
+    try:
+        state = str(_client(host, token, namespace).get_run(run_id).state or "unknown")
+    except (PipelineError, Exception):  # the API's own error types vary; the outcome stays unknown
+        return "unknown"
+    state = state.rsplit(".", 1)[-1].lower()
+    return {"canceled": "failed", "cancelled": "failed"}.get(state, state)

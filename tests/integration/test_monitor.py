@@ -187,6 +187,26 @@ def test_kfp_trigger_against_a_stand_in_api_server(db_url: str, repo: ModelRepos
     assert created[0]["authorization"] == "Bearer secret-token"
 
 
+def test_the_monitor_records_a_failed_run_and_does_not_wait_out_the_cooldown(
+    db_url: str, repo: ModelRepository, tmp_path: Path
+) -> None:
+    """The submission succeeded but the run failed (the KFP stand-in says so): the next monitor run
+    records that outcome and may trigger again at once; a run that succeeded holds the cooldown."""
+    log_traffic(db_url, 3000, quality=0.0, seed=9)
+    target = RetrainRequest(repo=str(repo.root), work_dir=str(tmp_path / "work"), events=True, since="-1d")
+    for outcome, second_decision in (("FAILED", "trigger"), ("SUCCEEDED", "cooldown")):
+        with KfpStandIn(execute=lambda _spec, _params, state=outcome: state) as kfp:
+            kfp_settings = KfpSettings(kfp.url, None, None, "ctr-loop")
+            as_of = T0 + timedelta(hours=2 if outcome == "FAILED" else 4)
+            first = run_monitor(request(db_url, repo, as_of, trigger="kfp", target=target, kfp=kfp_settings))
+            assert first["decision"] == "trigger" and first["submission"] == "ok", first
+            assert kfp.wait(first["run_id"], timeout=10)["state"] == outcome
+            later = as_of + timedelta(minutes=10)
+            second = run_monitor(request(db_url, repo, later, trigger="kfp", target=target, kfp=kfp_settings))
+        assert second["last_run"] == {"run_id": first["run_id"], "state": outcome.lower()}
+        assert second["decision"] == second_decision, second
+
+
 def test_a_failed_submission_is_recorded_and_retried(db_url: str, repo: ModelRepository, tmp_path: Path) -> None:
     log_traffic(db_url, 3000, quality=0.0, seed=7)
     target = RetrainRequest(repo=str(repo.root), work_dir=str(tmp_path / "work"), events=True, since="-1d")
