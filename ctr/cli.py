@@ -496,6 +496,9 @@ def pipeline_run(
     seed: SeedOpt = None,
     epsilon: EpsilonOpt = RUN.epsilon,
     events_db: Annotated[str | None, typer.Option(help="Event log URL to export recent impressions from.")] = None,
+    events: Annotated[
+        bool, typer.Option("--events", help="Train on the event log (URL: --events-db, or the pods' Secret).")
+    ] = False,
     since: SinceOpt = None,
     until: UntilOpt = None,
     attribution_window: WindowOpt = RUN.attribution_window,
@@ -534,7 +537,7 @@ def pipeline_run(
         remote = bool(host and not local)  # paths name the pipeline pods' filesystem
         request = _retrain_request(
             repo, mode, data, train_days, valid_day, holdout_day, work_dir, config, seed, epsilon,
-            bool(events_db), since, until, attribution_window, now, fallback_to_full, resolve=not remote,
+            events or bool(events_db), since, until, attribution_window, now, fallback_to_full, resolve=not remote,
         )  # fmt: skip
     if run_id:
         request = request.replace(run_id=run_id)

@@ -139,7 +139,7 @@ def _last_trigger(store: EventStore) -> dict[str, Any] | None:
 
 
 def _run_state(req: MonitorRequest, last: dict[str, Any]) -> str:
-    """What became of the run the last trigger started (a failed run does not hold the cooldown)."""
+    """What became of the run the last trigger started (recorded as ``last_run``)."""
     if last["trigger"] == "local" and req.target is not None:
         return local_run_state(Path(req.target.work_dir) / "logs", last["run_id"])
     if last["trigger"] == "kfp" and req.kfp.host:
@@ -181,11 +181,12 @@ def _decide(
     state = _run_state(req, last) if last and last.get("run_id") else None
     if state is not None:
         record["last_run"] = {"run_id": last["run_id"], "state": state}  # type: ignore[index]
-    if last and state != "failed" and as_of - from_us(last["as_of_us"]) < rules.cooldown:
+    if last and as_of - from_us(last["as_of_us"]) < rules.cooldown:
+        # A failed run still holds the cooldown: a broken image or quota must not start a run per tick.
         record |= {
             "decision": "cooldown",
-            "reason": f"last trigger at {from_us(last['as_of_us']).isoformat()} (run {last['run_id']}); "
-            f"cooldown {rules.cooldown}",
+            "reason": f"last trigger at {from_us(last['as_of_us']).isoformat()} (run {last['run_id']}"
+            f"{', which ' + state if state in ('failed', 'succeeded') else ''}); cooldown {rules.cooldown}",
         }
         return
     record |= {

@@ -113,6 +113,8 @@ class Spool:
                 break
             try:
                 batch = json.loads(path.read_bytes())
+                if not isinstance(batch, list) or not all(isinstance(row, dict) for row in batch):
+                    raise ValueError("not a list of rows")
             except (ValueError, OSError) as exc:
                 log.error("spool file %s is unreadable (%s); kept aside, not replayed", path, exc)
                 path.rename(path.with_name(_UNREADABLE + path.name))

@@ -41,8 +41,17 @@ if TYPE_CHECKING:  # alembic is imported only where a migration or a diagnosis n
 DEFAULT_URL = "sqlite:///ctr-events.db"
 
 
-# Errors a driver raises for what a row holds, not for the database's state.
-CONTENT_ERRORS: tuple[type[BaseException], ...] = (DataError, IntegrityError, UnicodeError, OverflowError)
+# Errors raised for what a row holds, not for the database's state: the driver's (a NUL, a
+# constraint, an out-of-range integer, unencodable text) and a row that lacks a column or holds a
+# value of a type no driver takes (a spooled batch written by another version).
+CONTENT_ERRORS: tuple[type[BaseException], ...] = (
+    DataError,
+    IntegrityError,
+    UnicodeError,
+    OverflowError,
+    KeyError,
+    TypeError,
+)
 
 
 class StoreUnavailable(CtrError):
@@ -381,10 +390,15 @@ class _DriverInsert:
         compiled = stmt.compile(dialect=engine.dialect)
         self.sql = str(compiled)
         self.order: tuple[str, ...] | None = tuple(compiled.positiontup or ()) if compiled.positional else None
+        self.keys = tuple(compiled.params)
 
     def __call__(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-        order = self.order
-        params = [tuple(row[k] for k in order) for row in rows] if order is not None else list(rows)
+        """Insert ``rows``; ``KeyError`` (a content error) for a row that lacks a column."""
+        order, keys = self.order, self.keys
+        if order is not None:
+            params: list[Any] = [tuple(row[k] for k in order) for row in rows]
+        else:
+            params = [{k: row[k] for k in keys} for row in rows]
         conn.exec_driver_sql(self.sql, params)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import hmac
 import json
 import logging
@@ -164,6 +165,10 @@ def _event_count(payload: Impressions | Clicks) -> int:
     return len(payload.impression_ids) if isinstance(payload, Clicks) else len(payload)
 
 
+class _Backlog(Exception):
+    """Spooled impressions wait: new ones go behind them without asking the database."""
+
+
 class TritonUnavailable(Exception):
     """Triton could not answer within the deadline."""
 
@@ -274,10 +279,7 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if settings.migrate:
-            try:
-                await run_in_threadpool(events.migrate)
-            except StoreUnavailable as exc:
-                log.warning("event log not migrated at start (%s); impressions will spool", exc)
+            state["migrated"] = await run_in_threadpool(_migrate)
         if settings.metrics_port is not None:
             start_http_server(settings.metrics_port, addr="0.0.0.0", registry=metrics.registry)
         state["triton"] = TritonScorer(settings.triton, settings.deadline_ms / 1000)
@@ -300,13 +302,34 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
             events.dispose()
 
     async def _replay_forever() -> None:
+        """Drain the spool while it holds batches; nothing that goes wrong in one pass ends the loop."""
+        migrated = not settings.migrate or state.get("migrated", False)
         while True:
             await asyncio.sleep(0.5)
-            if spool.holds_batches():
-                before = events.quarantined_count
-                await run_in_threadpool(spool.replay, events)
-                metrics.quarantined.labels("impression").inc(events.quarantined_count - before)
-            metrics.spooled.set(spool.size_bytes())
+            try:
+                if not migrated:  # the database was down at start: the schema (quarantine included) first
+                    migrated = await run_in_threadpool(_migrate)
+                if spool.holds_batches() and migrated:
+                    before = events.quarantined_count
+                    await run_in_threadpool(spool.replay, events)
+                    metrics.quarantined.labels("impression").inc(events.quarantined_count - before)
+                metrics.spooled.set(spool.size_bytes())
+            except Exception:  # logged and retried next pass: a dead replay loop would spool forever
+                metrics.errors.labels("replay").inc()
+                log.exception("spool replay failed; retrying")
+
+    def _migrate() -> bool:
+        """The schema at the newest revision, through an engine without the request path's time-outs."""
+        unbounded = EventStore(settings.db_url) if store is None else events
+        try:
+            unbounded.migrate()
+            return True
+        except StoreUnavailable as exc:
+            log.warning("event log not migrated (%s); impressions spool until it is", exc)
+            return False
+        finally:
+            if unbounded is not events:
+                unbounded.dispose()
 
     app = FastAPI(
         title="ctr-loop score API",
@@ -357,22 +380,24 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
                     }
                 ]
             )
-        if body.request_id is not None:
-            earlier = await answers.claim(body.request_id)
+        # One client's request ids are not another's: the key includes who asked (the API key).
+        key = None if body.request_id is None else f"{_caller(request)}:{body.request_id}"
+        if key is not None:
+            earlier = await answers.claim(key)
             if earlier is not None:
                 metrics.repeats.inc()
                 return Response(earlier, media_type="application/json")
         try:
             answer = await _score(body)
         except BaseException:
-            if body.request_id is not None:
-                answers.forget(body.request_id)
+            if key is not None:
+                answers.forget(key)
             raise
-        if body.request_id is not None:
+        if key is not None:
             if answer.status_code == 200:
-                answers.resolve(body.request_id, bytes(answer.body))
+                answers.resolve(key, bytes(answer.body))
             else:
-                answers.forget(body.request_id)
+                answers.forget(key)
         return answer
 
     async def _score(body: ScoreInput) -> Response:
@@ -435,6 +460,8 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
         counts: list[ClickCounts | ContentRefused] | Exception = []
         backlog = spool.holds_batches()
         try:
+            if backlog and not clicks:  # nothing for the database now: the rows join the backlog
+                raise _Backlog
             written = events.write([] if backlog else rows, clicks)
             counts = written.clicks
             if written.quarantined:
@@ -446,6 +473,8 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
             if rows and not backlog:
                 metrics.impressions.labels("store").inc(len(rows) - written.quarantined)
                 rows = []
+        except _Backlog:
+            pass
         except StoreUnavailable as exc:
             metrics.errors.labels("store").inc()
             log.warning("event log unavailable (%s); %d impressions to the spool", exc, len(rows))
@@ -515,7 +544,10 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
         """Ready while Triton answers and the spool has room: an event-log outage alone keeps
         the pod in its Service (its impressions spool), a full spool does not."""
         triton_ok = await state["triton"].ready()
-        store_ok = await run_in_threadpool(events.ping)
+        try:  # reported, not required; a database that hangs must not hold the probe
+            store_ok = await asyncio.wait_for(run_in_threadpool(events.ping), timeout=0.5)
+        except TimeoutError:
+            store_ok = False
         spool_ok = not spool.is_full()
         body = {"ready": triton_ok and spool_ok, "triton": triton_ok, "event_log": store_ok, "spool": spool_ok}
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
@@ -597,6 +629,11 @@ class _Guard:
 
         await self.app(scope, replay, send)
         self.metrics.latency.labels(scope["path"]).observe(time.perf_counter() - started)
+
+
+def _caller(request: Request) -> str:
+    """Who sent ``request``, for keying its request ids: a digest of its Authorization header."""
+    return hashlib.sha256(request.headers.get("authorization", "").encode("latin-1", "replace")).hexdigest()[:16]
 
 
 def _is_json(content_type: bytes) -> bool:

@@ -103,20 +103,24 @@ def test_no_server_error_and_every_answered_impression_is_logged(live_api: Local
     assert answered, f"seed {seed}: no score request was answered"
     # The examples must be enough to reach the poison class at all (a NUL in a score request).
     assert nul_bodies, f"seed {seed}: no score request held a NUL; raise EXAMPLES"
-    missing = unlogged(live_api, answered, wait_s=10)
+    missing, quarantined = unlogged(live_api, answered, wait_s=10)
     assert not missing, f"seed {seed}: {len(missing)} of {len(answered)} answered impressions never reached the log"
+    assert not quarantined, (
+        f"seed {seed}: {len(quarantined)} answered impressions were quarantined: the door let them in"
+    )
 
 
-def unlogged(stack: LocalStack, ids: set[str], wait_s: float) -> set[str]:
-    """The ids of ``ids`` not in the event log (nor its quarantine) after waiting up to ``wait_s``."""
+def unlogged(stack: LocalStack, ids: set[str], wait_s: float) -> tuple[set[str], set[str]]:
+    """The ids of ``ids`` in neither the event log nor its quarantine after waiting up to ``wait_s``,
+    and those in the quarantine."""
     store = EventStore(stack.db_url)
     deadline = time.monotonic() + wait_s
     while True:
         with store.engine.connect() as conn:
             logged = set(conn.execute(text("SELECT impression_id FROM impressions")).scalars())
-        logged |= {str(q["payload"].get("impression_id")) for q in store.quarantined()}
-        missing = ids - logged
+        quarantined = {str(q["payload"].get("impression_id")) for q in store.quarantined()}
+        missing = ids - logged - quarantined
         if not missing or time.monotonic() > deadline:
             store.dispose()
-            return missing
+            return missing, ids & quarantined
         time.sleep(0.25)

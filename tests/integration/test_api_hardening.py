@@ -98,8 +98,8 @@ def test_a_nul_is_refused_and_a_spooled_poison_batch_no_longer_blocks_the_log(
 
         sent = paced(send, rate=60, count=1000)
     last = time.monotonic()
-    duration = max(s.at for s in sent)
-    assert 1000 / duration >= 50, f"offered {1000 / duration:.0f} req/s"
+    finished = max(s.at + s.latency for s in sent)  # seconds from the first due time to the last answer
+    assert 1000 / finished >= 50, f"achieved {1000 / finished:.0f} req/s"
     assert [s.status for s in sent] == [200] * 1000
     ids = {r["impression_id"] for s in sent for r in s.body["results"]}
     store = EventStore(api.db_url)

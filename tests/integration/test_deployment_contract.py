@@ -70,7 +70,8 @@ def filesystem_of(objects: list[dict[str, Any]], namespace: str, claim: str) -> 
     volume = pvc["spec"].get("volumeName")
     assert volume, f"claim {namespace}/{claim} is not bound to a named PersistentVolume: another filesystem per claim"
     pvs = {o["metadata"]["name"]: o for o in objects if o["kind"] == "PersistentVolume"}
-    return str(pvs[volume]["spec"]["csi"]["volumeHandle"])
+    # EFS: "fs-…" or "fs-…::fsap-…"; the access points of one store share a root (cluster settings)
+    return str(pvs[volume]["spec"]["csi"]["volumeHandle"]).split("::")[0]
 
 
 def locate(
@@ -239,7 +240,9 @@ def test_every_image_has_its_dockerfile(objects: list[dict[str, Any]]) -> None:
 
 def test_cluster_settings_are_applied_once(objects: list[dict[str, Any]]) -> None:
     text = json.dumps(objects)
-    for placeholder in ("EFS_FILESYSTEM_ID", "DB_EGRESS_CIDR"):
+    handles = [o["spec"]["csi"]["volumeHandle"] for o in objects if o["kind"] == "PersistentVolume"]
+    assert len(set(handles)) == len(handles), f"two PersistentVolumes with one volume handle: {handles}"
+    for placeholder in ("EFS_VOLUME_HANDLE", "DB_EGRESS_CIDR"):
         assert placeholder not in text, f"{placeholder} was not replaced from the cluster settings"
     vpc = yaml.safe_load((ROOT / "autoscaling" / "cluster-autoscaler" / "eksctl-cluster.yaml").read_text())["vpc"][
         "cidr"

@@ -164,3 +164,17 @@ def test_ctr_events_quarantine_list_and_export(store: EventStore, tmp_path: Path
     assert {r["payload"]["impression_id"] for r in lines} == {p["impression_id"] for p in poison}
     refused = runner.invoke(app, ["events", "quarantine", "export", "--db", store.url, "--out", str(tmp_path)])
     assert isinstance(refused.exception, InputError) and "cannot write" in str(refused.exception)
+
+
+def test_a_spooled_batch_of_another_shape_is_set_aside_or_quarantined(store: EventStore, tmp_path: Path) -> None:
+    """A row without a column (another version's batch) is quarantined; a file that is not a list of
+    rows is renamed aside; neither stops the replay of the good batches behind it."""
+    spool = Spool(tmp_path / "spool")
+    good = [impression(T0) for _ in range(3)]
+    spool.append([{"impression_id": "00000000-0000-7000-8000-000000000001", "ad_id": "a"}, good[0]])
+    (tmp_path / "spool" / "batch-00000000-0000-7000-8000-000000000000.json").write_text('{"not": "a list"}')
+    spool.append(good[1:])
+    spool.replay(store)
+    assert store.count_impressions() == 3 and not spool.holds_batches()
+    assert [q["payload"]["ad_id"] for q in store.quarantined()] == ["a"]
+    assert list((tmp_path / "spool").glob("unreadable-batch-*"))
