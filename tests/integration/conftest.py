@@ -31,9 +31,14 @@ def stack(
     repo_and_next: tuple[ModelRepository, Candidate], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalStack]:
     repo, _ = repo_and_next
-    work = tmp_path_factory.mktemp("stack")
-    with LocalStack(
-        repo.root,
+    with local_stack(repo.root, tmp_path_factory.mktemp("stack")) as s:
+        yield s
+
+
+def local_stack(repo: Path, work: Path) -> LocalStack:
+    """Triton (polling every second) and the score API on free ports, SQLite event log and logs in ``work``."""
+    return LocalStack(
+        repo,
         f"sqlite:///{work / 'events.db'}",
         api_port=free_port(),
         grpc_port=free_port(),
@@ -41,8 +46,7 @@ def stack(
         metrics_port=free_port(),
         poll_seconds=1.0,
         log_dir=work,
-    ) as s:
-        yield s
+    )
 
 
 @pytest.fixture(scope="module")

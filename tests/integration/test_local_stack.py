@@ -19,7 +19,7 @@ from ctr.cli import app
 from ctr.repository import ModelRepository
 from ctr.serving.local import LocalStack, StackError
 from ctr.train import TrainSpec, train_and_publish
-from tests.conftest import free_port
+from tests.integration.conftest import local_stack
 
 pytestmark = pytest.mark.slow
 
@@ -31,16 +31,7 @@ def stack(small_days: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     work = tmp_path_factory.mktemp("local_stack")
     repo = ModelRepository(work / "repo")
     train_and_publish(TrainSpec(small_days, [0], 1, experiment="lr"), repo)
-    with LocalStack(
-        repo.root,
-        f"sqlite:///{work / 'events.db'}",
-        api_port=free_port(),
-        grpc_port=free_port(),
-        http_port=free_port(),
-        metrics_port=free_port(),
-        poll_seconds=1.0,
-        log_dir=work,
-    ) as s:
+    with local_stack(repo.root, work) as s:
         yield s
 
 
