@@ -24,7 +24,8 @@ $(CHECKOV):
 	$(PYTHON) -m venv $(VENV)/tools
 	$(VENV)/tools/bin/pip install --quiet "checkov>=3.2,<4"
 
-test: $(STAMP) $(CHECKOV)
+# ruff first (seconds): a lint error fails `make test`, and so CI, before the suite runs.
+test: $(STAMP) $(CHECKOV) lint
 	$(PY) -m pytest
 
 lint: $(STAMP)

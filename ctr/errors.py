@@ -25,3 +25,10 @@ class DataFormatError(InputError):
 
 class ArtifactError(CtrError):
     """A saved artifact (transform, model version) is missing or corrupt."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (a driver's ``orig`` if it wraps one: drivers append SQL,
+    hints and links), or the exception's type name when the message is empty."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

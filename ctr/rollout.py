@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import yaml
 
-from ctr.errors import CtrError, InputError
+from ctr.errors import CtrError, InputError, first_line
 from ctr.repository import MODEL_NAME
 from ctr.schema import N_DENSE, N_SPARSE
 
@@ -123,10 +123,6 @@ class RolloutStatus:
         }
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
 
 def kubernetes_api(kubeconfig: Path | None = None, context: str | None = None) -> CoreV1Api:
     """A ``CoreV1Api`` on its own configuration (the client's global default is left alone).
@@ -158,9 +154,9 @@ def kubernetes_api(kubeconfig: Path | None = None, context: str | None = None) -
                 config_file=files, context=context, client_configuration=configuration, persist_config=False
             )
     except ConfigException as exc:
-        raise InputError(f"no usable Kubernetes configuration ({where}): {_first_line(exc)}") from exc
+        raise InputError(f"no usable Kubernetes configuration ({where}): {first_line(exc)}") from exc
     except (OSError, ValueError, yaml.YAMLError) as exc:  # unreadable file, YAML that is no kubeconfig
-        raise InputError(f"cannot read the Kubernetes configuration ({where}): {_first_line(exc)}") from exc
+        raise InputError(f"cannot read the Kubernetes configuration ({where}): {first_line(exc)}") from exc
     # no retries inside one look (urllib3 would log a warning per retry): --wait looks again
     configuration.retries = False
     return client.CoreV1Api(client.ApiClient(configuration))
@@ -186,7 +182,7 @@ def list_pods(api: CoreV1Api, namespace: str, selector: str) -> list[V1Pod]:
         ) from exc
     except HTTPError as exc:
         raise KubernetesApiError(
-            f"cannot reach the Kubernetes API at {host}: {_first_line(exc)}", transient=True
+            f"cannot reach the Kubernetes API at {host}: {first_line(exc)}", transient=True
         ) from exc
     return sorted(pods.items, key=lambda p: p.metadata.name)
 
@@ -216,7 +212,7 @@ def served_version(http: httpx.Client, ip: str, port: int) -> tuple[int | None, 
     try:
         response = http.post(url, json=_probe_body())
     except httpx.HTTPError as exc:
-        return None, f"no answer from {host}:{port}: {_first_line(exc)}"
+        return None, f"no answer from {host}:{port}: {first_line(exc)}"
     try:
         body = response.json()
     except ValueError:
@@ -228,7 +224,7 @@ def served_version(http: httpx.Client, ip: str, port: int) -> tuple[int | None, 
         (output,) = [o for o in body["outputs"] if o["name"] == "model_version"]
         return int(output["data"][0]), ""
     except (KeyError, TypeError, ValueError, IndexError) as exc:
-        return None, f"Triton's answer has no model_version: {_first_line(exc)}"
+        return None, f"Triton's answer has no model_version: {first_line(exc)}"
 
 
 def _look_at(pod: V1Pod, version: int, port: int, http: httpx.Client) -> PodVersion:

@@ -1,4 +1,4 @@
-"""The Criteo click-log layout and the public facts about it (DESIGN.md §2).
+"""The Criteo click-log layout and the public facts about it (its README: data/criteo_sample/).
 
 One line per impression, tab-separated, no header: ``label, I1..I13, C1..C26``.
 ``I*`` are integer counts (may be empty; ``I2`` may be negative), ``C*`` are 32-bit

@@ -35,7 +35,7 @@ from torch import nn
 
 from ctr.config import Experiment, load_experiment
 from ctr.data.dataset import DayShards, available_days, iter_days, truth_auc
-from ctr.errors import ArtifactError, InputError
+from ctr.errors import ArtifactError, InputError, first_line
 from ctr.export import export_serving_onnx
 from ctr.features import FeatureTransform
 from ctr.metrics import calibration, log_loss, roc_auc
@@ -287,8 +287,9 @@ def load_version(
         state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ArtifactError(f"weights of version {version} ({path / WEIGHTS_FILE}) are corrupt: {first_line}") from exc
+        raise ArtifactError(
+            f"weights of version {version} ({path / WEIGHTS_FILE}) are corrupt: {first_line(exc)}"
+        ) from exc
     return model.to(device or torch.device("cpu")), transform, meta
 
 

@@ -1,1 +1,1 @@
-"""Monitor: rolling AUC from logged clicks and the retraining trigger (see issue 6)."""
+"""Monitor: rolling AUC from logged clicks and the retraining trigger."""

@@ -1,1 +1,1 @@
-"""Kubeflow pipeline with full and incremental modes (see issue 5)."""
+"""Kubeflow pipeline with full and incremental modes."""

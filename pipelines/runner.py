@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ctr.errors import CtrError, InputError
+from ctr.errors import CtrError, InputError, first_line
 from ctr.ids import uuid7
 from ctr.paths import output_dir
 from ctr.repository import ModelRepository
@@ -111,8 +111,7 @@ def run_local(
             retrain_pipeline(**arguments(request))
     except Exception as exc:  # kfp.local raises RuntimeError with the failing task's name
         finish(request, "", "FAILED")
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PipelineError(f"pipeline run {request.run_id} failed: {first}") from exc
+        raise PipelineError(f"pipeline run {request.run_id} failed: {first_line(exc)}") from exc
     after = repo.versions()
     new = sorted(set(after) - set(before))
     outcome: dict[str, Any] = {"run_id": request.run_id, "published": bool(new), "version": new[-1] if new else None}
@@ -133,7 +132,7 @@ def _client(host: str, token: str | None, namespace: str | None) -> Any:
     try:
         return kfp.Client(host=host, existing_token=token, namespace=namespace)
     except Exception as exc:  # kfp.Client raises many transport error types
-        raise PipelineError(f"cannot reach Kubeflow Pipelines at {host}: {str(exc).splitlines()[0]}") from exc
+        raise PipelineError(f"cannot reach Kubeflow Pipelines at {host}: {first_line(exc)}") from exc
 
 
 def submit(
@@ -159,7 +158,7 @@ def submit(
                 namespace=namespace,
             )
         except Exception as exc:
-            raise PipelineError(f"submission to {host} failed: {str(exc).splitlines()[0]}") from exc
+            raise PipelineError(f"submission to {host} failed: {first_line(exc)}") from exc
     return str(result.run_id)
 
 
@@ -198,5 +197,5 @@ def schedule(
                 no_catchup=True,
             )
         except Exception as exc:
-            raise PipelineError(f"scheduling on {host} failed: {str(exc).splitlines()[0]}") from exc
+            raise PipelineError(f"scheduling on {host} failed: {first_line(exc)}") from exc
     return str(job.recurring_run_id)

@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DataError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
-from ctr.errors import CtrError, InputError
+from ctr.errors import CtrError, InputError, first_line
 from ctr.events.schema import clicks, impressions, quarantine
 
 if TYPE_CHECKING:  # alembic is imported only where a migration or a diagnosis needs it
@@ -207,7 +207,7 @@ class EventStore:
                 config.attributes["connection"] = conn
                 command.upgrade(config, "head")
         except (OperationalError, DBAPIError) as exc:
-            raise StoreUnavailable(f"cannot migrate the event database: {_short(exc)}") from exc
+            raise StoreUnavailable(f"cannot migrate the event database: {first_line(exc)}") from exc
 
     def failure(self, doing: str, exc: SQLAlchemyError) -> StoreUnavailable:
         """``StoreUnavailable`` for ``exc``, raised while ``doing``; when the cause is a schema
@@ -215,7 +215,7 @@ class EventStore:
         from alembic.runtime.migration import MigrationContext
         from alembic.script import ScriptDirectory
 
-        as_reported = StoreUnavailable(f"could not {doing}: {_short(exc)}")
+        as_reported = StoreUnavailable(f"could not {doing}: {first_line(exc)}")
         try:
             with self.engine.connect() as conn:
                 current = MigrationContext.configure(conn).get_current_revision()
@@ -274,7 +274,7 @@ class EventStore:
         except SQLAlchemyError as exc:
             n_clicks = sum(len(ids) for ids, _ in click_requests)
             raise StoreUnavailable(
-                f"could not log {len(impression_rows)} impressions and {n_clicks} clicks: {_short(exc)}"
+                f"could not log {len(impression_rows)} impressions and {n_clicks} clicks: {first_line(exc)}"
             ) from exc
 
     def _write_isolating(
@@ -290,8 +290,8 @@ class EventStore:
                 with self.engine.begin() as conn:
                     results.append(self._record_clicks(conn, [(ids, at_us)])[0])
             except CONTENT_ERRORS as exc:
-                poison.append(("clicks", {"impression_ids": list(ids), "clicked_at_us": at_us}, _short(exc)))
-                results.append(ContentRefused(f"the event log refused these click ids: {_ascii(_short(exc))}"))
+                poison.append(("clicks", {"impression_ids": list(ids), "clicked_at_us": at_us}, first_line(exc)))
+                results.append(ContentRefused(f"the event log refused these click ids: {_ascii(first_line(exc))}"))
         if poison:
             self._quarantine(poison)
         return Written(results, n_impressions)
@@ -305,7 +305,7 @@ class EventStore:
                 self._insert_impressions(conn, rows)
         except CONTENT_ERRORS as exc:
             if len(rows) == 1:
-                poison.append(("impression", rows[0], _short(exc)))
+                poison.append(("impression", rows[0], first_line(exc)))
                 return
             mid = len(rows) // 2
             self._insert_bisecting(rows[:mid], poison)
@@ -440,10 +440,6 @@ class _ClickSql:
         return inserted
 
 
-def _short(exc: BaseException) -> str:
-    """The first line of a driver error (they carry SQL and background links after it)."""
-    message = str(getattr(exc, "orig", None) or exc).strip()
-    return message.splitlines()[0] if message else type(exc).__name__
 
 
 def _ascii(text: str) -> str:

@@ -55,7 +55,7 @@ from prometheus_client import (
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ctr.errors import InputError
+from ctr.errors import InputError, first_line
 from ctr.events.spool import Spool, SpoolFull
 from ctr.events.store import ClickCounts, ClickWindow, ContentRefused, EventStore, StoreUnavailable
 from ctr.events.writer import GroupCommitWriter
@@ -240,7 +240,7 @@ class TritonScorer:
         try:
             result = await self.client.infer(MODEL_NAME, inputs, outputs=outputs, client_timeout=self.deadline_s)
         except InferenceServerException as exc:
-            raise TritonUnavailable(str(exc).splitlines()[0] if str(exc) else "Triton error") from exc
+            raise TritonUnavailable(first_line(exc)) from exc
         versions = result.as_numpy("model_version").reshape(-1)
         return result.as_numpy("pctr").reshape(-1), int(versions[0])
 
