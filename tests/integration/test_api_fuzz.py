@@ -38,7 +38,7 @@ pytestmark = pytest.mark.slow
 
 FIXED_SEEDS = [12345]
 FRESH_SEED = int(os.environ.get("CTR_FUZZ_SEED") or random.SystemRandom().randrange(2**32))
-EXAMPLES = {"/v1/score": 150, "/v1/clicks": 60}  # per generation mode; 25 for the rest
+EXAMPLES = {"/v1/score": 100, "/v1/clicks": 40}  # per generation mode; 25 for the rest
 
 
 @pytest.fixture(scope="module")

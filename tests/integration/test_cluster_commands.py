@@ -69,6 +69,11 @@ class Pods:
     def _script(self, binds: dict[str, Path]) -> str:
         lines = ["set -e", "mount -t tmpfs tmpfs /mnt"]  # /mnt/… targets exist only inside
         sources = [str(src) for src in binds.values()]
+        here = [str(Path(sys.executable).parent), str(ROOT)]
+        for target in binds:
+            assert not any(h == target or h.startswith(target.rstrip("/") + "/") for h in here), (
+                f"binding {target} would hide this checkout or its interpreter"
+            )
 
         def hides_a_source(target: str) -> bool:  # bind such a target (e.g. /tmp) after the others
             return any(src.startswith(target.rstrip("/") + "/") for src in sources)
@@ -220,10 +225,8 @@ def test_drift_triggers_the_cronjob_whose_run_publishes_and_triton_serves_it(
     # Triton as the Deployment mounts the store: its repo/ at the model-repository path.
     _, triton_pod, triton = container(objects, "triton")
     model_repository = next(a.split("=", 1)[1] for a in triton["args"] if a.startswith("--model-repository="))
-    triton_binds = mounts_of(
-        triton_pod, triton, {"claim": store, "tmp": tmp_path / "triton-tmp", "shm": Path("/dev/shm")}
-    )
-    (tmp_path / "triton-tmp").mkdir()
+    # emptyDir scratch (/tmp) stays the host's: a bind over it would hide a checkout that lives there
+    triton_binds = mounts_of(triton_pod, triton, {"claim": store, "shm": Path("/dev/shm")})
     http = free_port()
     ports = ["--http-port", str(http), "--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
     pods.start(
@@ -246,9 +249,8 @@ def test_drift_triggers_the_cronjob_whose_run_publishes_and_triton_serves_it(
         binds = mounts_of(
             monitor_pod,
             monitor,
-            {"claim": store, "db": tmp_path / "db-secret", "rules": tmp_path / "rules", "tmp": tmp_path / "mtmp"},
+            {"claim": store, "db": tmp_path / "db-secret", "rules": tmp_path / "rules"},
         )
-        (tmp_path / "mtmp").mkdir()
         done = pods.run(binds, [*CTR, *monitor["args"]], env, timeout=300)
         assert done.returncode == 0, done.stdout + done.stderr
         record = json.loads(done.stdout.strip().splitlines()[-1])
