@@ -117,17 +117,19 @@ class Spool:
                     raise ValueError("not a list of rows")
             except (ValueError, OSError) as exc:
                 log.error("spool file %s is unreadable (%s); kept aside, not replayed", path, exc)
-                path.rename(path.with_name(_UNREADABLE + path.name))
-                with self._lock:
-                    self._bytes -= _size(path.with_name(_UNREADABLE + path.name))
+                self._remove(path, aside=path.with_name(_UNREADABLE + path.name))
                 continue
             chunk.append(path)
             rows.extend(batch)
         return chunk, rows
 
-    def _remove(self, path: Path) -> None:
+    def _remove(self, path: Path, aside: Path | None = None) -> None:
+        """Delete ``path`` (or rename it to ``aside``) and take it off the spool's size."""
         size = _size(path)
-        path.unlink(missing_ok=True)
+        if aside is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.rename(aside)
         with self._lock:
             self._bytes -= size
 

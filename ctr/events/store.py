@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -174,7 +175,7 @@ class EventStore:
     ) -> None:
         self.url = url
         self.click_window = click_window
-        self.quarantined_count = 0  # rows this object put in quarantine since it was made
+        self.quarantined_rows: Counter[str] = Counter()  # by kind, put in quarantine by this object
         self.engine = make_engine(url, lock_timeout_ms=lock_timeout_ms, statement_timeout_ms=statement_timeout_ms)
         self._insert_impressions = _DriverInsert(
             self._insert(impressions).on_conflict_do_nothing(index_elements=["impression_id"]), self.engine
@@ -324,7 +325,7 @@ class EventStore:
         ]
         with self.engine.begin() as conn:
             conn.execute(insert(quarantine), values)
-        self.quarantined_count += len(values)
+        self.quarantined_rows.update(kind for kind, _, _ in poison)
 
     def quarantined(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Quarantined rows, oldest first: ``id, quarantined_at_us, kind, reason, payload`` (payload decoded)."""
@@ -438,8 +439,6 @@ class _ClickSql:
             )
             inserted.update(conn.exec_driver_sql(sql, tuple(v for row in chunk for v in row)).scalars())
         return inserted
-
-
 
 
 def _ascii(text: str) -> str:

@@ -273,7 +273,7 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
     )
     spool = Spool(settings.spool_dir, settings.spool_max_bytes)
     answers = RecentAnswers(settings.idempotency_window_s)
-    state: dict[str, Any] = {"store": events, "spool": spool}
+    state: dict[str, Any] = {}  # what the lifespan starts: Triton's client, the writer, migrated
     keys_required = bool(settings.api_keys)
 
     @asynccontextmanager
@@ -304,16 +304,18 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
     async def _replay_forever() -> None:
         """Drain the spool while it holds batches; nothing that goes wrong in one pass ends the loop."""
         migrated = not settings.migrate or state.get("migrated", False)
+        counted: dict[str, int] = {}  # quarantined rows already in the metric, by kind
         while True:
             await asyncio.sleep(0.5)
             try:
                 if not migrated:  # the database was down at start: the schema (quarantine included) first
                     migrated = await run_in_threadpool(_migrate)
                 if spool.holds_batches() and migrated:
-                    before = events.quarantined_count
                     await run_in_threadpool(spool.replay, events)
-                    metrics.quarantined.labels("impression").inc(events.quarantined_count - before)
                 metrics.spooled.set(spool.size_bytes())
+                for kind, n in dict(events.quarantined_rows).items():  # from the commit path and the replay
+                    metrics.quarantined.labels(kind).inc(n - counted.get(kind, 0))
+                    counted[kind] = n
             except Exception:  # logged and retried next pass: a dead replay loop would spool forever
                 metrics.errors.labels("replay").inc()
                 log.exception("spool replay failed; retrying")
@@ -451,7 +453,7 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
 
         Impressions go to the spool when the log is down (or behind a backlog, to keep their
         order); clicks are answered from the log or fail with ``StoreUnavailable``. Rows the
-        log refuses for their content are quarantined by the store (counted here).
+        log refuses for their content are quarantined by the store.
         """
         started = time.perf_counter()
         rows = [row for p in payloads if isinstance(p, list) for row in p]
@@ -464,12 +466,10 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
                 raise _Backlog
             written = events.write([] if backlog else rows, clicks)
             counts = written.clicks
-            if written.quarantined:
-                metrics.quarantined.labels("impression").inc(written.quarantined)
+            if written.quarantined:  # ctr_api_quarantined_total counts it (the replay loop reads the store's count)
                 log.error(
                     "%d impression rows refused by the event log for their content: quarantined", written.quarantined
                 )
-            metrics.quarantined.labels("clicks").inc(sum(isinstance(c, ContentRefused) for c in counts))
             if rows and not backlog:
                 metrics.impressions.labels("store").inc(len(rows) - written.quarantined)
                 rows = []

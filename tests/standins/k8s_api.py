@@ -24,12 +24,13 @@ import json
 import re
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
+
+from tests.standins.json_http import JsonHandler, LocalServer
 
 _PODS = re.compile(r"^/api/v1/namespaces/([a-z0-9]([-a-z0-9]*[a-z0-9])?)/pods$")
 _SET_BASED = re.compile(r"\s(in|notin)\s*\(")
@@ -74,7 +75,7 @@ def _status(code: int, reason: str, message: str, kind: str | None = None) -> di
     return body
 
 
-class K8sApiStandIn:
+class K8sApiStandIn(LocalServer):
     def __init__(self) -> None:
         self.pods: dict[str, dict[str, dict[str, Any]]] = {}  # namespace → name → pod
         self.requests: list[dict[str, Any]] = []
@@ -83,18 +84,7 @@ class K8sApiStandIn:
         self._lock = threading.Lock()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _reply(self, body: dict[str, Any], status: int = 200) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
@@ -122,9 +112,7 @@ class K8sApiStandIn:
                 outer.requests.append({"method": "POST", "path": self.path})
                 self._reply(_status(405, "MethodNotAllowed", "the stand-in serves GET only"), 405)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._serve(Handler)
 
     def add_pod(
         self,
@@ -203,11 +191,3 @@ class K8sApiStandIn:
             )
         )
         return path
-
-    def __enter__(self) -> K8sApiStandIn:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()

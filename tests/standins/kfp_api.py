@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.standins.json_http import JsonHandler, LocalServer
 
 Execute = Callable[[dict[str, Any], dict[str, Any]], str]
 
 
-class KfpStandIn:
+class KfpStandIn(LocalServer):
     def __init__(self, execute: Execute | None = None) -> None:
         self.requests: list[dict[str, Any]] = []
         self.experiments: dict[str, dict[str, Any]] = {}
@@ -28,18 +29,7 @@ class KfpStandIn:
         self.execute = execute
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _reply(self, body: dict[str, Any], status: int = 200) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 outer.requests.append({"method": "GET", "path": self.path})
                 if self.path.startswith("/apis/v2beta1/healthz"):
@@ -81,9 +71,7 @@ class KfpStandIn:
                 else:
                     self._reply({"error": "not found"}, 404)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._serve(Handler)
 
     def _execute(self, run: dict[str, Any], spec: dict[str, Any], params: dict[str, Any]) -> None:
         run["state"] = "RUNNING"
@@ -100,11 +88,3 @@ class KfpStandIn:
         while self.runs[run_id]["state"] in ("PENDING", "RUNNING") and time.monotonic() < deadline:
             time.sleep(0.5)
         return self.runs[run_id]
-
-    def __enter__(self) -> KfpStandIn:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
