@@ -258,8 +258,9 @@ def test_cluster_settings_are_applied_once(objects: list[dict[str, Any]]) -> Non
     assert database_egress == {vpc}, f"database egress {database_egress}, cluster VPC {vpc}"
 
 
-def test_the_api_stays_ready_through_a_database_outage(objects: list[dict[str, Any]]) -> None:
-    """Readiness is /readyz, which follows Triton and the spool, not the database (see test_serving)."""
+def test_the_api_probes_are_the_endpoints_whose_meaning_is_tested(objects: list[dict[str, Any]]) -> None:
+    """Readiness is /readyz and liveness /healthz; that /readyz stays ready through a database outage
+    is tested on a real database in test_serving::test_spool_keeps_impressions_through_a_store_outage."""
     _, _, api = container(objects, "ctr-api")
     assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
