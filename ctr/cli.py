@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ctr.errors import CtrError
+from ctr.errors import CtrError, InputError
 from ctr.logs import setup_logging
 from ctr.retrain_request import ATTRIBUTION_WINDOW
 from ctr.retrain_request import DEFAULTS as RUN
@@ -76,16 +76,25 @@ def data_convert(
     files: Annotated[list[Path], typer.Argument(help="Criteo-layout files, plain or .gz.")],
     out: Annotated[Path, typer.Option(help="Directory for <name>/part-*.parquet shards.")],
     on_bad_line: Annotated[str, typer.Option(help="skip (count and report) or fail.")] = "skip",
+    workers: Annotated[int | None, typer.Option(help="Parsing threads (default: the cores present).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Convert Criteo files into parquet shards, reporting malformed lines."""
-    from ctr.data.dataset import convert_file
-    from ctr.data.reader import ReadReport
+    import os
 
+    from ctr.data.dataset import convert_file
+    from ctr.data.reader import ReadReport, check_on_bad_line
+
+    check_on_bad_line(on_bad_line)
+    for path in files:
+        if not path.is_file():
+            raise InputError(f"no such file: {path}")
+        if (out / path.name.removesuffix(".gz")).exists():
+            raise InputError(f"{out / path.name.removesuffix('.gz')} already exists; remove it or choose another --out")
     report = ReadReport()
     for path in files:
         name = path.name.removesuffix(".gz")
-        convert_file(path, out / name, report, on_bad_line=on_bad_line)  # type: ignore[arg-type]
+        convert_file(path, out / name, report, on_bad_line=on_bad_line, workers=workers or os.cpu_count() or 1)  # type: ignore[arg-type]
     summary = report.to_dict()
     text = [f"rows read {report.rows_read}, kept {report.rows_kept}, bad {report.bad_total}"]
     text += [f"  {reason}: {n}" for reason, n in report.bad_lines.items() if n]
@@ -131,6 +140,13 @@ def train(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Override the experiment's seed.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 … (default: auto).")] = None,
+    nproc: Annotated[int, typer.Option(help="Data-parallel processes (DDP; one GPU each on cuda).")] = 1,
+    workers: Annotated[
+        int | None, typer.Option(help="Feed threads per process (default: CTR_TRAIN_WORKERS or cores - 1).")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Encoded shards (default: CTR_ENCODED_CACHE or DATA/.encoded).")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Train DCN / DCN-v2 and publish it as the next version of the model repository."""
@@ -148,6 +164,9 @@ def train(
         replay_days=parse_days(replay_days) if replay_days else None,
         seed=seed,
         device=device,
+        nproc=nproc,
+        workers=workers,
+        cache_dir=cache_dir,
     )
     version, candidate = train_and_publish(spec, ModelRepository(repo))
     m = candidate.metrics
@@ -161,11 +180,15 @@ def train(
         "parent_version": candidate.metadata["parent_version"],
         "config": candidate.metadata["experiment"]["name"],
         "seed": candidate.metadata["seed"],
+        "samples_per_second": candidate.metadata["samples_per_second"],
+        "seconds": candidate.metadata["seconds"],
     }
     bayes = f", Bayes AUC {m['bayes_auc']:.4f}" if m["bayes_auc"] is not None else ""
+    seconds = ", ".join(f"{k} {v:.1f} s" for k, v in payload["seconds"].items())  # type: ignore[attr-defined]
     text = (
         f"published version {version} ({spec.mode}, config {payload['config']}, seed {payload['seed']}): "
-        f"valid AUC {m['auc']:.4f}, log loss {m['logloss']:.4f}, calibration {m['calibration']:.3f}{bayes}"
+        f"valid AUC {m['auc']:.4f}, log loss {m['logloss']:.4f}, calibration {m['calibration']:.3f}{bayes}\n"
+        f"{payload['samples_per_second']:.0f} samples/s in epochs; {seconds}"
     )
     _emit(payload, as_json, text)
 

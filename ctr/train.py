@@ -14,27 +14,32 @@ when present, with bf16 autocast.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
+import json
 import logging
 import os
 import pickle
 import subprocess
+import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 
 from ctr.config import Experiment, load_experiment
-from ctr.data.dataset import DayShards, available_days, iter_days, truth_auc
+from ctr.data.dataset import DayShards, available_days, check_days, iter_days, truth_auc
+from ctr.data.encoded import CACHE_DIR_NAME, EncodedCache, check_cache_root
+from ctr.data.feed import Part, ShardFeed, default_workers
+from ctr.distributed import SINGLE, Rank, launch
 from ctr.errors import ArtifactError, InputError, first_line
 from ctr.export import export_serving_onnx
 from ctr.features import FeatureTransform
@@ -66,6 +71,9 @@ class TrainSpec:
     replay_days: Sequence[int] | None = None
     seed: int | None = None
     device: str | None = None
+    nproc: int = 1  # data-parallel processes (one GPU each on CUDA, gloo on CPU)
+    workers: int | None = None  # feed threads per process; None: ``CTR_TRAIN_WORKERS`` or cores - 1
+    cache_dir: Path | None = None  # encoded shards; None: ``CTR_ENCODED_CACHE`` or DATA/.encoded
 
 
 @dataclass
@@ -102,32 +110,11 @@ def pick_device(requested: str | None) -> torch.device:
 
 
 # ---------------------------------------------------------------- data path
-@dataclass(frozen=True)
-class _Source:
-    shard: Path
-    keep: float  # Bernoulli sampling rate for this shard (1.0 = every row)
-
-
-def _encoded(
-    source: _Source, transform: FeatureTransform, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    frame = pl.read_parquet(source.shard)
-    if source.keep < 1.0:
-        frame = frame.filter(pl.Series(rng.random(frame.height) < source.keep))
-    dense, ids = transform.transform_frame(frame)
-    return dense, ids, frame["label"].to_numpy().astype(np.float32)
-
-
-def _batches(
-    sources: Sequence[_Source], transform: FeatureTransform, batch_size: int, rng: np.random.Generator
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Shuffled mini-batches: shard order shuffled, rows shuffled within each shard."""
-    for k in rng.permutation(len(sources)):
-        dense, ids, y = _encoded(sources[k], transform, rng)
-        order = rng.permutation(y.size)
-        for start in range(0, y.size, batch_size):
-            sel = order[start : start + batch_size]
-            yield dense[sel], ids[sel], y[sel]
+def _encoded_parts(cache: EncodedCache, days: Sequence[DayShards], keep: float, workers: int, rank: Rank) -> list[Part]:
+    """This rank's share of the days' shards (every ``world``-th), encoded once."""
+    shards = [s for day in days for s in day.shards][rank.index :: rank.world]
+    encoded = cache.encode_all(shards, workers)
+    return [Part(encoded[s], keep) for s in shards]
 
 
 class _Throughput:
@@ -174,14 +161,34 @@ def score_day(
 ) -> dict[str, float | int | None]:
     """AUC, log loss, calibration and (generated data) Bayes AUC on one day."""
     y, p = predict(model, transform, shards, device)
-    bayes = truth_auc(shards, y)
+    return _day_metrics(y, p, shards)
+
+
+def _day_metrics(y: np.ndarray, p: np.ndarray, shards: DayShards) -> dict[str, float | int | None]:
     return {
         "auc": round(roc_auc(y, p), 6),
         "logloss": round(log_loss(y, p), 6),
         "calibration": round(calibration(y, p), 6),
-        "bayes_auc": bayes,
+        "bayes_auc": truth_auc(shards, y),
         "rows": int(y.size),
     }
+
+
+def _score_encoded(
+    model: nn.Module, parts: Sequence[Part], shards: DayShards, device: torch.device
+) -> dict[str, float | int | None]:
+    """``score_day`` from the day's encoded shards (same numbers, no transform pass)."""
+    model.eval()
+    labels, probs = [], []
+    with torch.no_grad(), _autocast(device):
+        for part in parts:
+            dense, ids, label = part.shard.load()
+            for start in range(0, label.size, EVAL_BATCH):
+                d = torch.from_numpy(dense[start : start + EVAL_BATCH]).to(device)
+                s = torch.from_numpy(ids[start : start + EVAL_BATCH]).to(device)
+                probs.append(torch.sigmoid(model(d, s).float()).squeeze(1).cpu().numpy())
+            labels.append(label)
+    return _day_metrics(np.concatenate(labels), np.concatenate(probs), shards)
 
 
 def _autocast(device: torch.device, cpu_precision: str = "fp32") -> torch.autocast:
@@ -198,66 +205,109 @@ def _native_bf16() -> bool:
     return native
 
 
-def _source_rows(sources: Sequence[_Source]) -> int:
-    """Rows the sources yield in one epoch (expected count for sampled shards), from parquet footers."""
-    return int(sum(pq.ParquetFile(s.shard).metadata.num_rows * s.keep for s in sources))
+def scaled_learning_rate(exp: Experiment, rate: float | None = None) -> float:
+    """``rate`` (default: the experiment's ``learning_rate``) at the experiment's batch size.
+
+    A learning rate is given for ``lr_reference_batch``; a larger batch takes fewer steps per
+    epoch, so the rule scales the rate by ``k = batch_size / lr_reference_batch``: ``none``
+    (×1), ``sqrt`` (×√k, the usual rule for Adam) or ``linear`` (×k, the rule for SGD).
+
+    >>> from ctr.config import load_experiment
+    >>> scaled_learning_rate(load_experiment("dcn_v2_gpu")) / load_experiment("dcn_v2_gpu").learning_rate
+    4.0
+    """
+    k = exp.batch_size / exp.lr_reference_batch
+    factor = {"none": 1.0, "sqrt": k**0.5, "linear": k}[exp.lr_scaling]
+    return (exp.learning_rate if rate is None else rate) * factor
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """Linear warm-up: ``(step + 1) / warmup_steps`` for the first ``warmup_steps`` steps, then 1."""
+    return 1.0 if step >= warmup_steps else (step + 1) / warmup_steps
 
 
 def _fit(
-    model: DCN,
-    transform: FeatureTransform,
-    sources: Sequence[_Source],
-    valid: DayShards,
+    model: nn.Module,
+    feed: ShardFeed,
+    valid: Sequence[Part],
+    valid_day: DayShards,
     exp: Experiment,
     epochs: int,
     lr: float,
     device: torch.device,
     rng: np.random.Generator,
+    rank: Rank,
 ) -> tuple[dict[str, float | int | None], float]:
-    """Train with early stopping on validation AUC; returns best metrics and samples/s."""
+    """Train with early stopping on validation AUC; returns best metrics and samples/s.
+
+    With several ranks ``model`` is the DDP wrapper; rank 0 validates and decides, the others
+    follow its decision (the best state is the same on every rank).
+    """
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=device.type == "cuda")
     loss_fn = nn.BCEWithLogitsLoss()
-    total = _source_rows(sources)
+    total = feed.expected_rows
     best: dict[str, float | int | None] | None = None
     best_state: dict[str, torch.Tensor] | None = None
-    stale, rates = 0, []
+    stale, rates, step = 0, [], 0
+    core = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     for epoch in range(1, epochs + 1):
         model.train()
         meter = _Throughput(epoch, total)
-        for dense, ids, y in _batches(sources, transform, exp.batch_size, rng):
-            d = torch.from_numpy(dense).to(device, non_blocking=True)
-            s = torch.from_numpy(ids).to(device, non_blocking=True)
-            t = torch.from_numpy(y).to(device, non_blocking=True).unsqueeze(1)
-            with _autocast(device, exp.cpu_precision):
-                loss = loss_fn(model(d, s).float(), t)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            meter.update(y.size)
-        rates.append(meter.rate)
-        metrics = score_day(model, transform, valid, device)
-        log.info(
-            "epoch %d: valid AUC %.4f, log loss %.4f, %.0f samples/s",
-            epoch,
-            metrics["auc"],
-            metrics["logloss"],
-            meter.rate,
-        )
-        if best is None or float(metrics["auc"]) > float(best["auc"]):  # type: ignore[arg-type]
-            best, best_state, stale = metrics, copy.deepcopy(model.state_dict()), 0
+        with model.join() if rank.world > 1 else contextlib.nullcontext():  # type: ignore[operator]  # DDP only
+            for dense, ids, y in feed.epoch(rng):
+                if exp.warmup_steps and step <= exp.warmup_steps:
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr * warmup_factor(step, exp.warmup_steps)
+                with _autocast(device, exp.cpu_precision):
+                    loss = loss_fn(model(dense, ids).float().squeeze(1), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                meter.update(y.shape[0])
+                step += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        rates.append(meter.rate * rank.world)
+        decision: list[object] = [None]
+        if rank.leader:
+            metrics = _score_encoded(core, valid, valid_day, device)
+            log.info(
+                "epoch %d: valid AUC %.4f, log loss %.4f, %.0f samples/s",
+                epoch,
+                metrics["auc"],
+                metrics["logloss"],
+                rates[-1],
+            )
+            improved = best is None or float(metrics["auc"] or 0) > float(best["auc"] or 0)
+            decision = [(metrics, improved)]
+        rank.broadcast(decision)
+        metrics, improved = decision[0]  # type: ignore[misc]  # set by the leader
+        if improved:
+            best, best_state, stale = metrics, copy.deepcopy(core.state_dict()), 0
         else:
             stale += 1
             if stale > exp.early_stopping_patience - 1:
-                log.info("early stop after epoch %d (best AUC %.4f)", epoch, best["auc"])
+                log.info("early stop after epoch %d (best AUC %.4f)", epoch, best["auc"])  # type: ignore[index]
                 break
     assert best is not None and best_state is not None
-    model.load_state_dict(best_state)
+    core.load_state_dict(best_state)
     return best, float(np.mean(rates))
 
 
 # ---------------------------------------------------------------- orchestration
-def _sources(days: Sequence[DayShards], keep: float) -> list[_Source]:
-    return [_Source(s, keep) for day in days for s in day.shards]
+def effective_min_count(exp: Experiment, rows: int) -> int:
+    """The vocabulary threshold for ``rows`` training rows.
+
+    ``min_count_per_million`` (when set) scales the threshold with the data — a value needs the
+    same frequency, not the same count, to get its own row — and ``min_count`` is its floor.
+
+    >>> from ctr.config import load_experiment
+    >>> [effective_min_count(load_experiment("dcn"), n) for n in (120_000, 600_000, 3_000_000)]
+    [8, 40, 200]
+    """
+    if exp.min_count_per_million is None:
+        return exp.min_count
+    return max(exp.min_count, round(exp.min_count_per_million * rows / 1_000_000))
 
 
 def _replay_rate(new: Sequence[DayShards], old: Sequence[DayShards], share: float) -> float:
@@ -294,31 +344,86 @@ def load_version(
 
 
 def train_candidate(spec: TrainSpec, repo: ModelRepository) -> Candidate:
-    """Train per ``spec`` and stage (not publish) the result in ``repo``."""
+    """Train per ``spec`` and stage (not publish) the result in ``repo``.
+
+    Checks what the run needs before any work: the days, the experiment, a writable encoded
+    cache, the process count. With ``spec.nproc > 1`` the run is data-parallel
+    (``ctr.distributed``) and rank 0 stages the candidate.
+    """
     if spec.valid_day in spec.train_days:
         raise InputError(f"validation day {spec.valid_day} is also a training day")
     if not spec.train_days:
         raise InputError("no training days given")
     exp = load_experiment(spec.experiment, seed=spec.seed)
-    device = pick_device(spec.device)
+    if spec.nproc < 1 or exp.batch_size % spec.nproc:
+        raise InputError(f"--nproc must be >= 1 and divide the batch size {exp.batch_size}, got {spec.nproc}")
+    if spec.mode not in ("full", "incremental"):
+        raise InputError(f"--mode must be full or incremental, got {spec.mode!r}")
+    days = [*spec.train_days, spec.valid_day, *(spec.replay_days or [])]
+    check_days(spec.data_dir, days)
+    check_cache_root(_cache_root(spec))
+    if spec.nproc == 1:
+        candidate = _train(spec, repo, SINGLE)
+        assert candidate is not None
+        return candidate
+    with tempfile.TemporaryDirectory(prefix="ctr-train-") as tmp:
+        out = Path(tmp) / "candidate.json"
+        launch(_train_rank, spec.nproc, pick_device(spec.device), spec, repo, out)
+        result = json.loads(out.read_text())
+    return Candidate(Path(result["staged"]), result["metadata"], result["metrics"])
+
+
+def _train_rank(rank: Rank, spec: TrainSpec, repo: ModelRepository, out: Path) -> None:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // rank.world))
+    candidate = _train(spec, repo, rank)
+    if candidate is not None:
+        out.write_text(json.dumps({"staged": str(candidate.staged), **asdict(candidate)}, default=str))
+
+
+def _cache_root(spec: TrainSpec) -> Path:
+    if spec.cache_dir is not None:
+        return spec.cache_dir
+    if env := os.environ.get("CTR_ENCODED_CACHE"):
+        return Path(env)
+    return spec.data_dir / CACHE_DIR_NAME
+
+
+def _train(spec: TrainSpec, repo: ModelRepository, rank: Rank) -> Candidate | None:
+    """One rank's run; returns the staged candidate on rank 0, None on the others."""
+    exp = load_experiment(spec.experiment, seed=spec.seed)
+    device = rank.device(pick_device(spec.device))
+    workers = default_workers() if spec.workers is None else spec.workers
     torch.manual_seed(exp.seed)
-    rng = np.random.default_rng(exp.seed)
+    rng = np.random.default_rng([exp.seed, rank.index])
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
     train = list(iter_days(spec.data_dir, spec.train_days))
     (valid,) = iter_days(spec.data_dir, [spec.valid_day])
     parent: int | None = None
     growth: list[int] = []
     replay_days: list[int] = []
+    replay: list[DayShards] = []
+    rate = 0.0
+    box: list[object] = [None]
     if spec.mode == "full":
-        transform = FeatureTransform.fit(pl.concat([d.scan() for d in train]), exp.min_count)
-        model = DCN(exp.model, transform.sizes.tolist()).to(device)
-        sources = _sources(train, 1.0)
-        epochs, lr = exp.epochs, exp.learning_rate
-    elif spec.mode == "incremental":
+        if rank.leader:
+            min_count = effective_min_count(exp, sum(d.rows for d in train))
+            box = [FeatureTransform.fit(pl.concat([d.scan() for d in train]), min_count)]
+        rank.broadcast(box)
+        transform = box[0]
+        assert isinstance(transform, FeatureTransform)
+        model = DCN(exp.model, transform.sizes.tolist())
+        epochs, lr = exp.epochs, scaled_learning_rate(exp)
+    else:
         parent = spec.base_version if spec.base_version is not None else repo.latest()
         if parent is None:
             raise InputError(f"incremental training needs a published base version; {repo.model_dir} has none")
-        model, base_transform, base_meta = load_version(repo, parent, device)
-        transform = base_transform.extend(pl.concat([d.scan() for d in train]), exp.incremental.min_count)
+        model, base_transform, base_meta = load_version(repo, parent)
+        if rank.leader:
+            box = [base_transform.extend(pl.concat([d.scan() for d in train]), exp.incremental.min_count)]
+        rank.broadcast(box)
+        transform = box[0]
+        assert isinstance(transform, FeatureTransform)
         growth = (transform.sizes - base_transform.sizes).tolist()
         model.grow(transform.sizes.tolist())
         exp = Experiment.from_dict({**exp.to_dict(), "model": base_meta["experiment"]["model"]})
@@ -329,23 +434,46 @@ def train_candidate(spec: TrainSpec, repo: ModelRepository) -> Candidate:
             replay_days = [d for d in available_days(spec.data_dir) if d < first and d != spec.valid_day]
         replay = list(iter_days(spec.data_dir, replay_days))
         rate = _replay_rate(train, replay, exp.incremental.replay_share)
-        sources = _sources(train, 1.0) + (_sources(replay, rate) if rate > 0 else [])
-        epochs, lr = exp.incremental.epochs, exp.incremental.learning_rate
-    else:
-        raise InputError(f"--mode must be full or incremental, got {spec.mode!r}")
+        epochs, lr = exp.incremental.epochs, scaled_learning_rate(exp, exp.incremental.learning_rate)
+    timings["transform"] = time.perf_counter() - clock
 
-    started = time.perf_counter()
-    metrics, rate = _fit(model, transform, sources, valid, exp, epochs, lr, device, rng)
-    seconds = time.perf_counter() - started
+    clock = time.perf_counter()
+    cache = EncodedCache(_cache_root(spec), transform)
+    parts = _encoded_parts(cache, train, 1.0, workers, rank)
+    if rate > 0:
+        parts += _encoded_parts(cache, replay, rate, workers, rank)
+    valid_parts = _encoded_parts(cache, [valid], 1.0, workers, SINGLE) if rank.leader else []
+    if rank.leader:
+        cache.prune()
+    timings["encode"] = time.perf_counter() - clock
+
+    model = model.to(device)
+    if exp.compile:
+        model.cross.compile()
+        model.deep.compile()
+    trained: nn.Module = model
+    if rank.world > 1:
+        trained = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    feed = ShardFeed(parts, exp.batch_size // rank.world, device, workers)
+    clock = time.perf_counter()
+    metrics, samples_per_s = _fit(trained, feed, valid_parts, valid, exp, epochs, lr, device, rng, rank)
+    timings["train"] = time.perf_counter() - clock
+    if not rank.leader:
+        return None
+
+    clock = time.perf_counter()
+    served = DCN(exp.model, transform.sizes.tolist())  # plain modules: the trained ones may be compiled
+    served.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
     staged = repo.stage()
     try:
-        export_serving_onnx(model.to("cpu"), transform, staged / "model.onnx", precision=exp.serving_precision)
-        torch.save(model.to("cpu").state_dict(), staged / WEIGHTS_FILE)
+        export_serving_onnx(served, transform, staged / "model.onnx", precision=exp.serving_precision)
+        torch.save(served.state_dict(), staged / WEIGHTS_FILE)
         transform.save(staged / TRANSFORM_DIR)
         _reference_sample(train, rng).write_parquet(staged / REFERENCE_FILE)
     except BaseException:
         repo.discard(staged)
         raise
+    timings["export"] = time.perf_counter() - clock
     metadata = {
         "model": repo.name,
         "created_at": datetime.now(UTC).isoformat(),
@@ -357,15 +485,19 @@ def train_candidate(spec: TrainSpec, repo: ModelRepository) -> Candidate:
             "train_days": list(spec.train_days),
             "valid_day": spec.valid_day,
             "replay_days": replay_days,
-            "train_rows": _source_rows(sources),
+            "train_rows": int(sum(p.expected_rows for p in parts)) * rank.world,
         },
         "vocabulary_growth": growth,
+        "min_count": transform.min_count if spec.mode == "full" else exp.incremental.min_count or transform.min_count,
         "experiment": exp.to_dict(),
+        "learning_rate": lr,
         "seed": exp.seed,
         "code_revision": code_revision(),
         "device": str(device),
-        "train_seconds": round(seconds, 2),
-        "samples_per_second": round(rate, 1),
+        "processes": rank.world,
+        "train_seconds": round(timings["train"], 2),
+        "seconds": {k: round(v, 2) for k, v in timings.items()},
+        "samples_per_second": round(samples_per_s, 1),
     }
     return Candidate(staged, metadata, metrics)
 

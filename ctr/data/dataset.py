@@ -12,7 +12,9 @@ import json
 import logging
 import os
 import shutil
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +22,15 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from ctr.data.reader import DEFAULT_CHUNK_BYTES, OnBadLine, ReadReport, iter_batches
+from ctr.data.reader import (
+    DEFAULT_CHUNK_BYTES,
+    OnBadLine,
+    ReadReport,
+    check_on_bad_line,
+    line_chunks,
+    record_bad_lines,
+    split_chunk,
+)
 from ctr.data.synth import TRUTH_SUFFIX
 from ctr.errors import InputError
 from ctr.metrics import roc_auc
@@ -60,23 +70,50 @@ def convert_file(
     *,
     on_bad_line: OnBadLine = "skip",
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    workers: int = 1,
 ) -> list[Path]:
     """Convert one Criteo file into parquet shards in ``dest`` (created atomically).
 
-    One shard per chunk, so memory stays bounded. ``dest`` must not exist yet; on any
-    failure nothing is left behind.
+    One shard per chunk (``part-NNNNN`` numbered by chunk; a chunk without good rows writes none),
+    so memory stays bounded by ``workers + 1`` chunks. The main thread reads and decompresses;
+    ``workers`` threads parse and write chunks (polars releases the GIL); the report is kept in
+    file order, so the shards and the report are the same for any ``workers``. ``dest`` must not
+    exist yet; on any failure nothing is left behind.
     """
+    check_on_bad_line(on_bad_line)
     if dest.exists():
         raise InputError(f"{dest} already exists; remove it or choose another --out")
     tmp = output_dir(dest.parent) / f".{dest.name}.part"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+
+    def convert_chunk(index: int, first: int, lines: list[str]) -> tuple[pl.DataFrame, int, Path | None]:
+        good, bad = split_chunk(lines, first)
+        if not good.height:
+            return bad, 0, None
+        shard = tmp / f"part-{index:05d}.parquet"
+        good.write_parquet(shard, compression="zstd", statistics=False)
+        return bad, good.height, dest / shard.name
+
+    shards: list[Path] = []
+
+    def settle(result: tuple[pl.DataFrame, int, Path | None]) -> None:
+        bad, kept, shard = result
+        report.rows_read += bad.height + kept
+        record_bad_lines(report, src, bad, on_bad_line)
+        report.rows_kept += kept
+        if shard is not None:
+            shards.append(shard)
+
     try:
-        shards = []
-        for i, frame in enumerate(iter_batches(src, report, on_bad_line=on_bad_line, chunk_bytes=chunk_bytes)):
-            shard = tmp / f"part-{i:05d}.parquet"
-            frame.write_parquet(shard, compression="zstd", statistics=False)
-            shards.append(dest / shard.name)
+        with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="ctr-convert") as pool:
+            pending: deque[Future[tuple[pl.DataFrame, int, Path | None]]] = deque()
+            for index, (first, lines) in enumerate(line_chunks(src, chunk_bytes)):
+                pending.append(pool.submit(convert_chunk, index, first, lines))
+                while len(pending) > max(workers, 1) or (pending and pending[0].done()):
+                    settle(pending.popleft().result())
+            while pending:
+                settle(pending.popleft().result())
         os.replace(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -156,11 +193,18 @@ def day_shards(data_dir: Path, day: int) -> DayShards:
     return DayShards(day, tuple(sorted(cache.glob("part-*.parquet"))), truth_path)
 
 
-def iter_days(data_dir: Path, days: Sequence[int]) -> Iterator[DayShards]:
-    """``day_shards`` for each day, failing before any work if one is missing."""
+def check_days(data_dir: Path, days: Sequence[int]) -> None:
+    """``InputError`` naming every day of ``days`` absent from ``data_dir`` (or the directory)."""
+    if not data_dir.is_dir():
+        raise InputError(f"data directory {data_dir} does not exist")
     missing = [d for d in days if not (data_dir / day_name(d)).exists() and _text_source(data_dir, d) is None]
     if missing:
         raise InputError(f"day(s) {', '.join(map(str, missing))} not found in {data_dir}")
+
+
+def iter_days(data_dir: Path, days: Sequence[int]) -> Iterator[DayShards]:
+    """``day_shards`` for each day, failing before any work if one is missing."""
+    check_days(data_dir, days)
     for d in days:
         yield day_shards(data_dir, d)
 

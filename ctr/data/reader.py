@@ -163,6 +163,44 @@ def _parse_lines(lines: list[str], first_line: int) -> pl.DataFrame:
     )
 
 
+def record_bad_lines(report: ReadReport, path: Path, bad: pl.DataFrame, on_bad_line: OnBadLine) -> None:
+    """Count ``bad`` (rows of a parsed chunk with a ``_reason``) in ``report``; with
+    ``on_bad_line == "fail"`` raise ``DataFormatError`` for the first of them."""
+    if not bad.height:
+        return
+    for reason, count in bad.group_by("_reason").len().iter_rows():
+        report.bad_lines[reason] += count
+    room = MAX_EXAMPLES - len(report.examples)
+    for line_no, reason, text in bad.head(max(room, 0)).select("_line", "_reason", "raw").iter_rows():
+        report.examples.append(BadLine(str(path), line_no, reason, text[:80]))
+    if on_bad_line == "fail":
+        first = bad.row(0, named=True)
+        example = BadLine(str(path), first["_line"], first["_reason"], first["raw"][:80])
+        raise DataFormatError(f"malformed line {example.describe()}")
+
+
+def split_chunk(lines: list[str], first_line: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Parse whole lines numbered from ``first_line``: (good rows in ``SCHEMA``, bad rows with
+    ``_line``, ``_reason`` and ``raw``)."""
+    frame = _parse_lines(lines, first_line)
+    bad = frame.filter(pl.col("_reason").is_not_null()).select("_line", "_reason", "raw")
+    return frame.filter(pl.col("_reason").is_null()).select(list(SCHEMA)), bad
+
+
+def check_on_bad_line(on_bad_line: str) -> None:
+    if on_bad_line not in ("skip", "fail"):
+        raise InputError(f"--on-bad-line must be skip or fail, got {on_bad_line!r}")
+
+
+def line_chunks(path: Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[tuple[int, list[str]]]:
+    """``(first line number, whole lines)`` of ``path`` (plain or gzip), about ``chunk_bytes`` each."""
+    next_line = 1
+    with open_maybe_gzip(path) as stream:
+        for lines in _line_chunks(stream, chunk_bytes):
+            yield next_line, lines
+            next_line += len(lines)
+
+
 def iter_batches(
     path: Path,
     report: ReadReport,
@@ -175,26 +213,11 @@ def iter_batches(
     Raises ``InputError`` if the file is missing, ``DataFormatError`` on the first bad line
     when ``on_bad_line == "fail"``.
     """
-    if on_bad_line not in ("skip", "fail"):
-        raise InputError(f"--on-bad-line must be skip or fail, got {on_bad_line!r}")
-    next_line = 1
-    with open_maybe_gzip(path) as stream:
-        for lines in _line_chunks(stream, chunk_bytes):
-            frame = _parse_lines(lines, next_line)
-            next_line += len(lines)
-            report.rows_read += frame.height
-            bad = frame.filter(pl.col("_reason").is_not_null())
-            if bad.height:
-                for reason, count in bad.group_by("_reason").len().iter_rows():
-                    report.bad_lines[reason] += count
-                room = MAX_EXAMPLES - len(report.examples)
-                for line_no, reason, text in bad.head(max(room, 0)).select("_line", "_reason", "raw").iter_rows():
-                    report.examples.append(BadLine(str(path), line_no, reason, text[:80]))
-                if on_bad_line == "fail":
-                    first = bad.row(0, named=True)
-                    example = BadLine(str(path), first["_line"], first["_reason"], first["raw"][:80])
-                    raise DataFormatError(f"malformed line {example.describe()}")
-            good = frame.filter(pl.col("_reason").is_null()).select(list(SCHEMA))
-            report.rows_kept += good.height
-            if good.height:
-                yield good
+    check_on_bad_line(on_bad_line)
+    for first, lines in line_chunks(path, chunk_bytes):
+        good, bad = split_chunk(lines, first)
+        report.rows_read += good.height + bad.height
+        record_bad_lines(report, path, bad, on_bad_line)
+        report.rows_kept += good.height
+        if good.height:
+            yield good
