@@ -9,6 +9,16 @@ Speed (``--speed``, GPU): DCN-v2 with the Criteo 1TB cardinalities capped at 2^2
 AMP (bf16), batch 16k-64k, end to end: encoded shards on disk → reader thread → pinned
 host memory → GPU → step. Also the same step with batches already on the GPU.
 
+Product (``--product DATA``, the headline): ``ctr train`` itself — ``train_candidate``, the
+function the CLI calls — end to end from ``ctr data convert`` output (transform fit, encoding,
+epochs, validation, export), twice (encoded cache cold, then warm), with the GPU's utilisation
+sampled by ``nvidia-smi``; then, as an upper bound named as such, the lower-level loop of
+``--speed`` (pinned arrays → GPU → step, no validation) on the very same encoded shards and
+model sizes.
+
+Versus DeepCTR-Torch (``--versus-deepctr DATA``, CPU): both from the same converted parquet
+days, each with its own preprocessing, one epoch, wall time and test AUC.
+
 Prints a JSON line per measurement and writes them all to ``--out``. Needs only numpy,
 polars, torch, pyyaml (and deepctr-torch + scikit-learn for the comparison).
 """
@@ -16,9 +26,12 @@ polars, torch, pyyaml (and deepctr-torch + scikit-learn for the comparison).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import queue
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -302,9 +315,9 @@ def pinned_batches(paths: list[Path], batch: int, depth: int = 4) -> queue.Queue
     return q
 
 
-def make_step(model: DCN) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]:
+def make_step(model: DCN, lr: float = 1e-3) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]:
     """One AMP (bf16) training step with fused dense Adam."""
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     loss_fn = nn.BCEWithLogitsLoss()
 
     def step(d: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> None:
@@ -376,6 +389,234 @@ def speed(args: argparse.Namespace, device: torch.device) -> None:
             torch.cuda.empty_cache()
 
 
+# ------------------------------------------------------------------ product: ctr train itself
+class GpuUtilisation:
+    """``nvidia-smi`` sampling GPU 0's utilisation every 250 ms while the block runs."""
+
+    def __enter__(self) -> GpuUtilisation:
+        self.proc = subprocess.Popen(
+            ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "250"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=10)
+        self.samples = [int(x) for x in out.split() if x.strip().isdigit()]
+
+    def summary(self) -> dict[str, object]:
+        s = np.array(self.samples or [0])
+        return {"gpu_util_mean": round(float(s.mean()), 1), "gpu_util_p50": float(np.median(s)), "samples": s.size}
+
+
+def _user_experiment(base: str, overrides: dict[str, object], workdir: Path) -> str:
+    """``FILE#NAME``: the packaged experiment ``base`` with ``overrides``, as a user file."""
+    import yaml
+
+    from ctr.config import BUILTIN
+
+    blocks = yaml.safe_load((Path(__file__).parents[1] / "ctr" / "configs" / BUILTIN).read_text())
+    merged = {**(blocks.get(base) or {}), **overrides}
+    if "<<" in merged:
+        merged = {**merged.pop("<<"), **merged}
+    path = workdir / f"{base}-bench.yaml"
+    path.write_text(yaml.safe_dump({"Base": blocks["Base"], base: merged}))
+    return f"{path}#{base}"
+
+
+def product(args: argparse.Namespace, device: torch.device) -> None:
+    from ctr.data.dataset import day_shards, parse_days
+    from ctr.data.encoded import EncodedCache
+    from ctr.features import FeatureTransform
+    from ctr.repository import ModelRepository
+    from ctr.train import TrainSpec, scaled_learning_rate, train_candidate
+
+    data, work = Path(args.product), Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    train_days, valid_day = parse_days(args.train_days), args.valid_day
+    cache_dir = work / "encoded"
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    repo = ModelRepository(work / "repo")
+    for config in args.product_configs.split(","):
+        base, _, extra = config.partition("+")
+        experiment = _user_experiment(base, {"compile": True}, work) if extra == "compile" else base
+        transform = None
+        for run in ("cold cache", "warm cache"):
+            spec = TrainSpec(
+                data, train_days, valid_day, experiment=experiment, device=str(device), cache_dir=cache_dir
+            )
+            util = GpuUtilisation() if device.type == "cuda" else contextlib.nullcontext()
+            t0 = time.perf_counter()
+            with util:
+                candidate = train_candidate(spec, repo)
+            wall = time.perf_counter() - t0
+            meta = candidate.metadata
+            rows = meta["data"]["train_rows"]
+            epochs_run = len(meta.get("epoch_samples_per_second", [])) or meta["experiment"]["epochs"]
+            record(
+                kind="product",
+                command=f"ctr train --config {config} --device {device}",
+                run=run,
+                train_rows=rows,
+                epochs=epochs_run,
+                wall_seconds=round(wall, 2),
+                seconds=meta["seconds"],
+                samples_per_s_in_epochs=meta["samples_per_second"],
+                epoch_samples_per_s=meta.get("epoch_samples_per_second"),
+                samples_per_s_wall=round(rows * epochs_run / wall),
+                auc=meta["metrics"]["auc"],
+                auc_by_epoch=meta.get("auc_by_epoch"),
+                bayes_auc=meta["metrics"]["bayes_auc"],
+                batch_size=meta["experiment"]["batch_size"],
+                learning_rate=meta["learning_rate"],
+                machine=machine(),
+                **(util.summary() if isinstance(util, GpuUtilisation) else {}),
+            )
+            transform = FeatureTransform.load(candidate.staged / "transform")
+            repo.discard(candidate.staged)
+        if device.type != "cuda" or transform is None:
+            continue
+        # upper bound: the lower-level loop on the same encoded shards, sizes and batch
+        exp = load_experiment(experiment)
+        cache = EncodedCache(cache_dir, transform)
+        shards = [s for d in train_days for s in day_shards(data, d).shards]
+        arrays = [cache.lookup(s) for s in shards]
+        torch.manual_seed(0)
+        model = DCN(exp.model, transform.sizes.tolist()).to(device)
+        if exp.compile:
+            model.cross.compile()
+            model.deep.compile()
+        step = make_step(model, scaled_learning_rate(exp))
+        q = pinned_encoded(arrays, exp.batch_size)
+        seen, t0, i, warm = 0, None, 0, 10
+        while (item := q.get()) is not None:
+            d, s, t = (x.to(device, non_blocking=True) for x in item)
+            step(d, s, t.float())
+            i += 1
+            if i == warm:
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+            elif i > warm:
+                seen += int(t.shape[0])
+        torch.cuda.synchronize()
+        record(
+            kind="upper_bound",
+            what="lower-level loop (encoded arrays in pinned memory → GPU → step; no validation)",
+            config=config,
+            batch_size=exp.batch_size,
+            samples_per_s=round(seen / (time.perf_counter() - t0)),
+            machine=machine(),
+        )
+        del model, step
+        torch.cuda.empty_cache()
+
+
+def pinned_encoded(shards: list[object], batch: int, depth: int = 4) -> queue.Queue[tuple[torch.Tensor, ...] | None]:
+    """A reader thread: encoded shards → pinned tensors, one batch per queue item (shuffled rows)."""
+    q: queue.Queue[tuple[torch.Tensor, ...] | None] = queue.Queue(maxsize=depth)
+
+    def run() -> None:
+        rng = np.random.default_rng(0)
+        for shard in shards:
+            dense, ids, label = shard.load()  # type: ignore[attr-defined]
+            order = rng.permutation(label.size)
+            dense, ids, label = (torch.from_numpy(np.take(a, order, axis=0)).pin_memory() for a in (dense, ids, label))
+            for start in range(0, label.shape[0], batch):
+                q.put((dense[start : start + batch], ids[start : start + batch], label[start : start + batch]))
+        q.put(None)
+
+    threading.Thread(target=run, daemon=True).start()
+    return q
+
+
+def versus_deepctr(args: argparse.Namespace) -> None:
+    """``ctr train`` vs DeepCTR-Torch's DCN on CPU, each from the same parquet days with its own
+    preprocessing (DeepCTR-Torch: its README's Criteo recipe — LabelEncoder per categorical
+    column fitted on train + test rows, MinMaxScaler on the integers), 1 epoch, batch 4096."""
+    import pandas as pd
+    from deepctr_torch.inputs import DenseFeat, SparseFeat
+    from deepctr_torch.models import DCN as DeepCtrDCN
+    from sklearn.preprocessing import LabelEncoder, MinMaxScaler
+
+    from ctr.data.dataset import day_shards, parse_days
+    from ctr.repository import ModelRepository
+    from ctr.train import TrainSpec, train_candidate
+
+    data, work = Path(args.versus_deepctr), Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    train_days, test_day = parse_days(args.train_days), args.valid_day
+    for precision in args.cpu_precisions.split(","):
+        for run in range(args.repeats):
+            cache = work / f"encoded-{precision}-{run}"
+            shutil.rmtree(cache, ignore_errors=True)
+            experiment = _user_experiment(args.deepctr_config, {"epochs": 1, "cpu_precision": precision}, work)
+            t0 = time.perf_counter()
+            spec = TrainSpec(data, train_days, test_day, experiment=experiment, device="cpu", cache_dir=cache)
+            candidate = train_candidate(spec, ModelRepository(work / "repo"))
+            ours = time.perf_counter() - t0
+            ModelRepository(work / "repo").discard(candidate.staged)
+            record(
+                kind="versus_deepctr",
+                impl="ctr train",
+                config=args.deepctr_config,
+                cpu_precision=precision,
+                wall_seconds=round(ours, 2),
+                seconds=candidate.metadata["seconds"],
+                auc=candidate.metrics["auc"],
+                min_count=candidate.metadata["min_count"],
+                train_rows=candidate.metadata["data"]["train_rows"],
+                machine=machine(),
+            )
+    exp = load_experiment(args.deepctr_config)
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        frames = {
+            part: pl.concat([pl.read_parquet(s) for d in days for s in day_shards(data, d).shards]).to_pandas()
+            for part, days in (("train", train_days), ("test", [test_day]))
+        }
+        train_df, test_df = frames["train"], frames["test"]
+        both = pd.concat([train_df, test_df])
+        for c in SPARSE_COLUMNS:
+            both[c] = LabelEncoder().fit_transform(both[c].fillna(-1).astype("int64"))
+        both[list(DENSE_COLUMNS)] = MinMaxScaler((0, 1)).fit_transform(both[list(DENSE_COLUMNS)].fillna(0))
+        train_df, test_df = both.iloc[: len(train_df)], both.iloc[len(train_df) :]
+        columns = [
+            SparseFeat(c, vocabulary_size=int(both[c].max()) + 1, embedding_dim=exp.model.embedding_dim)
+            for c in SPARSE_COLUMNS
+        ] + [DenseFeat(c, 1) for c in DENSE_COLUMNS]
+        prep = time.perf_counter() - t0
+        torch.manual_seed(args.seed)
+        model = DeepCtrDCN(
+            columns,
+            columns,
+            cross_num=exp.model.cross_layers,
+            cross_parameterization="vector" if exp.model.cross_type == "vector" else "matrix",
+            dnn_hidden_units=exp.model.mlp,
+            dnn_dropout=exp.model.dropout,
+            seed=args.seed,
+            device="cpu",
+        )
+        model.compile(torch.optim.Adam(model.parameters(), lr=exp.learning_rate), "binary_crossentropy")
+        names = [*SPARSE_COLUMNS, *DENSE_COLUMNS]
+        model.fit(
+            {c: train_df[c].values for c in names}, train_df["label"].values, batch_size=4096, epochs=1, verbose=0
+        )
+        p = model.predict({c: test_df[c].values for c in names}, batch_size=65536).reshape(-1)
+        wall = time.perf_counter() - t0
+        record(
+            kind="versus_deepctr",
+            impl="deepctr-torch",
+            config=args.deepctr_config,
+            wall_seconds=round(wall, 2),
+            preprocessing_seconds=round(prep, 2),
+            auc=round(roc_auc(test_df["label"].values, p), 6),
+            train_rows=len(train_df),
+            machine=machine(),
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--days", type=int, default=7)
@@ -393,9 +634,24 @@ def main() -> None:
     ap.add_argument("--speed-rows", type=int, default=24 << 20)
     ap.add_argument("--workdir", default="/tmp/ctr-bench-shards")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--product", metavar="DATA", help="time ctr train on converted days in DATA (headline)")
+    ap.add_argument("--product-configs", default="dcn_v2_gpu,dcn_v2_gpu+compile")
+    ap.add_argument("--train-days", default="0-2")
+    ap.add_argument("--valid-day", type=int, default=3)
+    ap.add_argument("--versus-deepctr", metavar="DATA", help="ctr train vs DeepCTR-Torch on CPU from DATA")
+    ap.add_argument("--deepctr-config", default="dcn")
+    ap.add_argument("--cpu-precisions", default="fp32,bf16")
+    ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--out", default="bench-train.json")
     args = ap.parse_args()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.product or args.versus_deepctr:
+        if args.product:
+            product(args, device)
+        if args.versus_deepctr:
+            versus_deepctr(args)
+        Path(args.out).write_text(json.dumps(RESULTS, indent=2) + "\n")
+        return
     if not args.no_quality:
         quality(args, device)
     if args.speed:

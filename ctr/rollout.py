@@ -123,7 +123,6 @@ class RolloutStatus:
         }
 
 
-
 def kubernetes_api(kubeconfig: Path | None = None, context: str | None = None) -> CoreV1Api:
     """A ``CoreV1Api`` on its own configuration (the client's global default is left alone).
 

@@ -237,8 +237,9 @@ def _fit(
     device: torch.device,
     rng: np.random.Generator,
     rank: Rank,
-) -> tuple[dict[str, float | int | None], float]:
-    """Train with early stopping on validation AUC; returns best metrics and samples/s.
+) -> tuple[dict[str, float | int | None], list[float], list[float]]:
+    """Train with early stopping on validation AUC; returns the best epoch's metrics, and each
+    epoch's samples/s (all ranks) and validation AUC.
 
     With several ranks ``model`` is the DDP wrapper; rank 0 validates and decides, the others
     follow its decision (the best state is the same on every rank).
@@ -248,7 +249,9 @@ def _fit(
     total = feed.expected_rows
     best: dict[str, float | int | None] | None = None
     best_state: dict[str, torch.Tensor] | None = None
-    stale, rates, step = 0, [], 0
+    stale, step = 0, 0
+    rates: list[float] = []
+    aucs: list[float] = []
     core = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     for epoch in range(1, epochs + 1):
         model.train()
@@ -282,6 +285,7 @@ def _fit(
             decision = [(metrics, improved)]
         rank.broadcast(decision)
         metrics, improved = decision[0]  # type: ignore[misc]  # set by the leader
+        aucs.append(float(metrics["auc"]))
         if improved:
             best, best_state, stale = metrics, copy.deepcopy(core.state_dict()), 0
         else:
@@ -291,7 +295,7 @@ def _fit(
                 break
     assert best is not None and best_state is not None
     core.load_state_dict(best_state)
-    return best, float(np.mean(rates))
+    return best, rates, aucs
 
 
 # ---------------------------------------------------------------- orchestration
@@ -456,7 +460,7 @@ def _train(spec: TrainSpec, repo: ModelRepository, rank: Rank) -> Candidate | No
         trained = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     feed = ShardFeed(parts, exp.batch_size // rank.world, device, workers)
     clock = time.perf_counter()
-    metrics, samples_per_s = _fit(trained, feed, valid_parts, valid, exp, epochs, lr, device, rng, rank)
+    metrics, rates, aucs = _fit(trained, feed, valid_parts, valid, exp, epochs, lr, device, rng, rank)
     timings["train"] = time.perf_counter() - clock
     if not rank.leader:
         return None
@@ -497,7 +501,9 @@ def _train(spec: TrainSpec, repo: ModelRepository, rank: Rank) -> Candidate | No
         "processes": rank.world,
         "train_seconds": round(timings["train"], 2),
         "seconds": {k: round(v, 2) for k, v in timings.items()},
-        "samples_per_second": round(samples_per_s, 1),
+        "samples_per_second": round(float(np.mean(rates)), 1),
+        "epoch_samples_per_second": [round(r, 1) for r in rates],
+        "auc_by_epoch": aucs,
     }
     return Candidate(staged, metadata, metrics)
 

@@ -87,8 +87,8 @@ def convert_file(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
 
-    def convert_chunk(index: int, first: int, lines: list[str]) -> tuple[pl.DataFrame, int, Path | None]:
-        good, bad = split_chunk(lines, first)
+    def convert_chunk(index: int, first: int, block: str) -> tuple[pl.DataFrame, int, Path | None]:
+        good, bad = split_chunk(block, first)
         if not good.height:
             return bad, 0, None
         shard = tmp / f"part-{index:05d}.parquet"
@@ -108,8 +108,8 @@ def convert_file(
     try:
         with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="ctr-convert") as pool:
             pending: deque[Future[tuple[pl.DataFrame, int, Path | None]]] = deque()
-            for index, (first, lines) in enumerate(line_chunks(src, chunk_bytes)):
-                pending.append(pool.submit(convert_chunk, index, first, lines))
+            for index, (first, block) in enumerate(line_chunks(src, chunk_bytes)):
+                pending.append(pool.submit(convert_chunk, index, first, block))
                 while len(pending) > max(workers, 1) or (pending and pending[0].done()):
                     settle(pending.popleft().result())
             while pending:

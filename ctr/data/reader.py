@@ -97,8 +97,9 @@ def open_maybe_gzip(path: Path) -> BinaryIO:
     return open(path, "rb")
 
 
-def _line_chunks(stream: BinaryIO, chunk_bytes: int) -> Iterator[list[str]]:
-    """Yield lists of whole lines (newline stripped, ``\\r`` kept), about ``chunk_bytes`` each."""
+def _line_chunks(stream: BinaryIO, chunk_bytes: int) -> Iterator[str]:
+    """Yield blocks of whole lines (joined by ``\\n``, no final newline, ``\\r`` kept), about
+    ``chunk_bytes`` each. Splitting into lines is left to polars (no Python list of lines)."""
     rest = b""
     while True:
         block = stream.read(chunk_bytes)
@@ -110,13 +111,14 @@ def _line_chunks(stream: BinaryIO, chunk_bytes: int) -> Iterator[list[str]]:
             rest = data
             continue
         rest = data[cut + 1 :]
-        yield data[:cut].decode("utf-8", errors="replace").split("\n")
+        yield data[:cut].decode("utf-8", errors="replace")
     if rest:
-        yield rest.decode("utf-8", errors="replace").split("\n")
+        yield rest.decode("utf-8", errors="replace")
 
 
-def _parse_lines(lines: list[str], first_line: int) -> pl.DataFrame:
-    """Split and validate lines; returns typed columns plus ``_line`` and ``_reason``."""
+def _parse_lines(block: str, first_line: int) -> pl.DataFrame:
+    """Split a block into lines and validate them; returns typed columns plus ``_line`` and
+    ``_reason`` (the work runs in polars, outside the GIL)."""
     raw = pl.col("raw")
     fields = [pl.col(f) for f in _FIELDS]
     dense_fields, sparse_fields = fields[1 : 1 + len(DENSE_COLUMNS)], fields[1 + len(DENSE_COLUMNS) :]
@@ -131,7 +133,8 @@ def _parse_lines(lines: list[str], first_line: int) -> pl.DataFrame:
     bad_int = pl.any_horizontal([(f != "") & d.is_null() for f, d in zip(dense_fields, dense, strict=True)])
     bad_cat = pl.any_horizontal([(f != "") & ~f.str.contains(_HEX32) for f in sparse_fields])
     return (
-        pl.LazyFrame({"raw": lines}, schema={"raw": pl.String})
+        pl.LazyFrame({"raw": [block]}, schema={"raw": pl.String})
+        .select(raw.str.split("\n").explode())
         .with_columns(
             raw.str.strip_suffix("\r"),
             pl.int_range(first_line, first_line + pl.len(), dtype=pl.Int64).alias("_line"),
@@ -179,10 +182,10 @@ def record_bad_lines(report: ReadReport, path: Path, bad: pl.DataFrame, on_bad_l
         raise DataFormatError(f"malformed line {example.describe()}")
 
 
-def split_chunk(lines: list[str], first_line: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Parse whole lines numbered from ``first_line``: (good rows in ``SCHEMA``, bad rows with
-    ``_line``, ``_reason`` and ``raw``)."""
-    frame = _parse_lines(lines, first_line)
+def split_chunk(block: str, first_line: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Parse a block of whole lines numbered from ``first_line``: (good rows in ``SCHEMA``, bad
+    rows with ``_line``, ``_reason`` and ``raw``)."""
+    frame = _parse_lines(block, first_line)
     bad = frame.filter(pl.col("_reason").is_not_null()).select("_line", "_reason", "raw")
     return frame.filter(pl.col("_reason").is_null()).select(list(SCHEMA)), bad
 
@@ -192,13 +195,14 @@ def check_on_bad_line(on_bad_line: str) -> None:
         raise InputError(f"--on-bad-line must be skip or fail, got {on_bad_line!r}")
 
 
-def line_chunks(path: Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[tuple[int, list[str]]]:
-    """``(first line number, whole lines)`` of ``path`` (plain or gzip), about ``chunk_bytes`` each."""
+def line_chunks(path: Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[tuple[int, str]]:
+    """``(first line number, block of whole lines)`` of ``path`` (plain or gzip), about
+    ``chunk_bytes`` each."""
     next_line = 1
     with open_maybe_gzip(path) as stream:
-        for lines in _line_chunks(stream, chunk_bytes):
-            yield next_line, lines
-            next_line += len(lines)
+        for block in _line_chunks(stream, chunk_bytes):
+            yield next_line, block
+            next_line += block.count("\n") + 1
 
 
 def iter_batches(
