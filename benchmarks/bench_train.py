@@ -391,24 +391,35 @@ def speed(args: argparse.Namespace, device: torch.device) -> None:
 
 # ------------------------------------------------------------------ product: ctr train itself
 class GpuUtilisation:
-    """``nvidia-smi`` sampling GPU 0's utilisation every 250 ms while the block runs."""
+    """``nvidia-smi`` sampling GPU 0's utilisation every 100 ms while the block runs; each sample
+    is stamped on arrival, so a phase of the run (the epochs) can be cut out of it."""
 
     def __enter__(self) -> GpuUtilisation:
+        self.samples: list[tuple[float, int]] = []
         self.proc = subprocess.Popen(
-            ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "250"],
+            ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "100"],
             stdout=subprocess.PIPE,
             text=True,
         )
+
+        def read() -> None:
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:
+                if line.strip().isdigit():
+                    self.samples.append((time.perf_counter(), int(line)))
+
+        self.reader = threading.Thread(target=read, daemon=True)
+        self.reader.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.proc.terminate()
-        out, _ = self.proc.communicate(timeout=10)
-        self.samples = [int(x) for x in out.split() if x.strip().isdigit()]
+        self.proc.wait(timeout=10)
+        self.reader.join(timeout=10)
 
-    def summary(self) -> dict[str, object]:
-        s = np.array(self.samples or [0])
-        return {"gpu_util_mean": round(float(s.mean()), 1), "gpu_util_p50": float(np.median(s)), "samples": s.size}
+    def summary(self, start: float = 0.0, stop: float = float("inf")) -> dict[str, object]:
+        s = np.array([u for t, u in self.samples if start <= t <= stop] or [0])
+        return {"gpu_util_mean": round(float(s.mean()), 1), "gpu_util_p50": float(np.median(s)), "samples": int(s.size)}
 
 
 def _user_experiment(base: str, overrides: dict[str, object], workdir: Path) -> str:
@@ -453,6 +464,16 @@ def product(args: argparse.Namespace, device: torch.device) -> None:
                 candidate = train_candidate(spec, repo)
             wall = time.perf_counter() - t0
             meta = candidate.metadata
+            phases = meta["seconds"]
+            train_start = t0 + phases["transform"] + phases["encode"]
+            util_fields = (
+                {
+                    **{f"whole_run_{k}": v for k, v in util.summary().items()},
+                    **{f"epochs_{k}": v for k, v in util.summary(train_start, train_start + phases["train"]).items()},
+                }
+                if isinstance(util, GpuUtilisation)
+                else {}
+            )
             rows = meta["data"]["train_rows"]
             epochs_run = len(meta.get("epoch_samples_per_second", [])) or meta["experiment"]["epochs"]
             record(
@@ -472,7 +493,7 @@ def product(args: argparse.Namespace, device: torch.device) -> None:
                 batch_size=meta["experiment"]["batch_size"],
                 learning_rate=meta["learning_rate"],
                 machine=machine(),
-                **(util.summary() if isinstance(util, GpuUtilisation) else {}),
+                **util_fields,
             )
             transform = FeatureTransform.load(candidate.staged / "transform")
             repo.discard(candidate.staged)
