@@ -5,9 +5,9 @@ sqrt(16) with a 20-step linear warm-up) and two other scaling rules, on the 7 ×
 0-5 train, day 6 validates and is the day the AUC is reported on; best of the same 3 epochs for
 every run).
 
-Min count: ``dcn`` with its vocabulary threshold scaled by the rows (66.7 per million, floor 5)
-against the fixed 200 it used to have, on 2 × 60k, 2 × 300k and 6 × 500k training rows; the gap
-to the Bayes AUC (the AUC of the true click probabilities on the same day).
+Min count: ``dcn`` with vocabulary thresholds 2, 10, 50, 200 and 500 on 2 × 60k, 2 × 300k and
+6 × 500k training rows; the gap to the Bayes AUC (the AUC of the true click probabilities on the
+same day).
 
     python benchmarks/bench_train_rules.py --device cuda --out train-rules.json
 """
@@ -30,8 +30,14 @@ LARGE_BATCH = [
     ("dcn_v2_gpu", {}),
     ("dcn_v2_gpu", {"lr_scaling": "linear"}),
     ("dcn_v2_gpu", {"lr_scaling": "none", "warmup_steps": 0}),
+    ("dcn_v2_gpu", {"warmup_steps": 0}),
+    ("dcn_v2_gpu", {"warmup_steps": 50}),
+    ("dcn_v2_gpu", {"learning_rate": 0.002}),
+    ("dcn_v2_gpu", {"batch_size": 32768}),
+    ("dcn_v2_gpu", {"epochs": 5}),
+    ("dcn_v2", {"epochs": 5}),
 ]
-FIXED_200 = {"min_count": 200, "min_count_per_million": None}
+MIN_COUNTS = (2, 10, 50, 200, 500)
 
 
 def world(work: Path, days: int, rows: int, seed: int) -> Path:
@@ -89,8 +95,8 @@ def main() -> None:
             (world(work, 3, 300_000, args.seed), [0, 1], 2),
             (big, [0, 1, 2, 3, 4, 5], 6),
         ):
-            for overrides in ({}, FIXED_200):
-                run(data, days, valid, "dcn", overrides, work, args.device)
+            for count in MIN_COUNTS:
+                run(data, days, valid, "dcn", {"min_count": count}, work, args.device)
     Path(args.out).write_text(json.dumps(RESULTS, indent=2) + "\n")
 
 

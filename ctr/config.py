@@ -45,7 +45,6 @@ class Experiment:
     model: ModelConfig
     serving_precision: str = "fp32"  # the served ONNX graph: fp32, or int8 weights (ctr.export)
     cpu_precision: str = "fp32"  # training on CPU: fp32, or bf16 autocast (CUDA always uses bf16 autocast)
-    min_count_per_million: float | None = None  # scale min_count with the rows (min_count: the floor)
     lr_scaling: str = "none"  # none, sqrt or linear in batch_size / lr_reference_batch (ctr.train)
     lr_reference_batch: int = 4096  # the batch size the learning rates are given for
     warmup_steps: int = 0  # linear learning-rate warm-up over the first steps of a run
@@ -67,7 +66,6 @@ class Experiment:
         if d.get("lr_scaling", "none") not in LR_SCALINGS:
             raise InputError(f"lr_scaling must be one of {LR_SCALINGS}, got {d.get('lr_scaling')!r}")
         try:
-            per_million = d.get("min_count_per_million")
             return cls(
                 name=d["name"],
                 seed=int(d["seed"]),
@@ -80,7 +78,6 @@ class Experiment:
                 model=ModelConfig(**d["model"]),
                 serving_precision=precision,
                 cpu_precision=cpu_precision,
-                min_count_per_million=None if per_million is None else float(per_million),
                 lr_scaling=d.get("lr_scaling", "none"),
                 lr_reference_batch=int(d.get("lr_reference_batch", 4096)),
                 warmup_steps=int(d.get("warmup_steps", 0)),

@@ -244,6 +244,7 @@ def _fit(
     With several ranks ``model`` is the DDP wrapper; rank 0 validates and decides, the others
     follow its decision (the best state is the same on every rank).
     """
+    core = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=device.type == "cuda")
     loss_fn = nn.BCEWithLogitsLoss()
     total = feed.expected_rows
@@ -252,7 +253,6 @@ def _fit(
     stale, step = 0, 0
     rates: list[float] = []
     aucs: list[float] = []
-    core = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     for epoch in range(1, epochs + 1):
         model.train()
         meter = _Throughput(epoch, total)
@@ -299,21 +299,6 @@ def _fit(
 
 
 # ---------------------------------------------------------------- orchestration
-def effective_min_count(exp: Experiment, rows: int) -> int:
-    """The vocabulary threshold for ``rows`` training rows.
-
-    ``min_count_per_million`` (when set) scales the threshold with the data — a value needs the
-    same frequency, not the same count, to get its own row — and ``min_count`` is its floor.
-
-    >>> from ctr.config import load_experiment
-    >>> [effective_min_count(load_experiment("dcn"), n) for n in (120_000, 600_000, 3_000_000)]
-    [8, 40, 200]
-    """
-    if exp.min_count_per_million is None:
-        return exp.min_count
-    return max(exp.min_count, round(exp.min_count_per_million * rows / 1_000_000))
-
-
 def _replay_rate(new: Sequence[DayShards], old: Sequence[DayShards], share: float) -> float:
     """Sampling rate of old rows so that they make up ``share`` of the training mix."""
     if not old or share <= 0:
@@ -411,8 +396,7 @@ def _train(spec: TrainSpec, repo: ModelRepository, rank: Rank) -> Candidate | No
     box: list[object] = [None]
     if spec.mode == "full":
         if rank.leader:
-            min_count = effective_min_count(exp, sum(d.rows for d in train))
-            box = [FeatureTransform.fit(pl.concat([d.scan() for d in train]), min_count)]
+            box = [FeatureTransform.fit(pl.concat([d.scan() for d in train]), exp.min_count)]
         rank.broadcast(box)
         transform = box[0]
         assert isinstance(transform, FeatureTransform)

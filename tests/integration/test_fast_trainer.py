@@ -21,7 +21,6 @@ from ctr.features import FeatureTransform
 from ctr.repository import ModelRepository
 from ctr.train import (
     TrainSpec,
-    effective_min_count,
     scaled_learning_rate,
     train_and_publish,
     warmup_factor,
@@ -154,14 +153,6 @@ def test_large_batch_rule() -> None:
     assert warmup_factor(0, 0) == 1.0
     with pytest.raises(InputError, match="lr_scaling must be one of"):
         gpu.__class__.from_dict({**gpu.to_dict(), "lr_scaling": "cubic"})
-
-
-def test_min_count_scales_with_the_rows(days: Path, tmp_path: Path) -> None:
-    dcn = load_experiment("dcn")
-    assert [effective_min_count(dcn, n) for n in (60_000, 120_000, 3_000_000)] == [5, 8, 200]
-    assert effective_min_count(load_experiment("lr"), 3_000_000) == load_experiment("lr").min_count
-    _, candidate = train_and_publish(TrainSpec(days, [0, 1], 2, experiment="dcn_small"), ModelRepository(tmp_path))
-    assert candidate.metadata["min_count"] == load_experiment("dcn_small").min_count
 
 
 @pytest.mark.parametrize("bad", [False, True])
