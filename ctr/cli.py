@@ -500,11 +500,16 @@ def _retrain_request(
 
 
 @pipeline_app.command("compile")
-def pipeline_compile(out: Annotated[Path, typer.Option(help="Where to write the pipeline spec (YAML).")]) -> None:
+def pipeline_compile(
+    out: Annotated[Path, typer.Option(help="Where to write the pipeline spec (YAML).")],
+    train_gpus: Annotated[
+        int | None, typer.Option(help="GPUs of one node for the train step (default CTR_PIPELINE_TRAIN_GPUS or 1).")
+    ] = None,
+) -> None:
     """Write the KFP v2 pipeline spec."""
     from pipelines.runner import compile_pipeline
 
-    typer.echo(f"wrote {compile_pipeline(out)}")
+    typer.echo(f"wrote {compile_pipeline(out, train_gpus)}")
 
 
 @pipeline_app.command("run")

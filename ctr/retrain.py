@@ -150,6 +150,7 @@ def train(prepared: Prepared, request: RetrainRequest) -> str:
     """Train per ``prepared`` and stage the candidate; returns its staged path."""
     from ctr.train import TrainSpec, train_candidate
 
+    gpus = torch_gpus()
     spec = TrainSpec(
         Path(prepared.data_dir),
         prepared.train_days,
@@ -158,10 +159,18 @@ def train(prepared: Prepared, request: RetrainRequest) -> str:
         mode=prepared.mode,  # type: ignore[arg-type]
         replay_days=prepared.replay_days,
         seed=None if request.seed < 0 else request.seed,
+        nproc=gpus if gpus > 1 else 1,  # the pod's GPUs (the pipeline's train_gpus): one process each
     )
     candidate = train_candidate(spec, ModelRepository(Path(request.repo)))
     (candidate.staged / METADATA).write_text(json.dumps(candidate.metadata, indent=2) + "\n")
     return str(candidate.staged)
+
+
+def torch_gpus() -> int:
+    """GPUs this process sees (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def score_served_graph(graph: Path, day: DayShards) -> tuple[np.ndarray, np.ndarray]:

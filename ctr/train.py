@@ -175,12 +175,13 @@ def _day_metrics(y: np.ndarray, p: np.ndarray, shards: DayShards) -> dict[str, f
 
 
 def _score_encoded(
-    model: nn.Module, parts: Sequence[Part], shards: DayShards, device: torch.device
+    model: nn.Module, parts: Sequence[Part], shards: DayShards, device: torch.device, cpu_precision: str = "fp32"
 ) -> dict[str, float | int | None]:
-    """``score_day`` from the day's encoded shards (same numbers, no transform pass)."""
+    """``score_day`` from the day's encoded shards (no transform pass), in the training's
+    precision (bf16 autocast on CUDA, and on CPU when the experiment trains in bf16)."""
     model.eval()
     labels, probs = [], []
-    with torch.no_grad(), _autocast(device):
+    with torch.no_grad(), _autocast(device, cpu_precision):
         for part in parts:
             dense, ids, label = part.shard.load()
             for start in range(0, label.size, EVAL_BATCH):
@@ -273,7 +274,7 @@ def _fit(
         rates.append(meter.rate * rank.world)
         decision: list[object] = [None]
         if rank.leader:
-            metrics = _score_encoded(core, valid, valid_day, device)
+            metrics = _score_encoded(core, valid, valid_day, device, exp.cpu_precision)
             log.info(
                 "epoch %d: valid AUC %.4f, log loss %.4f, %.0f samples/s",
                 epoch,

@@ -7,14 +7,17 @@ included — and releases the lease and removes the run's staged candidate.
 
 On a cluster every step mounts the shared store (``ctr.storage``: the claim at
 ``/mnt/ctr`` in the namespace where KFP runs its pods), ``prepare`` reads the event log's URL
-from the ``ctr-db`` Secret (never a parameter), and ``train`` asks for one GPU on the GPU
-pool, CPU and memory, and Karpenter's do-not-disrupt annotation. Locally those settings have
-no effect.
+from the ``ctr-db`` Secret (never a parameter), and ``train`` asks for ``train_gpus`` GPUs of
+one node on the GPU pool (more than one: data-parallel, one process a GPU), CPU and memory, and
+Karpenter's do-not-disrupt annotation. Locally those settings have no effect.
 """
+
+from collections.abc import Callable
 
 from kfp import dsl, kubernetes
 
 from ctr import storage
+from ctr.errors import InputError
 from pipelines.components import evaluate_op, finish_op, gate_op, prepare_op, publish_op, reject_op, train_op
 
 PIPELINE_NAME = "ctr-retrain"
@@ -29,24 +32,35 @@ def _on_store(task: dsl.PipelineTask) -> dsl.PipelineTask:
     return task
 
 
-def _on_gpu_pool(task: dsl.PipelineTask) -> dsl.PipelineTask:
-    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
-    task.set_cpu_request("4").set_memory_request("24G").set_memory_limit("48G")
+def _on_gpu_pool(task: dsl.PipelineTask, gpus: int) -> dsl.PipelineTask:
+    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
+    task.set_cpu_request(str(4 * gpus)).set_memory_request(f"{24 * gpus}G").set_memory_limit(f"{48 * gpus}G")
     kubernetes.add_toleration(task, key=GPU_TAINT_KEY, operator="Exists", effect="NoSchedule")
     kubernetes.add_node_selector(task, label_key=GPU_POOL_LABEL[0], label_value=GPU_POOL_LABEL[1])
     kubernetes.add_pod_annotation(task, annotation_key="karpenter.sh/do-not-disrupt", annotation_value="true")
     return task
 
 
-@dsl.pipeline(name=PIPELINE_NAME, description="Retrain the CTR model (full or incremental), gate it, publish it.")
-def retrain_pipeline(request: str) -> None:
+def build_pipeline(train_gpus: int = 1) -> Callable[..., None]:
+    """The pipeline with a train step on ``train_gpus`` GPUs (``ctr pipeline compile --train-gpus``)."""
+    if train_gpus < 1:
+        raise InputError(f"the train step needs at least one GPU, got {train_gpus}")
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="Retrain the CTR model (full or incremental), gate it, publish it.")
+    def retrain_pipeline(request: str) -> None:
+        _steps(request, train_gpus)
+
+    return retrain_pipeline  # type: ignore[no-any-return]  # kfp's decorator is untyped
+
+
+def _steps(request: str, train_gpus: int) -> None:
     finish = _on_store(finish_op(request=request, job_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER))
     with dsl.ExitHandler(finish, name="release-on-exit"):
         prepared = prepare_op(request=request, job_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
         kubernetes.use_secret_as_env(prepared, secret_name=DB_SECRET[0], secret_key_to_env={DB_SECRET[1]: DB_SECRET[2]})
         _on_store(prepared)
         plan = prepared.outputs["prepared"]
-        trained = _on_gpu_pool(_on_store(train_op(prepared=plan, request=request)))
+        trained = _on_gpu_pool(_on_store(train_op(prepared=plan, request=request)), train_gpus)
         evaluated = _on_store(evaluate_op(staged=trained.output, prepared=plan, request=request))
         gated = gate_op(evaluation=evaluated.output, request=request)
         with dsl.If(gated.outputs["decision"] == "publish", name="gate-passed"):
@@ -61,3 +75,6 @@ def retrain_pipeline(request: str) -> None:
             )
         with dsl.Else(name="gate-refused"):
             _on_store(reject_op(staged=trained.output, prepared=plan, reason=gated.outputs["reason"], request=request))
+
+
+retrain_pipeline = build_pipeline(1)

@@ -32,14 +32,25 @@ def arguments(request: RetrainRequest) -> dict[str, Any]:
     return {"request": request.to_json()}
 
 
-def compile_pipeline(out: Path) -> Path:
-    """Write the pipeline spec (YAML) to ``out``."""
+def train_gpus_setting() -> int:
+    """``CTR_PIPELINE_TRAIN_GPUS`` (default 1): GPUs of one node for the train step."""
+    raw = os.environ.get("CTR_PIPELINE_TRAIN_GPUS", "1")
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise InputError(f"CTR_PIPELINE_TRAIN_GPUS must be an integer, got {raw!r}") from exc
+
+
+def compile_pipeline(out: Path, train_gpus: int | None = None) -> Path:
+    """Write the pipeline spec (YAML) to ``out``; the train step asks for ``train_gpus`` GPUs
+    (default ``CTR_PIPELINE_TRAIN_GPUS`` or 1)."""
     from kfp import compiler
 
-    from pipelines.retrain import retrain_pipeline
+    from pipelines.retrain import build_pipeline
 
+    pipeline = build_pipeline(train_gpus_setting() if train_gpus is None else train_gpus)
     output_dir(out.parent)
-    compiler.Compiler().compile(retrain_pipeline, str(out))
+    compiler.Compiler().compile(pipeline, str(out))
     return out
 
 

@@ -54,6 +54,23 @@ def test_compiled_spec_takes_one_request_and_holds_the_cluster_settings(tmp_path
     assert all("pip install" not in json.dumps(e) for e in spec["deploymentSpec"]["executors"].values())
 
 
+def test_the_train_step_can_ask_for_several_gpus_of_one_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def train_resources(path: Path) -> dict[str, object]:
+        spec, _ = yaml.safe_load_all(path.read_text())
+        (train,) = [e for e in spec["deploymentSpec"]["executors"].values() if "train_op" in json.dumps(e)]
+        return dict(train["container"]["resources"])
+
+    four = train_resources(compile_pipeline(tmp_path / "four.yaml", train_gpus=4))
+    assert four["accelerator"]["resourceCount"] == "4" and four["cpuRequest"] == 16  # type: ignore[index]
+    monkeypatch.setenv("CTR_PIPELINE_TRAIN_GPUS", "2")
+    assert train_resources(compile_pipeline(tmp_path / "two.yaml"))["accelerator"]["resourceCount"] == "2"  # type: ignore[index]
+    monkeypatch.setenv("CTR_PIPELINE_TRAIN_GPUS", "two")
+    with pytest.raises(InputError, match="CTR_PIPELINE_TRAIN_GPUS must be an integer"):
+        compile_pipeline(tmp_path / "bad.yaml")
+    with pytest.raises(InputError, match="at least one GPU"):
+        compile_pipeline(tmp_path / "zero.yaml", train_gpus=0)
+
+
 @pytest.fixture(scope="module")
 def loop_repo(pipeline_days: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelRepository, Path]:
     work = tmp_path_factory.mktemp("pipeline")
