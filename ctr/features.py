@@ -36,8 +36,26 @@ _META = "transform.json"
 _VOCAB = "vocab.parquet"
 
 
-def _dense_expr() -> list[pl.Expr]:
-    return [pl.col(c).fill_null(0).clip(lower_bound=0).cast(pl.Float64).log1p().alias(c) for c in DENSE_COLUMNS]
+def _dense_stats(frames: pl.LazyFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation (ddof 1) of ``log1p(clip(fill0(I)))`` per integer column.
+
+    From exact counts of each integer value, summed in value order in numpy: the result does not
+    depend on how polars splits the rows over threads (a parallel float sum would, in the last
+    bits — and the encoded-shard cache keys on them). ``InputError`` for zero rows.
+    """
+    queries = [
+        frames.select(pl.col(c).fill_null(0).clip(lower_bound=0)).group_by(c).len().sort(c) for c in DENSE_COLUMNS
+    ]
+    mean, std = np.zeros(N_DENSE), np.ones(N_DENSE)
+    for j, counts in enumerate(pl.collect_all(queries, engine="streaming")):
+        n = counts["len"].to_numpy().astype(np.float64)
+        total = n.sum()
+        if total == 0:
+            raise InputError("cannot fit the feature transform on zero rows")
+        x = np.log1p(counts[counts.columns[0]].to_numpy().astype(np.float64))
+        mean[j] = float(np.dot(n, x) / total)
+        std[j] = float(np.sqrt(np.dot(n, (x - mean[j]) ** 2) / (total - 1))) if total > 1 else 0.0
+    return mean, std
 
 
 def _frequent_values(frames: pl.LazyFrame, column: str, min_count: int) -> np.ndarray:
@@ -69,15 +87,7 @@ class FeatureTransform:
         """Fit on the rows of ``frames`` (columns I1..I13, C1..C26), streaming."""
         if min_count < 1:
             raise InputError(f"min_count must be >= 1, got {min_count}")
-        stats = (
-            frames.select(_dense_expr())
-            .select([pl.all().mean().name.suffix("_mean"), pl.all().std().name.suffix("_std")])
-            .collect(engine="streaming")
-        )
-        if stats.height == 0 or stats[f"{DENSE_COLUMNS[0]}_mean"][0] is None:
-            raise InputError("cannot fit the feature transform on zero rows")
-        mean = np.array([stats[f"{c}_mean"][0] for c in DENSE_COLUMNS], dtype=np.float64)
-        std = np.array([stats[f"{c}_std"][0] or 0.0 for c in DENSE_COLUMNS], dtype=np.float64)
+        mean, std = _dense_stats(frames)
         std = np.where(std > 1e-12, std, 1.0)
         empty = cls(
             mean,

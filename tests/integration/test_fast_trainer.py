@@ -200,3 +200,25 @@ def test_fingerprint_follows_the_transform(days: Path) -> None:
     assert fingerprint(a) != fingerprint(FeatureTransform.fit(frames, 4))
     grown = a.extend(day_shards(days, 1).scan())
     assert fingerprint(grown) != fingerprint(a)
+
+
+def test_transform_fit_on_one_thread_equals_all_threads(days: Path, tmp_path: Path) -> None:
+    """The fit runs on polars' thread pool (every core); one thread gives the same transform."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from pathlib import Path; from ctr.data.dataset import day_shards; "
+        "from ctr.data.encoded import fingerprint; from ctr.features import FeatureTransform; "
+        "import polars as pl; d = Path(sys.argv[1]); "
+        "t = FeatureTransform.fit(pl.concat([day_shards(d, k).scan() for k in (0, 1)]), 3); "
+        "print(pl.thread_pool_size(), fingerprint(t))"
+    )
+    out = {}
+    for threads in ("1", "4"):
+        env = {**__import__("os").environ, "POLARS_MAX_THREADS": threads}
+        done = subprocess.run([sys.executable, "-c", script, str(days)], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        pool, digest = done.stdout.split()
+        out[pool] = digest
+    assert set(out) == {"1", "4"} and len(set(out.values())) == 1, out
