@@ -115,8 +115,8 @@ def load_experiment(spec: str, seed: int | None = None) -> Experiment:
     merged = _merge(blocks.get("Base", {}), blocks[name] or {})
     # Strict here, for what a person wrote (a misspelt key must not fall back to a default in
     # silence); ``from_dict`` stays lenient for metadata that older versions wrote.
-    known = [f.name for f in fields(Experiment) if f.name != "name"]
-    unknown = sorted(set(merged) - set(known))
+    keys = [f.name for f in fields(Experiment) if f.name != "name"]
+    unknown = sorted(set(merged) - set(keys))
     if unknown:
         raise InputError(f"experiment {name!r}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
     merged["name"] = name

@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from numpy.typing import NDArray
 
 from ctr.data.synth import SynthArgs, synthesize
 from ctr.data.world import Drift, Impressions, SyntheticWorld
@@ -92,7 +93,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _candidates(imp: Impressions, rows: np.ndarray) -> list[dict[str, Any]]:
+def _candidates(imp: Impressions, rows: NDArray[Any]) -> list[dict[str, Any]]:
     out = []
     for r in rows.tolist():
         features: dict[str, Any] = {
@@ -113,7 +114,7 @@ class TrafficSimulator:
         self.rng = np.random.default_rng(cfg.seed + 1)
         self.pool = ThreadPoolExecutor(cfg.clients)
 
-    def _one_request(self, at: datetime, imp: Impressions, rows: np.ndarray) -> list[tuple[str, float]]:
+    def _one_request(self, at: datetime, imp: Impressions, rows: NDArray[Any]) -> list[tuple[str, float]]:
         body = {"event_time": at.isoformat(), "candidates": _candidates(imp, rows), "top_k": self.cfg.top_k}
         answer = self.client.post("/v1/score", json=body)
         if answer.status_code != 200:
@@ -402,6 +403,11 @@ def _summary(
     }
 
 
+def hours(iso: str) -> float:
+    """Simulated days since the demo's epoch (fractional) of an ISO time."""
+    return (datetime.fromisoformat(iso) - EPOCH).total_seconds() / 86400
+
+
 def _write_report(cfg: DemoConfig, timeline: Timeline, summary: dict[str, Any]) -> None:
     import matplotlib
 
@@ -409,7 +415,6 @@ def _write_report(cfg: DemoConfig, timeline: Timeline, summary: dict[str, Any]) 
     import matplotlib.pyplot as plt
 
     entries = [e for e in timeline.entries if e["auc"] is not None]
-    hours = lambda iso: (datetime.fromisoformat(iso) - EPOCH).total_seconds() / 86400  # noqa: E731
     fig, ax = plt.subplots(figsize=(10, 4.5), dpi=110)
     if entries:
         x = [hours(e["as_of"]) for e in entries]

@@ -87,6 +87,6 @@ def launch(fn: Callable[..., None], nproc: int, device: torch.device, *args: Any
     if nproc < 2:
         raise InputError(f"launch needs at least 2 processes, got {nproc}")
     backend = backend_for(device, nproc)
-    mp.start_processes(
+    mp.start_processes(  # type: ignore[attr-defined, no-untyped-call]  # torch.multiprocessing re-exports it untyped
         _entry, args=(nproc, free_port(), backend, fn, args), nprocs=nproc, join=True, start_method="spawn"
     )

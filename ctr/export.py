@@ -29,11 +29,12 @@ import logging
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+from numpy.typing import NDArray
 from onnx import TensorProto, compose, helper, numpy_helper
 
 from ctr.errors import ArtifactError
@@ -227,7 +228,9 @@ def onnx_session(path: Path, threads: int = 1) -> ort.InferenceSession:
         raise ArtifactError(f"cannot load ONNX model {path}: {exc}") from exc
 
 
-def onnx_predict(session: ort.InferenceSession, dense: np.ndarray, sparse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def onnx_predict(
+    session: ort.InferenceSession, dense: NDArray[Any], sparse: NDArray[Any]
+) -> tuple[NDArray[Any], NDArray[Any]]:
     """(pCTR ``(n,)`` float32, model version ``(n,)`` int64) from raw feature arrays."""
     pctr, version = session.run(
         ["pctr", "model_version"], {"dense": dense.astype(np.float32), "sparse": sparse.astype(np.int64)}

@@ -21,9 +21,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
+from numpy.typing import NDArray
 
 from ctr.errors import ArtifactError, InputError
 from ctr.schema import DENSE_COLUMNS, N_DENSE, N_SPARSE, SPARSE_COLUMNS
@@ -36,7 +38,7 @@ _META = "transform.json"
 _VOCAB = "vocab.parquet"
 
 
-def _dense_stats(frames: pl.LazyFrame) -> tuple[np.ndarray, np.ndarray]:
+def _dense_stats(frames: pl.LazyFrame) -> tuple[NDArray[Any], NDArray[Any]]:
     """Mean and standard deviation (ddof 1) of ``log1p(clip(fill0(I)))`` per integer column.
 
     From exact counts of each integer value, summed in value order in numpy: the result does not
@@ -58,7 +60,7 @@ def _dense_stats(frames: pl.LazyFrame) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
-def _frequent_values(frames: pl.LazyFrame, column: str, min_count: int) -> np.ndarray:
+def _frequent_values(frames: pl.LazyFrame, column: str, min_count: int) -> NDArray[Any]:
     counts = (
         frames.select(pl.col(column))
         .drop_nulls()
@@ -75,12 +77,12 @@ def _frequent_values(frames: pl.LazyFrame, column: str, min_count: int) -> np.nd
 class FeatureTransform:
     """Fitted transform; see the module docstring for the encoding."""
 
-    dense_mean: np.ndarray  # (13,) float64, of log1p(clip(fill0(I)))
-    dense_std: np.ndarray  # (13,) float64, > 0
+    dense_mean: NDArray[Any]  # (13,) float64, of log1p(clip(fill0(I)))
+    dense_std: NDArray[Any]  # (13,) float64, > 0
     min_count: int
-    keys: np.ndarray  # (V,) int64 sorted, (feature << 32) | hash
-    ids: np.ndarray  # (V,) int64, local id of each key
-    sizes: np.ndarray  # (26,) int64, ids per feature including missing and OOV
+    keys: NDArray[Any]  # (V,) int64 sorted, (feature << 32) | hash
+    ids: NDArray[Any]  # (V,) int64, local id of each key
+    sizes: NDArray[Any]  # (26,) int64, ids per feature including missing and OOV
 
     @classmethod
     def fit(cls, frames: pl.LazyFrame, min_count: int = 3) -> FeatureTransform:
@@ -117,7 +119,7 @@ class FeatureTransform:
         order = np.argsort(all_keys, kind="stable")
         return FeatureTransform(self.dense_mean, self.dense_std, self.min_count, all_keys[order], all_ids[order], sizes)
 
-    def transform(self, dense: np.ndarray, sparse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def transform(self, dense: NDArray[Any], sparse: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
         """Model inputs from raw values.
 
         dense: (n, 13) numeric, NaN where missing; sparse: (n, 26) int64 hashes, -1 where
@@ -141,7 +143,7 @@ class FeatureTransform:
         out[sparse < 0] = MISSING_ID
         return x, out
 
-    def transform_frame(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def transform_frame(self, frame: pl.DataFrame) -> tuple[NDArray[Any], NDArray[Any]]:
         """``transform`` for a frame with nullable columns I1..I13, C1..C26."""
         dense = frame.select([pl.col(c).cast(pl.Float64) for c in DENSE_COLUMNS]).to_numpy()
         sparse = frame.select([pl.col(c).fill_null(-1) for c in SPARSE_COLUMNS]).to_numpy()

@@ -13,6 +13,7 @@ import os
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from ctr.errors import CtrError
 from ctr.repository import ModelRepository
@@ -30,9 +31,10 @@ def _path(repo: ModelRepository) -> Path:
     return repo.model_dir / LEASE_FILE
 
 
-def holder(repo: ModelRepository) -> dict[str, object] | None:
+def holder(repo: ModelRepository) -> dict[str, Any] | None:
     try:
-        return json.loads(_path(repo).read_text())
+        record: dict[str, Any] = json.loads(_path(repo).read_text())
+        return record
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
@@ -48,8 +50,8 @@ def acquire(repo: ModelRepository, run_id: str, ttl: timedelta = DEFAULT_TTL) ->
         current = holder(repo)
         if current and current.get("run_id") == run_id:
             return
-        if current and int(current.get("expires_us", 0)) > to_us(utcnow()):  # type: ignore[arg-type]
-            until = from_us(int(current["expires_us"])).isoformat(timespec="seconds")  # type: ignore[arg-type]
+        if current and int(current.get("expires_us", 0)) > to_us(utcnow()):
+            until = from_us(int(current["expires_us"])).isoformat(timespec="seconds")
             raise LeaseHeld(
                 f"pipeline run {current['run_id']} holds {path} until {until}; "
                 "refusing to interleave on the model repository"

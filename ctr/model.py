@@ -141,7 +141,8 @@ class BitMaskDropout(nn.Module):
             return nn.functional.dropout(x, self.p, training=True)
         words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
         keep = words.view(torch.int16)[: x.numel()].view(x.shape) < self._threshold
-        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        out: torch.Tensor = x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        return out
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -206,18 +207,23 @@ class DCN(nn.Module):
         """sparse (B, 26) int64 per-feature ids → embeddings (B, 26·d), from the one table."""
         rows = sparse + self.offsets
         if self.training and rows.device.type == "cpu":
-            return _CpuEmbeddingLookup.apply(self.embedding.weight, rows).flatten(1)
-        return self.embedding(rows).flatten(1)
+            looked_up: torch.Tensor = _CpuEmbeddingLookup.apply(self.embedding.weight, rows)  # type: ignore[no-untyped-call]  # torch's Function.apply is unannotated
+            return looked_up.flatten(1)
+        embedded: torch.Tensor = self.embedding(rows)
+        return embedded.flatten(1)
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
         """dense (B, 13) float, sparse (B, 26) int64 ids → logits (B, 1)."""
         x0 = torch.cat([dense, self.embed(sparse)], dim=1)
         crossed = self.cross(x0)
         if self.config.structure == "stacked":
-            return self.head(self.deep(crossed))
+            stacked: torch.Tensor = self.head(self.deep(crossed))
+            return stacked
         # head([crossed, deep]) without building the (B, D + h) concatenation, which under
         # autocast would also mix fp32 and bf16 halves: two products with the weight's halves.
-        w_cross, w_deep = self.head.weight.split([crossed.shape[1], self.head.in_features - crossed.shape[1]], dim=1)
+        w_cross, w_deep = torch.split(
+            self.head.weight, [crossed.shape[1], self.head.in_features - crossed.shape[1]], dim=1
+        )
         return nn.functional.linear(crossed, w_cross) + nn.functional.linear(self.deep(x0), w_deep, self.head.bias)
 
     @torch.no_grad()
@@ -235,7 +241,7 @@ class DCN(nn.Module):
         old_off, new_off = self._offsets(self.sizes).tolist(), self._offsets(new).tolist()
         for j, size in enumerate(self.sizes):
             table[new_off[j] : new_off[j] + size] = old_w[old_off[j] : old_off[j] + size]
-        self.embedding = nn.Embedding.from_pretrained(table, freeze=False)
+        self.embedding = nn.Embedding.from_pretrained(table, freeze=False)  # type: ignore[no-untyped-call]  # unannotated in torch
         self.offsets = self._offsets(new).to(old_w.device)
         self.sizes = new
 

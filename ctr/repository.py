@@ -98,7 +98,8 @@ class ModelRepository:
     def metadata(self, version: int) -> dict[str, Any]:
         path = self.version_dir(version) / METADATA
         try:
-            return json.loads(path.read_text())
+            meta: dict[str, Any] = json.loads(path.read_text())
+            return meta
         except (OSError, json.JSONDecodeError) as exc:
             raise ArtifactError(f"{path} is unreadable: {exc}") from exc
 

@@ -28,7 +28,7 @@ from ctr.settings import env_or_file
 from ctr.timeutil import parse_duration
 
 if TYPE_CHECKING:
-    import numpy as np
+    from numpy.typing import NDArray
 
     from ctr.data.dataset import DayShards
 
@@ -130,7 +130,7 @@ def prepare(request: RetrainRequest, job_name: str = "") -> Prepared:
         raise InputError(f"no matured impressions between {since.isoformat()} and {until.isoformat()}")
     base = (max(history) + 1) if history else 0
     target = work / "data"
-    new_days = []
+    new_days: list[int] = []
     for k in exported[:-1]:
         os.symlink((work / "events" / day_name(k)).resolve(), target / day_name(base + len(new_days)))
         new_days.append(base + len(new_days))
@@ -173,7 +173,7 @@ def torch_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def score_served_graph(graph: Path, day: DayShards) -> tuple[np.ndarray, np.ndarray]:
+def score_served_graph(graph: Path, day: DayShards) -> tuple[NDArray[Any], NDArray[Any]]:
     """(labels, pCTR) of a day scored by an ONNX graph as Triton would serve it, in chunks."""
     import numpy as np
     import polars as pl

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 import torch
+from numpy.typing import NDArray
 from torch import nn
 
 from ctr.config import Experiment, load_experiment
@@ -140,7 +141,7 @@ class _Throughput:
 # ---------------------------------------------------------------- model steps
 def predict(
     model: DCN, transform: FeatureTransform, shards: DayShards, device: torch.device
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[NDArray[Any], NDArray[Any]]:
     """(labels, pCTR) over a day, streaming its shards."""
     model.eval()
     labels, probs = [], []
@@ -164,7 +165,7 @@ def score_day(
     return _day_metrics(y, p, shards)
 
 
-def _day_metrics(y: np.ndarray, p: np.ndarray, shards: DayShards) -> dict[str, float | int | None]:
+def _day_metrics(y: NDArray[Any], p: NDArray[Any], shards: DayShards) -> dict[str, float | int | None]:
     return {
         "auc": round(roc_auc(y, p), 6),
         "logloss": round(log_loss(y, p), 6),
@@ -219,7 +220,7 @@ def scaled_learning_rate(exp: Experiment, rate: float | None = None) -> float:
     """
     k = exp.batch_size / exp.lr_reference_batch
     factor = {"none": 1.0, "sqrt": k**0.5, "linear": k}[exp.lr_scaling]
-    return (exp.learning_rate if rate is None else rate) * factor
+    return float((exp.learning_rate if rate is None else rate) * factor)
 
 
 def warmup_factor(step: int, warmup_steps: int) -> float:
@@ -286,7 +287,7 @@ def _fit(
             decision = [(metrics, improved)]
         rank.broadcast(decision)
         metrics, improved = decision[0]  # type: ignore[misc]  # set by the leader
-        aucs.append(float(metrics["auc"]))
+        aucs.append(float(metrics["auc"] or 0.0))
         if improved:
             best, best_state, stale = metrics, copy.deepcopy(core.state_dict()), 0
         else:

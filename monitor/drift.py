@@ -12,9 +12,10 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy import select
 
 from ctr.events.schema import DENSE_DB, SPARSE_DB, impressions
@@ -28,7 +29,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _frame(dense: np.ndarray, sparse: np.ndarray, pctr: np.ndarray, reference_sparse: np.ndarray) -> pd.DataFrame:
+def _frame(
+    dense: NDArray[Any], sparse: NDArray[Any], pctr: NDArray[Any], reference_sparse: NDArray[Any]
+) -> pd.DataFrame:
     """Numeric columns for Evidently: the 13 counts, pCTR, and per hashed categorical the log
     count of its value in the reference sample (0: never seen there)."""
     data: dict[str, object] = {c: dense[:, i] for i, c in enumerate(DENSE_COLUMNS)}

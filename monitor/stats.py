@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from ctr.errors import InputError
 
@@ -26,7 +27,7 @@ class AucInterval:
     std_error: float
 
 
-def _midranks_sorted(sorted_x: np.ndarray) -> np.ndarray:
+def _midranks_sorted(sorted_x: NDArray[Any]) -> NDArray[Any]:
     """Mid-ranks (1-based, ties share their mean rank) of an already sorted array."""
     boundaries = np.flatnonzero(np.diff(sorted_x)) + 1
     starts = np.concatenate(([0], boundaries))
@@ -50,7 +51,7 @@ def _z(confidence: float) -> float:
 
 
 def delong_auc(
-    labels: ArrayLike, scores: ArrayLike, confidence: float = 0.95, order: np.ndarray | None = None
+    labels: ArrayLike, scores: ArrayLike, confidence: float = 0.95, order: NDArray[Any] | None = None
 ) -> AucInterval:
     """AUC and DeLong interval; ``InputError`` unless both classes are present.
 
@@ -76,7 +77,7 @@ def delong_auc(
     return AucInterval(float(auc), float(max(0.0, auc - z * se)), float(min(1.0, auc + z * se)), se)
 
 
-def expected_auc(probs: ArrayLike, order: np.ndarray | None = None) -> float:
+def expected_auc(probs: ArrayLike, order: NDArray[Any] | None = None) -> float:
     """Label-free AUC estimate from calibrated probabilities (ties count one half).
 
     ``order``: ``np.argsort(probs, kind="stable")`` when the caller already has it.

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy import and_, case, select
 from sqlalchemy.exc import DBAPIError
 
@@ -26,9 +27,9 @@ from monitor.rules import Rules
 class LabelledWindow:
     start_us: int
     end_us: int
-    pctr: np.ndarray  # float64
-    label: np.ndarray  # int8
-    version: np.ndarray  # int64
+    pctr: NDArray[Any]  # float64
+    label: NDArray[Any]  # int8
+    version: NDArray[Any]  # int64
 
     @property
     def positives(self) -> int:
@@ -39,7 +40,7 @@ class LabelledWindow:
         return int(self.label.size - self.label.sum())
 
 
-def _fetch(raw: Any, sql: str, binary: bool) -> np.ndarray:
+def _fetch(raw: Any, sql: str, binary: bool) -> NDArray[Any]:
     """All rows as one float array; PostgreSQL sends them in its binary format (no text parsing)."""
     cursor = raw.cursor(binary=True) if binary else raw.cursor()
     try:

@@ -18,7 +18,7 @@ component = functools.partial(dsl.component, base_image=IMAGE, install_kfp_packa
 
 
 @component
-def prepare_op(request: str, job_name: str) -> NamedTuple("Prepared", [("mode", str), ("prepared", str)]):
+def prepare_op(request: str, job_name: str) -> NamedTuple("Prepared", [("mode", str), ("prepared", str)]):  # type: ignore[valid-type]  # KFP reads outputs from this form
     """Take the repository lease, settle the mode, lay out the days (``ctr.retrain.prepare``)."""
     from collections import namedtuple
 
@@ -26,7 +26,7 @@ def prepare_op(request: str, job_name: str) -> NamedTuple("Prepared", [("mode", 
     from ctr.retrain_request import RetrainRequest
 
     p = prepare(RetrainRequest.from_json(request), job_name)
-    return namedtuple("Prepared", ["mode", "prepared"])(p.mode, p.to_json())
+    return namedtuple("Prepared", ["mode", "prepared"])(p.mode, p.to_json())  # type: ignore[call-arg]  # see the annotation
 
 
 @component
@@ -51,7 +51,7 @@ def evaluate_op(staged: str, prepared: str, request: str) -> str:
 
 
 @component
-def gate_op(evaluation: str, request: str) -> NamedTuple("Gate", [("decision", str), ("reason", str)]):
+def gate_op(evaluation: str, request: str) -> NamedTuple("Gate", [("decision", str), ("reason", str)]):  # type: ignore[valid-type]  # KFP reads outputs from this form
     """``publish`` if the candidate's AUC ≥ the serving version's − epsilon, else ``reject``."""
     import json
     from collections import namedtuple
@@ -61,7 +61,7 @@ def gate_op(evaluation: str, request: str) -> NamedTuple("Gate", [("decision", s
 
     ok, reason = gate(json.loads(evaluation), RetrainRequest.from_json(request).epsilon)
     print(f"gate: {'publish' if ok else 'reject'}: {reason}")
-    return namedtuple("Gate", ["decision", "reason"])("publish" if ok else "reject", reason)
+    return namedtuple("Gate", ["decision", "reason"])("publish" if ok else "reject", reason)  # type: ignore[call-arg]  # see the annotation
 
 
 @component

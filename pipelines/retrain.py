@@ -13,6 +13,7 @@ Karpenter's do-not-disrupt annotation. Locally those settings have no effect.
 """
 
 from collections.abc import Callable
+from typing import cast
 
 from kfp import dsl, kubernetes
 
@@ -46,11 +47,13 @@ def build_pipeline(train_gpus: int = 1) -> Callable[..., None]:
     if train_gpus < 1:
         raise InputError(f"the train step needs at least one GPU, got {train_gpus}")
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="Retrain the CTR model (full or incremental), gate it, publish it.")
+    @dsl.pipeline(  # type: ignore[untyped-decorator]  # kfp's decorators are unannotated
+        name=PIPELINE_NAME, description="Retrain the CTR model (full or incremental), gate it, publish it."
+    )
     def retrain_pipeline(request: str) -> None:
         _steps(request, train_gpus)
 
-    return retrain_pipeline  # type: ignore[no-any-return]  # kfp's decorator is untyped
+    return cast(Callable[..., None], retrain_pipeline)
 
 
 def _steps(request: str, train_gpus: int) -> None:

@@ -17,10 +17,11 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
+from numpy.typing import NDArray
 
 from ctr.data.reader import (
     DEFAULT_CHUNK_BYTES,
@@ -150,7 +151,7 @@ class DayShards:
         return sum(pq.ParquetFile(s).metadata.num_rows for s in self.shards)
 
 
-def raw_arrays(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def raw_arrays(frame: pl.DataFrame) -> tuple[NDArray[Any], NDArray[Any]]:
     """Raw features as a request carries them: dense float32 ``(n, 13)`` with NaN where missing,
     sparse int64 ``(n, 26)`` hashes with -1 where missing (the served graph's inputs)."""
     dense = frame.select([pl.col(c).cast(pl.Float32) for c in DENSE_COLUMNS]).to_numpy()
@@ -158,7 +159,7 @@ def raw_arrays(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return dense, sparse
 
 
-def truth_auc(shards: DayShards, labels: np.ndarray) -> float | None:
+def truth_auc(shards: DayShards, labels: NDArray[Any]) -> float | None:
     """For a generated day: the AUC of the true click probabilities (the Bayes AUC), else None."""
     if shards.truth is None:
         return None

@@ -33,9 +33,11 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
+from numpy.typing import NDArray
 
 from ctr.errors import InputError
 from ctr.features import FeatureTransform
@@ -62,7 +64,7 @@ def _source_stamp(shard: Path) -> dict[str, object]:
     return {"source": str(shard.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _permute(arrays: Sequence[np.ndarray], order: np.ndarray) -> list[np.ndarray]:
+def _permute(arrays: Sequence[NDArray[Any]], order: NDArray[Any]) -> list[NDArray[Any]]:
     return [np.take(a, order, axis=0) for a in arrays]
 
 
@@ -73,7 +75,7 @@ class EncodedShard:
     directory: Path
     rows: int
 
-    def load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def load(self) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
         """(dense float32 (n, 13), ids int32 (n, 26), label uint8 (n,))."""
         ids, dense, label = (np.load(self.directory / f"{name}.npy") for name in _ARRAYS)
         return dense, ids, label

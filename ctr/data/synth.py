@@ -15,11 +15,12 @@ import os
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from numpy.typing import NDArray
 
 from ctr.data.world import Drift, SyntheticWorld, WorldConfig
 from ctr.data.writer import criteo_table, write_criteo
@@ -66,8 +67,8 @@ def _open_day(stack: ExitStack, path: Path, compress: bool) -> BinaryIO:
 def _write_day(world: SyntheticWorld, args: SynthArgs, day: int, out: Path) -> dict[str, object]:
     name = day_name(day) + (".gz" if args.gzip else "")
     data_tmp, truth_tmp = out / f".{name}.part", out / f".{day_name(day)}{TRUTH_SUFFIX}.part"
-    labels: list[np.ndarray] = []
-    probs: list[np.ndarray] = []
+    labels: list[NDArray[Any]] = []
+    probs: list[NDArray[Any]] = []
     truth_schema = pa.schema([("p_true", pa.float64())])
     with ExitStack() as stack:
         stream = _open_day(stack, data_tmp, args.gzip)
@@ -117,6 +118,7 @@ def read_manifest(data_dir: Path) -> dict[str, object] | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
+        manifest: dict[str, object] = json.loads(path.read_text())
+        return manifest
     except json.JSONDecodeError as exc:
         raise InputError(f"{path} is not valid JSON: {exc}") from exc

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ctr.errors import InputError
 from ctr.schema import CRITEO_1TB_CARDINALITIES, CRITEO_1TB_ROWS, N_DENSE, N_SPARSE
@@ -93,14 +94,14 @@ class Impressions:
     label: (n,) int8; p_true: (n,) float64 true click probability.
     """
 
-    dense: np.ndarray
-    dense_missing: np.ndarray
-    sparse: np.ndarray
-    label: np.ndarray
-    p_true: np.ndarray
+    dense: NDArray[Any]
+    dense_missing: NDArray[Any]
+    sparse: NDArray[Any]
+    label: NDArray[Any]
+    p_true: NDArray[Any]
 
 
-def _splitmix32(x: np.ndarray) -> np.ndarray:
+def _splitmix32(x: NDArray[Any]) -> NDArray[Any]:
     """Deterministic 64→32-bit mixing (splitmix64 finaliser), vectorised."""
     z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -109,7 +110,7 @@ def _splitmix32(x: np.ndarray) -> np.ndarray:
     return (z >> np.uint64(32)).astype(np.int64)
 
 
-def _zipf_ranks(rng: np.random.Generator, n: int, card: int) -> np.ndarray:
+def _zipf_ranks(rng: np.random.Generator, n: int, card: int) -> NDArray[Any]:
     """Ranks in ``[0, card)`` with P(rank r) ≈ ∝ (r+1)^-s, by the continuous inverse CDF."""
     s = ZIPF_EXPONENT
     u = rng.random(n, dtype=np.float32)
@@ -121,7 +122,7 @@ def _zipf_ranks(rng: np.random.Generator, n: int, card: int) -> np.ndarray:
 class _Effects:
     """Click-model parameters: one set before drift and, for ``concept``, one after."""
 
-    def __init__(self, rng: np.random.Generator, sizes: np.ndarray, weight: list[np.ndarray]) -> None:
+    def __init__(self, rng: np.random.Generator, sizes: NDArray[Any], weight: list[NDArray[Any]]) -> None:
         """``weight[j]`` scales the effects of each value of feature ``j`` (by popularity)."""
         self.beta = rng.normal(0.0, 0.15, N_DENSE)
         sigma = 0.5 / (1.0 + 0.2 * np.log10(sizes))
@@ -133,7 +134,9 @@ class _Effects:
         self.gamma = rng.choice([-1.0, 1.0], len(SPARSE_CROSSES)) * rng.uniform(0.6, 1.0, len(SPARSE_CROSSES))
         self.dense_cross = [np.append(rng.normal(0.0, 0.2, sizes[j]), 0.0) for _, j in DENSE_CROSSES]
 
-    def blended(self, rng: np.random.Generator, sizes: np.ndarray, weight: list[np.ndarray], keep: float) -> _Effects:
+    def blended(
+        self, rng: np.random.Generator, sizes: NDArray[Any], weight: list[NDArray[Any]], keep: float
+    ) -> _Effects:
         """Effects after a concept drift: ``keep·old + sqrt(1-keep²)·new``."""
         new = _Effects(rng, sizes, weight)
         mix = float(np.sqrt(1.0 - keep**2))
@@ -144,7 +147,7 @@ class _Effects:
         new.dense_cross = [keep * a + mix * b for a, b in zip(self.dense_cross, new.dense_cross, strict=True)]
         return new
 
-    def logit(self, z: np.ndarray, idx: np.ndarray, crosses: bool = True) -> np.ndarray:
+    def logit(self, z: NDArray[Any], idx: NDArray[Any], crosses: bool = True) -> NDArray[Any]:
         """Logit without intercept. z: (n, 13) standardised dense; idx: (26, n) value rows.
 
         ``crosses=False`` leaves out the planted cross terms (to show that they matter).
@@ -153,13 +156,13 @@ class _Effects:
         for j in range(N_SPARSE):
             out += self.first[j][idx[j]]
         if not crosses:
-            return out
+            return out  # type: ignore[no-any-return]  # numpy's @ on NDArray[Any] types as Any
         for k, (a, b) in enumerate(SPARSE_CROSSES):
             prod = self.factors[a][idx[a]] * self.factors[b][idx[b]]
             out += self.gamma[k] * prod.sum(axis=1)
         for k, (i, j) in enumerate(DENSE_CROSSES):
             out += z[:, i] * self.dense_cross[k][idx[j]]
-        return out
+        return out  # type: ignore[no-any-return]  # numpy's @ on NDArray[Any] types as Any
 
 
 #: Rows are drawn in blocks of this size, block ``b`` of day ``d`` from ``SeedSequence([seed, d, b])``.
@@ -197,7 +200,7 @@ class SyntheticWorld:
         self.intercept = 0.0
         self.intercept = self._solve_intercept()
 
-    def _popularity_weight(self, j: int) -> np.ndarray:
+    def _popularity_weight(self, j: int) -> NDArray[Any]:
         """Effect scale of each value of feature ``j``: 1 for the popular head, decaying with
         popularity rank, so that most of the signal sits in values a model sees often."""
         card, n_new = int(self.cardinality[j]), int(self.n_new[j])
@@ -207,7 +210,7 @@ class SyntheticWorld:
         return weight
 
     @staticmethod
-    def _shift_popularity(rng: np.random.Generator, perm: np.ndarray) -> np.ndarray:
+    def _shift_popularity(rng: np.random.Generator, perm: NDArray[Any]) -> NDArray[Any]:
         """Popular ranks go to values drawn from the whole range: the head is replaced."""
         shifted = perm.copy()
         head = min(len(perm), max(1, len(perm) // 20))
@@ -218,7 +221,7 @@ class SyntheticWorld:
     def _drifted(self, day: int, kind: str) -> bool:
         return self.cfg.drift == kind and self.cfg.drift_day is not None and day >= self.cfg.drift_day
 
-    def _value_rows(self, rng: np.random.Generator, n: int, day: int) -> np.ndarray:
+    def _value_rows(self, rng: np.random.Generator, n: int, day: int) -> NDArray[Any]:
         """(26, n) rows into the effect tables; the padding row (last) means missing."""
         idx = np.empty((N_SPARSE, n), dtype=np.int64)
         missing = rng.random((N_SPARSE, n), dtype=np.float32) < self.sparse_missing_rate[:, None]
@@ -233,7 +236,7 @@ class SyntheticWorld:
             idx[j] = col
         return idx
 
-    def _dense(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _dense(self, rng: np.random.Generator, n: int) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
         """Heavy-tailed counts, their missing mask, and the standardised log1p used by the model."""
         normal = rng.standard_normal((n, N_DENSE), dtype=np.float32)
         raw = np.exp(self.dense_mu.astype(np.float32) + self.dense_sigma.astype(np.float32) * normal)
@@ -246,14 +249,14 @@ class SyntheticWorld:
         z[missing] = 0.0
         return counts, missing, z
 
-    def _hashes(self, idx: np.ndarray) -> np.ndarray:
+    def _hashes(self, idx: NDArray[Any]) -> NDArray[Any]:
         """32-bit hash per (feature, value) as written in the files; -1 where missing."""
         out = np.empty_like(idx)
         for j in range(N_SPARSE):
             out[j] = self.hash_table[j][idx[j]]
         return out.T  # (n, 26), column-major: each feature's column is contiguous
 
-    def _logit(self, day: int, z: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    def _logit(self, day: int, z: NDArray[Any], idx: NDArray[Any]) -> NDArray[Any]:
         effects = self.effects_after if self._drifted(day, "concept") else self.effects
         return self.intercept + effects.logit(z, idx)
 

@@ -6,12 +6,13 @@ formatted as 8 lowercase hex characters with a 64k-entry lookup table.
 
 from __future__ import annotations
 
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from numpy.typing import NDArray
 
 from ctr.schema import DENSE_COLUMNS, LABEL, SPARSE_COLUMNS
 
@@ -22,7 +23,7 @@ _HEX16 = np.ascontiguousarray(np.stack([_HEX[(_IDX >> s) & 15] for s in (12, 8, 
 _WRITE_OPTIONS = pacsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
 
 
-def _hex_column(values: np.ndarray) -> pa.StringArray:
+def _hex_column(values: NDArray[Any]) -> pa.StringArray:
     """int64 hashes in [0, 2^32) (or -1 for missing) → 8-character hex strings (or null)."""
     n = values.shape[0]
     v = values.astype(np.uint32)  # -1 wraps; it is masked below
@@ -34,7 +35,9 @@ def _hex_column(values: np.ndarray) -> pa.StringArray:
     return pa.StringArray.from_buffers(n, offsets, pa.py_buffer(chars), valid)
 
 
-def criteo_table(label: np.ndarray, dense: np.ndarray, dense_missing: np.ndarray, sparse: np.ndarray) -> pa.Table:
+def criteo_table(
+    label: NDArray[Any], dense: NDArray[Any], dense_missing: NDArray[Any], sparse: NDArray[Any]
+) -> pa.Table:
     """Arrow table in Criteo column order.
 
     label: (n,) 0/1; dense: (n, 13) int64 with dense_missing (n, 13) bool;

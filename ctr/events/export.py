@@ -89,10 +89,10 @@ def export_days(store: EventStore, window: ExportWindow, out: Path) -> dict[str,
         for handle in handles.values():
             handle.close()
     for k in range(n_days):
-        part = out / f".{day_name(k)}.part"
-        if not part.exists():
-            part.write_bytes(b"")
-        os.replace(part, out / day_name(k))
+        written = out / f".{day_name(k)}.part"
+        if not written.exists():
+            written.write_bytes(b"")
+        os.replace(written, out / day_name(k))
     summary = {
         "since": window.since.isoformat(),
         "until": window.until.isoformat(),

@@ -269,7 +269,10 @@ class EventStore:
                 with self.engine.begin() as conn:
                     if impression_rows:
                         self._insert_impressions(conn, impression_rows)
-                    return Written(self._record_clicks(conn, click_requests) if click_requests else [])
+                    outcomes: list[ClickCounts | ContentRefused] = []
+                    if click_requests:
+                        outcomes.extend(self._record_clicks(conn, click_requests))
+                    return Written(outcomes)
             except CONTENT_ERRORS:
                 return self._write_isolating(impression_rows, click_requests)
         except SQLAlchemyError as exc:

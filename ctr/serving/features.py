@@ -21,6 +21,7 @@ from typing import Annotated, Any
 
 import msgspec
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, create_model
 
 from ctr.events.schema import DENSE_DB, SPARSE_DB
@@ -84,7 +85,7 @@ for _k, _c in enumerate("0123456789abcdef"):
 _NULL = np.frombuffer(b"None\0\0\0\0", dtype=np.uint64)[0]  # how numpy writes None as 8 bytes
 
 
-def _sparse_values(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _sparse_values(values: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
     """(int64 values, absent bool) for an object array of decoded C values (str, None or "").
 
     Values are read as 8 NUL-padded bytes: the absent "" is all padding, None (null,
@@ -110,7 +111,7 @@ def _sparse_values(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return parsed, words == 0
 
 
-def encode(context: msgspec.Struct, candidates: Sequence[msgspec.Struct]) -> tuple[np.ndarray, np.ndarray]:
+def encode(context: msgspec.Struct, candidates: Sequence[msgspec.Struct]) -> tuple[NDArray[Any], NDArray[Any]]:
     """Raw arrays for decoded ``FeatureStruct`` values.
 
     Returns dense float64 ``(n, 13)`` (NaN = missing; exact integers for the event log) and
@@ -131,7 +132,7 @@ def encode(context: msgspec.Struct, candidates: Sequence[msgspec.Struct]) -> tup
     return dense[1:], sparse[1:]
 
 
-def feature_columns(dense: np.ndarray, sparse: np.ndarray) -> list[dict[str, int | None]]:
+def feature_columns(dense: NDArray[Any], sparse: NDArray[Any]) -> list[dict[str, int | None]]:
     """Per row: ``{"i1": …, "c26": …}`` raw values for the event log (None where missing)."""
     values = np.concatenate([np.where(np.isnan(dense), 0, dense).astype(np.int64), sparse], axis=1).astype(object)
     values[np.concatenate([np.isnan(dense), sparse < 0], axis=1)] = None

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import msgspec
-import numpy as np
 from fastapi.exceptions import RequestValidationError
+from numpy.typing import NDArray
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
 
 from ctr.serving.features import Features, FeatureStruct, NotHexError, encode, whole_number
@@ -75,10 +75,16 @@ Instant = Annotated[
 ]
 
 
+if TYPE_CHECKING:
+    FeaturesModel = BaseModel  # the model pydantic builds at import (ctr.serving.features)
+else:
+    FeaturesModel = Features
+
+
 class Candidate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ad_id: Text = Field(min_length=1, max_length=MAX_AD_ID)
-    features: Features = Field(default_factory=Features)
+    features: FeaturesModel = Field(default_factory=Features)
 
 
 class ScoreRequest(BaseModel):
@@ -90,7 +96,7 @@ class ScoreRequest(BaseModel):
         description="Idempotency key: a repeat within the API's window gets the first answer, and logs nothing.",
     )
     event_time: Instant = Field(default=None, description="The ad server's event time (UTC); default now.")
-    context: Features = Field(default_factory=Features)
+    context: FeaturesModel = Field(default_factory=Features)
     candidates: list[Candidate] = Field(min_length=1)
     top_k: Annotated[int, Field(ge=1), BeforeValidator(whole_number)] | None = None
 
@@ -127,8 +133,8 @@ class ScoreInput:
     event_time: datetime | None
     top_k: int | None
     ad_ids: list[str]
-    dense: np.ndarray
-    sparse: np.ndarray
+    dense: NDArray[Any]
+    sparse: NDArray[Any]
 
 
 def decode_score_request(raw: bytes) -> ScoreInput:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from numpy.typing import NDArray
 
 from ctr.errors import CtrError
 from ctr.export import onnx_predict, onnx_session
@@ -59,7 +61,7 @@ class RepositoryScorer:
             log.info("serving version %d (was %s)", wanted, previous)
             return True
 
-    def score(self, dense: np.ndarray, sparse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def score(self, dense: NDArray[Any], sparse: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
         """(pctr (n,), version (n,)) for raw dense (n, 13) and sparse (n, 26)."""
         current = self._current
         if current is None:

@@ -47,7 +47,7 @@ def _pytriton_dist() -> Path:
             "ctr triton needs the tritonserver build of nvidia-pytriton: pip install 'ctr-loop[triton]'"
         ) from exc
 
-    return get_root_module_path() / "tritonserver"
+    return Path(get_root_module_path()) / "tritonserver"
 
 
 class TritonFailed(CtrError):
