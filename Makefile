@@ -24,12 +24,14 @@ $(CHECKOV):
 	$(PYTHON) -m venv $(VENV)/tools
 	$(VENV)/tools/bin/pip install --quiet "checkov>=3.2,<4"
 
-# ruff first (seconds): a lint error fails `make test`, and so CI, before the suite runs.
+# ruff and mypy first (about a minute): a lint or type error fails `make test`, and so CI,
+# before the suite runs.
 test: $(STAMP) $(CHECKOV) lint
 	$(PY) -m pytest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ctr monitor pipelines tests benchmarks
+	$(VENV)/bin/mypy
 
 # The benchmarks of benchmarks/RESULTS.md that run on this machine (about 15 minutes).
 # The GPU one runs on a lent machine: python3 benchmarks/bench_train.py --deepctr --speed

@@ -35,7 +35,7 @@ import numpy as np
 
 from ctr.data.synth import SynthArgs, synthesize
 from ctr.data.world import SyntheticWorld, WorldConfig
-from ctr.export import onnx_predict, onnx_session
+from ctr.onnx_export import onnx_predict, onnx_session
 from ctr.repository import ModelRepository
 from ctr.serving.local import LocalStack
 from ctr.train import TrainSpec, train_and_publish

@@ -332,8 +332,8 @@ def events_export(
     as_json: JsonFlag = False,
 ) -> None:
     """Write matured impressions as labelled Criteo-layout days (for incremental training)."""
-    from ctr.events.export import ExportWindow, export_days
     from ctr.events.store import EventStore
+    from ctr.events.training_export import ExportWindow, export_days
     from ctr.timeutil import parse_duration, parse_time
 
     window = ExportWindow(parse_time(since), parse_time(until), parse_duration(attribution_window), parse_time(now))

@@ -14,8 +14,8 @@ from typing import Any
 import yaml
 
 from ctr.errors import InputError
-from ctr.export import SERVING_PRECISIONS
 from ctr.model import ModelConfig
+from ctr.onnx_export import SERVING_PRECISIONS
 
 BUILTIN = "experiments.yaml"
 CPU_PRECISIONS = ("fp32", "bf16")
@@ -43,7 +43,7 @@ class Experiment:
     early_stopping_patience: int
     incremental: IncrementalConfig
     model: ModelConfig
-    serving_precision: str = "fp32"  # the served ONNX graph: fp32, or int8 weights (ctr.export)
+    serving_precision: str = "fp32"  # the served ONNX graph: fp32, or int8 weights (ctr.onnx_export)
     cpu_precision: str = "fp32"  # training on CPU: fp32, or bf16 autocast (CUDA always uses bf16 autocast)
     lr_scaling: str = "none"  # none, sqrt or linear in batch_size / lr_reference_batch (ctr.train)
     lr_reference_batch: int = 4096  # the batch size the learning rates are given for
@@ -87,6 +87,16 @@ class Experiment:
             raise InputError(f"experiment {d.get('name', '?')!r} is incomplete or invalid: {exc}") from exc
 
 
+def _blocks(text: str) -> dict[str, Any]:
+    try:
+        blocks = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"config file is not valid YAML: {exc}") from exc
+    if not isinstance(blocks, dict):
+        raise InputError("a config file maps experiment names to their settings")
+    return blocks
+
+
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in override.items():
@@ -95,7 +105,12 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_experiment(spec: str, seed: int | None = None) -> Experiment:
-    """Experiment ``NAME`` from the built-in file or ``FILE.yaml#NAME``; ``seed`` overrides."""
+    """Experiment ``NAME`` from the built-in file or ``FILE.yaml#NAME``; ``seed`` overrides.
+
+    A user file inherits the packaged ``Base``: its own ``Base`` (optional) and then the
+    experiment override it key by key, so a file needs to say only what differs.
+    """
+    packaged = _blocks(resources.files("ctr.configs").joinpath(BUILTIN).read_text())
     if "#" in spec:
         path_text, name = spec.split("#", 1)
         path = Path(path_text)
@@ -105,20 +120,17 @@ def load_experiment(spec: str, seed: int | None = None) -> Experiment:
     else:
         name = spec
         text = resources.files("ctr.configs").joinpath(BUILTIN).read_text()
-    try:
-        blocks = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(f"config file is not valid YAML: {exc}") from exc
+    blocks = _blocks(text)
     if name == "Base" or name not in blocks:
         known = ", ".join(k for k in blocks if k != "Base")
         raise InputError(f"unknown experiment {name!r}; known: {known}")
-    merged = _merge(blocks.get("Base", {}), blocks[name] or {})
+    merged = _merge(_merge(packaged["Base"], blocks.get("Base") or {}), blocks[name] or {})
     # Strict here, for what a person wrote (a misspelt key must not fall back to a default in
     # silence); ``from_dict`` stays lenient for metadata that older versions wrote.
     keys = [f.name for f in fields(Experiment) if f.name != "name"]
     unknown = sorted(set(merged) - set(keys))
     if unknown:
-        raise InputError(f"experiment {name!r}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        raise InputError(f"experiment {name!r}: unknown key(s) {', '.join(unknown)}; known: {', '.join(keys)}")
     merged["name"] = name
     if seed is not None:
         merged["seed"] = seed

@@ -115,7 +115,7 @@ class ModelRepository:
         The ONNX graph is stamped with the number and ``metadata`` is written as
         ``metadata.json`` (with ``version`` set) before the rename. A rollback pin is lifted.
         """
-        from ctr.export import stamp_version
+        from ctr.onnx_export import stamp_version
 
         if not (staged / ONNX_FILE).is_file():
             raise ArtifactError(f"{staged} holds no {ONNX_FILE}; nothing to publish")

@@ -94,8 +94,8 @@ def prepare(request: RetrainRequest, job_name: str = "") -> Prepared:
     history is replayed.
     """
     from ctr.data.dataset import available_days, parse_days
-    from ctr.events.export import ExportWindow, export_days
     from ctr.events.store import EventStore
+    from ctr.events.training_export import ExportWindow, export_days
 
     run_id = request.run_id or job_name
     if not run_id:
@@ -179,7 +179,7 @@ def score_served_graph(graph: Path, day: DayShards) -> tuple[NDArray[Any], NDArr
     import polars as pl
 
     from ctr.data.dataset import raw_arrays
-    from ctr.export import onnx_predict, onnx_session
+    from ctr.onnx_export import onnx_predict, onnx_session
 
     session = onnx_session(graph, threads=os.cpu_count() or 1)  # a batch job: every core
     labels, probs = [], []

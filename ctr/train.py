@@ -42,10 +42,10 @@ from ctr.data.encoded import CACHE_DIR_NAME, EncodedCache, check_cache_root
 from ctr.data.feed import Part, ShardFeed, default_workers
 from ctr.distributed import SINGLE, Rank, launch
 from ctr.errors import ArtifactError, InputError, first_line
-from ctr.export import export_serving_onnx
 from ctr.features import FeatureTransform
 from ctr.metrics import calibration, log_loss, roc_auc
 from ctr.model import DCN
+from ctr.onnx_export import export_serving_onnx
 from ctr.repository import (
     REFERENCE_FILE,
     TRANSFORM_DIR,
@@ -78,7 +78,7 @@ class TrainSpec:
 
 
 @dataclass
-class Candidate:
+class StagedVersion:
     """A trained, exported, not yet published version in the repository's staging area."""
 
     staged: Path
@@ -334,7 +334,7 @@ def load_version(
     return model.to(device or torch.device("cpu")), transform, meta
 
 
-def train_candidate(spec: TrainSpec, repo: ModelRepository) -> Candidate:
+def train_candidate(spec: TrainSpec, repo: ModelRepository) -> StagedVersion:
     """Train per ``spec`` and stage (not publish) the result in ``repo``.
 
     Checks what the run needs before any work: the days, the experiment, a writable encoded
@@ -361,7 +361,7 @@ def train_candidate(spec: TrainSpec, repo: ModelRepository) -> Candidate:
         out = Path(tmp) / "candidate.json"
         launch(_train_rank, spec.nproc, pick_device(spec.device), spec, repo, out)
         result = json.loads(out.read_text())
-    return Candidate(Path(result["staged"]), result["metadata"], result["metrics"])
+    return StagedVersion(Path(result["staged"]), result["metadata"], result["metrics"])
 
 
 def _train_rank(rank: Rank, spec: TrainSpec, repo: ModelRepository, out: Path) -> None:
@@ -379,7 +379,7 @@ def _cache_root(spec: TrainSpec) -> Path:
     return spec.data_dir / CACHE_DIR_NAME
 
 
-def _train(spec: TrainSpec, repo: ModelRepository, rank: Rank) -> Candidate | None:
+def _train(spec: TrainSpec, repo: ModelRepository, rank: Rank) -> StagedVersion | None:
     """One rank's run; returns the staged candidate on rank 0, None on the others."""
     exp = load_experiment(spec.experiment, seed=spec.seed)
     device = rank.device(pick_device(spec.device))
@@ -491,10 +491,10 @@ def _train(spec: TrainSpec, repo: ModelRepository, rank: Rank) -> Candidate | No
         "epoch_samples_per_second": [round(r, 1) for r in rates],
         "auc_by_epoch": aucs,
     }
-    return Candidate(staged, metadata, metrics)
+    return StagedVersion(staged, metadata, metrics)
 
 
-def train_and_publish(spec: TrainSpec, repo: ModelRepository) -> tuple[int, Candidate]:
+def train_and_publish(spec: TrainSpec, repo: ModelRepository) -> tuple[int, StagedVersion]:
     """``train_candidate`` then publish it as the next version."""
     candidate = train_candidate(spec, repo)
     try:

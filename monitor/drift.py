@@ -18,8 +18,8 @@ import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import select
 
-from ctr.events.schema import DENSE_DB, SPARSE_DB, impressions
 from ctr.events.store import EventStore
+from ctr.events.tables import DENSE_DB, SPARSE_DB, impressions
 from ctr.repository import ONNX_FILE, REFERENCE_FILE, ModelRepository
 from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS
 
@@ -55,7 +55,7 @@ def drift_report(
     from evidently.presets import DataDriftPreset
 
     from ctr.data.dataset import raw_arrays  # polars, Evidently and onnx: only when drift is asked for
-    from ctr.export import onnx_predict, onnx_session
+    from ctr.onnx_export import onnx_predict, onnx_session
 
     ref_path = repo.version_dir(version) / REFERENCE_FILE
     if not ref_path.exists():

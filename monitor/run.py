@@ -22,8 +22,8 @@ from sqlalchemy import desc, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ctr.errors import CtrError
-from ctr.events.schema import monitor_runs
 from ctr.events.store import EventStore, StoreUnavailable, redacted
+from ctr.events.tables import monitor_runs
 from ctr.ids import uuid7
 from ctr.lease import holder as repository_lease
 from ctr.metrics import calibration, log_loss
@@ -31,7 +31,7 @@ from ctr.repository import ModelRepository
 from ctr.retrain_request import RetrainRequest
 from ctr.timeutil import from_us, to_us, utcnow
 from monitor.drift import drift_report
-from monitor.lease import release, try_acquire
+from monitor.monitor_lease import release, try_acquire
 from monitor.push import push_metrics
 from monitor.rules import Rules
 from monitor.stats import delong_auc, expected_auc

@@ -17,8 +17,8 @@ from numpy.typing import NDArray
 from sqlalchemy import and_, case, select
 from sqlalchemy.exc import DBAPIError
 
-from ctr.events.schema import clicks, impressions
 from ctr.events.store import EventStore
+from ctr.events.tables import clicks, impressions
 from ctr.timeutil import to_us
 from monitor.rules import Rules
 

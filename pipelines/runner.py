@@ -46,7 +46,7 @@ def compile_pipeline(out: Path, train_gpus: int | None = None) -> Path:
     (default ``CTR_PIPELINE_TRAIN_GPUS`` or 1)."""
     from kfp import compiler
 
-    from pipelines.retrain import build_pipeline
+    from pipelines.retrain_dag import build_pipeline
 
     pipeline = build_pipeline(train_gpus_setting() if train_gpus is None else train_gpus)
     output_dir(out.parent)
@@ -110,7 +110,7 @@ def run_local(
     """
     from kfp import local
 
-    from pipelines.retrain import retrain_pipeline
+    from pipelines.retrain_dag import retrain_pipeline
 
     request = request.replace(run_id=request.run_id or f"local-{uuid7()}")
     repo = ModelRepository(Path(request.repo))

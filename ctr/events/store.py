@@ -34,7 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DataError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
 from ctr.errors import CtrError, InputError, first_line
-from ctr.events.schema import clicks, impressions, quarantine
+from ctr.events.tables import clicks, impressions, quarantine
 
 if TYPE_CHECKING:  # alembic is imported only where a migration or a diagnosis needs it
     from alembic.config import Config

@@ -19,9 +19,9 @@ from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 
+from ctr.events.group_commit import GroupCommitWriter
 from ctr.events.spool import Spool, SpoolFull
 from ctr.events.store import ClickCounts, ContentRefused, EventStore, StoreUnavailable
-from ctr.events.writer import GroupCommitWriter
 from ctr.serving.api_metrics import ApiMetrics
 
 log = logging.getLogger(__name__)

@@ -30,9 +30,9 @@ from ctr.serving.api_metrics import ApiMetrics
 from ctr.serving.api_schema import error_response
 from ctr.serving.api_settings import ApiSettings
 from ctr.serving.durable_sink import Clicks, DurableSink
-from ctr.serving.features import feature_columns
 from ctr.serving.idempotency import RecentAnswers
 from ctr.serving.request import ScoreInput, decode_click_request, decode_score_request
+from ctr.serving.request_features import feature_columns
 from ctr.serving.triton_client import TritonScorer, TritonUnavailable
 from ctr.timeutil import to_us, utcnow
 

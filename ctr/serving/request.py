@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from numpy.typing import NDArray
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError
 
-from ctr.serving.features import Features, FeatureStruct, NotHexError, encode, whole_number
+from ctr.serving.request_features import Features, FeatureStruct, NotHexError, encode, whole_number
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -76,7 +76,7 @@ Instant = Annotated[
 
 
 if TYPE_CHECKING:
-    FeaturesModel = BaseModel  # the model pydantic builds at import (ctr.serving.features)
+    FeaturesModel = BaseModel  # the model pydantic builds at import (ctr.serving.request_features)
 else:
     FeaturesModel = Features
 

@@ -17,7 +17,7 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from ctr.errors import CtrError
-from ctr.export import onnx_predict, onnx_session
+from ctr.onnx_export import onnx_predict, onnx_session
 from ctr.repository import ONNX_FILE, ModelRepository
 from ctr.schema import N_DENSE, N_SPARSE
 

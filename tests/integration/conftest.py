@@ -13,12 +13,12 @@ from ctr.data.dataset import day_shards
 from ctr.repository import ModelRepository
 from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS
 from ctr.serving.local import LocalStack
-from ctr.train import Candidate, TrainSpec, train_and_publish, train_candidate
+from ctr.train import StagedVersion, TrainSpec, train_and_publish, train_candidate
 from tests.conftest import free_port
 
 
 @pytest.fixture(scope="module")
-def repo_and_next(small_days: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelRepository, Candidate]:
+def repo_and_next(small_days: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelRepository, StagedVersion]:
     """Version 1 published; a second candidate staged for the swap test."""
     repo = ModelRepository(tmp_path_factory.mktemp("serving") / "repo")
     train_and_publish(TrainSpec(small_days, [0, 1], 2, experiment="lr"), repo)
@@ -28,7 +28,7 @@ def repo_and_next(small_days: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="module")
 def stack(
-    repo_and_next: tuple[ModelRepository, Candidate], tmp_path_factory: pytest.TempPathFactory
+    repo_and_next: tuple[ModelRepository, StagedVersion], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalStack]:
     repo, _ = repo_and_next
     with local_stack(repo.root, tmp_path_factory.mktemp("stack")) as s:

@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 
 from ctr.data.reader import ReadReport, iter_batches
-from ctr.events.export import ExportWindow, export_days
 from ctr.events.store import ClickCounts, EventStore
+from ctr.events.training_export import ExportWindow, export_days
 from ctr.ids import uuid7
 from ctr.timeutil import to_us
 

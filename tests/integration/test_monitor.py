@@ -20,8 +20,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from ctr.data.dataset import day_shards
-from ctr.events.export import ExportWindow, export_days
 from ctr.events.store import EventStore, StoreUnavailable
+from ctr.events.training_export import ExportWindow, export_days
 from ctr.ids import uuid7
 from ctr.repository import ModelRepository
 from ctr.retrain_request import RetrainRequest
@@ -150,7 +150,7 @@ def test_two_concurrent_runs_trigger_once(db_url: str, repo: ModelRepository) ->
 
 
 def test_a_crashed_runs_lease_expires(db_url: str, repo: ModelRepository) -> None:
-    from monitor.lease import try_acquire
+    from monitor.monitor_lease import try_acquire
 
     store = EventStore(db_url)
     assert try_acquire(store, "crashed-run", timedelta(seconds=1))

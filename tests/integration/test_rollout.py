@@ -29,7 +29,7 @@ from ctr import storage
 from ctr.repository import ModelRepository
 from ctr.rollout import kubernetes_api, rollout_status, wait_for_rollout
 from ctr.serving.local import LocalStack
-from ctr.train import Candidate, TrainSpec, train_and_publish, train_candidate
+from ctr.train import StagedVersion, TrainSpec, train_and_publish, train_candidate
 from tests.conftest import free_port
 from tests.standins.k8s_api import K8sApiStandIn
 
@@ -217,7 +217,7 @@ def test_pods_not_running_or_not_answering_are_not_ready(pods: Pods, tmp_path: P
         )
 
 
-def _copy_to(candidate: Candidate, repo: ModelRepository) -> Path:
+def _copy_to(candidate: StagedVersion, repo: ModelRepository) -> Path:
     staged = repo.stage()
     shutil.copytree(candidate.staged, staged, dirs_exist_ok=True)
     return staged

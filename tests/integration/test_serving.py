@@ -14,14 +14,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select, text
 
-from ctr.events.schema import impressions
 from ctr.events.store import EventStore
-from ctr.export import onnx_predict, onnx_session
+from ctr.events.tables import impressions
+from ctr.onnx_export import onnx_predict, onnx_session
 from ctr.repository import ModelRepository
 from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS
 from ctr.serving.api import ApiSettings, create_app
 from ctr.serving.local import LocalStack
-from ctr.train import Candidate
+from ctr.train import StagedVersion
 from tests.conftest import PG_ADMIN_URL
 from tests.integration.conftest import request_body
 
@@ -37,7 +37,7 @@ def stack_store(stack: LocalStack) -> EventStore:
 
 
 def test_score_end_to_end_sqlite(
-    stack: LocalStack, requests_rows: pl.DataFrame, repo_and_next: tuple[ModelRepository, Candidate]
+    stack: LocalStack, requests_rows: pl.DataFrame, repo_and_next: tuple[ModelRepository, StagedVersion]
 ) -> None:
     rows = requests_rows.head(100)
     body = request_body(rows, top_k=10)
@@ -266,7 +266,7 @@ def test_locust_scenario_runs_clean(stack: LocalStack, tmp_path: Path) -> None:
 
 
 def test_version_swap_under_load(
-    stack: LocalStack, requests_rows: pl.DataFrame, repo_and_next: tuple[ModelRepository, Candidate]
+    stack: LocalStack, requests_rows: pl.DataFrame, repo_and_next: tuple[ModelRepository, StagedVersion]
 ) -> None:
     repo, candidate = repo_and_next
     body = request_body(requests_rows.head(50))

@@ -15,7 +15,7 @@ import yaml
 
 from ctr.data.dataset import day_shards
 from ctr.errors import ArtifactError, InputError
-from ctr.export import onnx_predict, onnx_session
+from ctr.onnx_export import onnx_predict, onnx_session
 from ctr.repository import ModelRepository
 from ctr.train import TrainSpec, load_version, pick_device, score_day, train_and_publish
 

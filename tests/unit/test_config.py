@@ -48,3 +48,13 @@ def test_a_misspelt_key_in_an_experiments_file_is_refused(tmp_path: Path) -> Non
     path.write_text("dcn_fast:\n  learning_rte: 0.01\n")
     with pytest.raises(InputError, match=r"experiment 'dcn_fast': unknown key\(s\) learning_rte; known: seed, "):
         load_experiment(f"{path}#dcn_fast")
+
+
+def test_a_user_file_inherits_the_packaged_base(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("wide:\n  batch_size: 2048\n  model:\n    mlp: [256, 128]\n")
+    exp = load_experiment(f"{path}#wide")
+    base = load_experiment("dcn_small")  # any packaged experiment shares Base's seed and rates
+    assert exp.batch_size == 2048 and exp.model.mlp == (256, 128)
+    assert exp.seed == base.seed and exp.learning_rate == load_experiment("dcn").learning_rate
+    assert exp.model.embedding_dim == 16  # from the packaged Base's model block, merged key by key

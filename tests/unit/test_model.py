@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from ctr.errors import ArtifactError, InputError
-from ctr.export import export_serving_onnx, onnx_predict, onnx_session, stamp_version
 from ctr.features import FeatureTransform
 from ctr.model import DCN, BitMaskDropout, MatrixCrossNet, ModelConfig, VectorCrossNet, _CpuEmbeddingLookup
+from ctr.onnx_export import export_serving_onnx, onnx_predict, onnx_session, stamp_version
 from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS
 
 SIZES = [3, 50, 7, 1000, *[11] * 22]

@@ -1,6 +1,6 @@
 """``decode_score_request``: the msgspec fast path gives what the pydantic contract gives.
 
-The reference below is written independently of ``ctr.serving.features``: it validates with
+The reference below is written independently of ``ctr.serving.request_features``: it validates with
 ``ScoreRequest`` (the contract) and fills the arrays value by value.
 """
 
@@ -17,8 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from ctr.schema import DENSE_COLUMNS, N_DENSE, N_SPARSE, SPARSE_COLUMNS
-from ctr.serving.features import feature_columns
 from ctr.serving.request import ClickRequest, ScoreRequest, decode_score_request
+from ctr.serving.request_features import feature_columns
 
 
 def reference(raw: bytes) -> tuple[list[str], np.ndarray, np.ndarray]:

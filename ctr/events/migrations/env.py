@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from ctr.events.schema import metadata
+from ctr.events.tables import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:

@@ -24,8 +24,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ctr.data.writer import frame_table, write_criteo
 from ctr.errors import InputError
-from ctr.events.schema import DENSE_DB, SPARSE_DB, clicks, impressions
 from ctr.events.store import EventStore
+from ctr.events.tables import DENSE_DB, SPARSE_DB, clicks, impressions
 from ctr.paths import output_dir
 from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS, day_name
 from ctr.timeutil import to_us

@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, create_model
 
-from ctr.events.schema import DENSE_DB, SPARSE_DB
+from ctr.events.tables import DENSE_DB, SPARSE_DB
 from ctr.schema import DENSE_COLUMNS, N_DENSE, N_SPARSE, SPARSE_COLUMNS
 
 N_FEATURES = N_DENSE + N_SPARSE

@@ -11,8 +11,8 @@ from datetime import timedelta
 from sqlalchemy import delete, insert, update
 from sqlalchemy.exc import IntegrityError
 
-from ctr.events.schema import monitor_lease
 from ctr.events.store import EventStore
+from ctr.events.tables import monitor_lease
 from ctr.timeutil import to_us, utcnow
 
 NAME = "monitor"
