@@ -93,7 +93,7 @@ def prepare(request: RetrainRequest, job_name: str = "") -> Prepared:
     (a single exported day: 70 % train, 15 % validation, 15 % holdout, in time order);
     history is replayed.
     """
-    from ctr.data.dataset import available_days, parse_days
+    from ctr.data.dataset import available_days, check_days, parse_days
     from ctr.events.store import EventStore
     from ctr.events.training_export import ExportWindow, export_days
 
@@ -104,6 +104,9 @@ def prepare(request: RetrainRequest, job_name: str = "") -> Prepared:
     events_db = env_or_file("CTR_DB_URL") if request.events else ""
     if request.events and not events_db:
         raise InputError("an event-log run needs CTR_DB_URL or CTR_DB_URL_FILE in its environment")
+    if not events_db:  # every day the run will read is there, before any work or lease
+        days = parse_days(request.train_days)
+        check_days(Path(data_dir), [*days, request.valid_day, request.holdout])
     repository = ModelRepository(Path(request.repo))
     acquire(repository, run_id)
     if mode == "incremental" and repository.served() is None:
@@ -115,7 +118,6 @@ def prepare(request: RetrainRequest, job_name: str = "") -> Prepared:
         log.warning("no serving version: falling back to a full run as asked")
         mode = "full"
     if not events_db:
-        days = parse_days(request.train_days)
         return Prepared(run_id, mode, data_dir, days, request.valid_day, request.holdout, None)
     work = Path(request.work_dir) / run_id
     shutil.rmtree(work, ignore_errors=True)

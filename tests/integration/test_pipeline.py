@@ -166,3 +166,14 @@ def test_a_second_run_is_refused_while_one_holds_the_lease(
         run_local(params(pipeline_days, repo.root, tmp_path / "w", "incremental", "4", 5, 6))
     assert repo.versions() == before
     assert holder(repo)["run_id"] == "other-run"  # the other run's lease is untouched
+
+
+def test_a_missing_holdout_day_fails_before_the_lease_and_any_training(pipeline_days: Path, tmp_path: Path) -> None:
+    from ctr.lease import holder
+    from ctr.retrain import prepare
+
+    repo = ModelRepository(tmp_path / "repo")
+    request = params(pipeline_days, repo.root, tmp_path / "work", "incremental", "1", 2, 9).replace(run_id="r1")
+    with pytest.raises(InputError, match=r"day\(s\) 9 not found"):
+        prepare(request)
+    assert holder(repo) is None and not (tmp_path / "work").exists()
