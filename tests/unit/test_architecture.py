@@ -114,3 +114,20 @@ def test_the_api_module_only_wires() -> None:
 def test_file_names_are_unique_across_the_tree() -> None:
     names = Counter(p.name for package in PACKAGES for p in (ROOT / package).rglob("*.py") if p.name != "__init__.py")
     assert [n for n, k in names.items() if k > 1] == []
+
+
+def test_the_readme_configuration_table_lists_every_variable_the_code_reads() -> None:
+    import re
+
+    read = set()
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            read |= set(re.findall(r"\b(CTR_[A-Z0-9_]*[A-Z0-9])\b", path.read_text()))
+    read = {v for v in read if v != "CTR_KFP"}  # a prefix in a help text
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Configuration") : readme.index("## Architecture")]
+    documented = set(re.findall(r"`(CTR_[A-Z0-9_]+)`", table))
+    assert read - documented == set(), "read by the code, missing from README's table"
+    # ``X_FILE`` is read through ``ctr.settings.env_or_file("X")``
+    unread = {v for v in documented - read if not (v.endswith("_FILE") and v.removesuffix("_FILE") in read)}
+    assert unread == set(), "in README's table, read by no code"
