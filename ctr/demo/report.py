@@ -1,0 +1,154 @@
+"""The demo's report: ``summary.json``, ``auc.png`` and ``index.html`` (plot, decision
+records, drift report)."""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import asdict
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from ctr.demo.scenario import EPOCH, DemoConfig, Timeline
+from ctr.events.store import EventStore
+from ctr.repository import ModelRepository
+
+
+def sim_time(t: datetime) -> str:
+    return f"day {(t - EPOCH).days} {t:%H:%M}"
+
+
+def decision_line(t: datetime, r: dict[str, Any]) -> str:
+    auc = "n/a" if r["auc"] is None else f"{r['auc']:.3f} [{r['auc_lower']:.3f}, {r['auc_upper']:.3f}]"
+    run = f" run {r['run_id']}" if r.get("run_id") else ""
+    return (
+        f"{sim_time(t):<17} {('v' + str(r['serving_version'])):>6} {r['labelled']:>8}  {auc:<24} {r['decision']}{run}"
+    )
+
+
+def _mean_auc(entries: list[dict[str, Any]]) -> float | None:
+    values = [e["auc"] for e in entries if e["auc"] is not None]
+    return round(float(np.mean(values)), 4) if values else None
+
+
+def summarize(
+    cfg: DemoConfig, repo: ModelRepository, store: EventStore, timeline: Timeline, start: datetime
+) -> dict[str, Any]:
+    drift_at = EPOCH + timedelta(days=cfg.drift_day)
+    swap_at = datetime.fromisoformat(timeline.swaps[0]["at"]) if timeline.swaps else None
+
+    def window_start(e: dict[str, Any]) -> datetime:
+        return datetime.fromisoformat(e["window_start"])
+
+    def window_end(e: dict[str, Any]) -> datetime:
+        return datetime.fromisoformat(e["window_end"])
+
+    before = [e for e in timeline.entries if window_end(e) <= drift_at]
+    between = [
+        e for e in timeline.entries if window_start(e) >= drift_at and (swap_at is None or window_end(e) <= swap_at)
+    ]
+    after = [e for e in timeline.entries if swap_at is not None and window_start(e) >= swap_at]
+    triggers = [e for e in timeline.entries if e["decision"] == "trigger" and e["submission"] == "ok"]
+    detected = [e for e in timeline.entries if e["decision"] in ("trigger", "in-flight", "cooldown")]
+    versions = [
+        {"version": v, "parent_version": repo.metadata(v)["parent_version"], "mode": repo.metadata(v)["mode"]}
+        for v in repo.versions()
+    ]
+    return {
+        "config": {k: str(v) for k, v in asdict(cfg).items()},
+        "drift_onset": drift_at.isoformat(),
+        "baseline_auc": timeline.baseline.get("auc"),
+        "threshold": timeline.baseline.get("threshold"),
+        "first_detection": detected[0]["as_of"] if detected else None,
+        "triggers": len(triggers),
+        "versions": versions,
+        "swaps": timeline.swaps,
+        "auc_before_drift": _mean_auc(before),
+        "auc_after_drift": _mean_auc(between),
+        "auc_after_swap": _mean_auc(after),
+        "impressions_sent": timeline.impressions_sent,
+        "impressions_logged": store.count_impressions(),
+        "requests_failed": timeline.requests_failed,
+        "simulated_from": start.isoformat(),
+    }
+
+
+def hours(iso: str) -> float:
+    """Simulated days since the demo's epoch (fractional) of an ISO time."""
+    return (datetime.fromisoformat(iso) - EPOCH).total_seconds() / 86400
+
+
+def write_report(cfg: DemoConfig, timeline: Timeline, summary: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = [e for e in timeline.entries if e["auc"] is not None]
+    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=110)
+    if entries:
+        x = [hours(e["as_of"]) for e in entries]
+        ax.plot(x, [e["auc"] for e in entries], "o-", color="tab:blue", label="windowed AUC (served impressions)")
+        ax.fill_between(
+            x,
+            [e["auc_lower"] for e in entries],
+            [e["auc_upper"] for e in entries],
+            color="tab:blue",
+            alpha=0.2,
+            label="95% DeLong interval",
+        )
+    if timeline.baseline:
+        ax.axhline(
+            timeline.baseline["threshold"],
+            color="tab:red",
+            linestyle="--",
+            label=f"threshold {timeline.baseline['threshold']}",
+        )
+    ax.axvline(cfg.drift_day, color="tab:orange", label=f"{cfg.drift} drift onset")
+    for e in timeline.entries:
+        if e["decision"] == "trigger" and e["submission"] == "ok":
+            ax.axvline(hours(e["as_of"]), color="tab:purple", linestyle=":", label="retraining triggered")
+    for s in timeline.swaps:
+        ax.axvline(hours(s["at"]), color="tab:green", linestyle="-.", label=f"version {s['version']} served")
+    ax.set_xlabel("simulated day")
+    ax.set_ylabel("AUC-ROC")
+    ax.set_title("ctr-loop demo: drift, one retrain, recovery")
+    ax.legend(loc="lower left", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(cfg.report_dir / "auc.png")
+    plt.close(fig)
+    (cfg.report_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    rows = "\n".join(_row(e) for e in timeline.entries)
+    drift = (
+        '<p><a href="drift/drift.html">Evidently drift report (last monitor run)</a></p>'
+        if (cfg.report_dir / "drift" / "drift.html").exists()
+        else "<p>No drift report was produced.</p>"
+    )
+    (cfg.report_dir / "index.html").write_text(f"""<!doctype html><html><head><meta charset="utf-8">
+<title>ctr-loop demo report</title><style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}</style></head><body>
+<h1>ctr-loop demo</h1><img src="auc.png" alt="windowed AUC over simulated time">
+<h2>Summary</h2><pre>{json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2)}</pre>
+<h2>Drift</h2>{drift}
+<h2>Monitor decision records</h2><table><tr><th>as of</th><th>served</th><th>labelled</th><th>AUC</th>
+<th>95% CI</th><th>drift share</th><th>decision</th><th>reason</th></tr>{rows}</table></body></html>""")
+
+
+def _row(e: dict[str, Any]) -> str:
+    auc = "" if e["auc"] is None else f"{e['auc']:.4f}"
+    interval = "" if e["auc"] is None else f"[{e['auc_lower']:.4f}, {e['auc_upper']:.4f}]"
+    drift = "" if e["drift_share"] is None else f"{e['drift_share']:.2f}"
+    cells = [
+        e["as_of"],
+        f"v{e['serving_version']}",
+        str(e["labelled"]),
+        auc,
+        interval,
+        drift,
+        e["decision"],
+        e["reason"],
+    ]
+    return "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
