@@ -124,6 +124,11 @@ def test_the_readme_configuration_table_lists_every_variable_the_code_reads() ->
         for path in (ROOT / package).rglob("*.py"):
             read |= set(re.findall(r"\b(CTR_[A-Z0-9_]*[A-Z0-9])\b", path.read_text()))
     read = {v for v in read if v != "CTR_KFP"}  # a prefix in a help text
+    import ctr.serving.api_settings  # noqa: F401  # settings classes read CTR_<FIELD> for each field
+    from ctr.settings import PREFIX, CtrSettings
+
+    for settings in CtrSettings.__subclasses__():
+        read |= {PREFIX + name.upper() for name in settings.model_fields}
     readme = (ROOT / "README.md").read_text()
     table = readme[readme.index("## Configuration") : readme.index("## Architecture")]
     documented = set(re.findall(r"`(CTR_[A-Z0-9_]+)`", table))
