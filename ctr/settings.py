@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from pydantic import Field, ValidationError
 from pydantic.fields import FieldInfo
@@ -91,6 +91,11 @@ class CtrSettings(BaseSettings):
             super().__init__(**values)
         except ValidationError as exc:
             raise InputError(_describe(exc)) from None
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Self:
+        """The environment's settings with ``overrides`` (those not None) on top."""
+        return cls(**{k: v for k, v in overrides.items() if v is not None})
 
     @classmethod
     def settings_customise_sources(

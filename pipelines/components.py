@@ -1,23 +1,18 @@
 """KFP v2 components: thin wrappers that call ``ctr.retrain`` inside the component image.
 
-Locally (``kfp.local.SubprocessRunner``) they run in this environment; on a cluster in
-``CTR_PIPELINE_IMAGE`` (built from ``dockerfiles/pipeline.Dockerfile``, which installs kfp and
-ctr: nothing is pip-installed at run time). Every component takes the run's
-``RetrainRequest`` as JSON. Imports live inside the functions because KFP ships each
-function's source on its own.
+``components(image)`` makes them (at compile time, for the image the settings name). Locally
+(``kfp.local.SubprocessRunner``) they run in this environment; on a cluster in the image
+(built from ``dockerfiles/pipeline.Dockerfile``, which installs kfp and ctr: nothing is
+pip-installed at run time). Every component takes the run's ``RetrainRequest`` as JSON.
+Imports live inside the functions because KFP ships each function's source on its own.
 """
 
-import functools
-import os
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from kfp import dsl
 
-IMAGE = os.environ.get("CTR_PIPELINE_IMAGE", "ghcr.io/ctr-loop/ctr-pipeline:0.1.0")
-component = functools.partial(dsl.component, base_image=IMAGE, install_kfp_package=False)
 
-
-@component
 def prepare_op(request: str, job_name: str) -> NamedTuple("Prepared", [("mode", str), ("prepared", str)]):  # type: ignore[valid-type]  # KFP reads outputs from this form
     """Take the repository lease, settle the mode, lay out the days (``ctr.retrain.prepare``)."""
     from collections import namedtuple
@@ -29,7 +24,6 @@ def prepare_op(request: str, job_name: str) -> NamedTuple("Prepared", [("mode", 
     return namedtuple("Prepared", ["mode", "prepared"])(p.mode, p.to_json())  # type: ignore[call-arg]  # see the annotation
 
 
-@component
 def train_op(prepared: str, request: str) -> str:
     """Train (full or incremental, as prepared) and stage the candidate; returns its path."""
     from ctr.retrain import Prepared, train
@@ -38,7 +32,6 @@ def train_op(prepared: str, request: str) -> str:
     return train(Prepared.from_json(prepared), RetrainRequest.from_json(request))
 
 
-@component
 def evaluate_op(staged: str, prepared: str, request: str) -> str:
     """Candidate and serving version on the same holdout; returns the numbers as JSON."""
     import json
@@ -50,7 +43,6 @@ def evaluate_op(staged: str, prepared: str, request: str) -> str:
     return json.dumps(evaluate(staged, RetrainRequest.from_json(request).repo, p.data_dir, p.holdout_day))
 
 
-@component
 def gate_op(evaluation: str, request: str) -> NamedTuple("Gate", [("decision", str), ("reason", str)]):  # type: ignore[valid-type]  # KFP reads outputs from this form
     """``publish`` if the candidate's AUC ≥ the serving version's − epsilon, else ``reject``."""
     import json
@@ -64,7 +56,6 @@ def gate_op(evaluation: str, request: str) -> NamedTuple("Gate", [("decision", s
     return namedtuple("Gate", ["decision", "reason"])("publish" if ok else "reject", reason)  # type: ignore[call-arg]  # see the annotation
 
 
-@component
 def publish_op(staged: str, prepared: str, evaluation: str, reason: str, request: str) -> int:
     """Atomically publish the candidate as the next version and release the lease; on a cluster,
     end only once every Triton replica serves it (``ctr.rollout``, through the Kubernetes API)."""
@@ -85,7 +76,6 @@ def publish_op(staged: str, prepared: str, evaluation: str, reason: str, request
     return version
 
 
-@component
 def reject_op(staged: str, prepared: str, reason: str, request: str) -> str:
     """Drop the refused candidate and release the lease; the repository stays as it was."""
     from ctr.retrain import Prepared, reject
@@ -96,7 +86,6 @@ def reject_op(staged: str, prepared: str, reason: str, request: str) -> str:
     return reason
 
 
-@component
 def finish_op(request: str, job_name: str, status: dsl.PipelineTaskFinalStatus) -> str:
     """The exit handler: after any outcome, drop this run's staged candidates and its lease."""
     from ctr.retrain import finish
@@ -105,3 +94,26 @@ def finish_op(request: str, job_name: str, status: dsl.PipelineTaskFinalStatus) 
     state = finish(RetrainRequest.from_json(request), job_name, status.state)
     print(f"run ended {status.state}: {state}")
     return state
+
+
+@dataclass(frozen=True)
+class Components:
+    """The pipeline's steps as KFP components of one image."""
+
+    prepare: Any
+    train: Any
+    evaluate: Any
+    gate: Any
+    publish: Any
+    reject: Any
+    finish: Any
+
+
+def components(image: str) -> Components:
+    def make(func: Any) -> Any:
+        return dsl.component(func, base_image=image, install_kfp_package=False)
+
+    return Components(
+        make(prepare_op), make(train_op), make(evaluate_op), make(gate_op), make(publish_op), make(reject_op),
+        make(finish_op),
+    )  # fmt: skip

@@ -18,8 +18,8 @@ from typing import cast
 from kfp import dsl, kubernetes
 
 from ctr import storage
-from ctr.errors import InputError
-from pipelines.components import evaluate_op, finish_op, gate_op, prepare_op, publish_op, reject_op, train_op
+from pipelines.components import Components, components
+from pipelines.pipeline_settings import PipelineSettings
 
 PIPELINE_NAME = "ctr-retrain"
 GPU_TAINT_KEY = "nvidia.com/gpu"
@@ -42,33 +42,33 @@ def _on_gpu_pool(task: dsl.PipelineTask, gpus: int) -> dsl.PipelineTask:
     return task
 
 
-def build_pipeline(train_gpus: int = 1) -> Callable[..., None]:
-    """The pipeline with a train step on ``train_gpus`` GPUs (``ctr pipeline compile --train-gpus``)."""
-    if train_gpus < 1:
-        raise InputError(f"the train step needs at least one GPU, got {train_gpus}")
+def build_pipeline(settings: PipelineSettings) -> Callable[..., None]:
+    """The pipeline of ``settings``' image, with a train step on ``settings.pipeline_train_gpus`` GPUs."""
+    ops = components(settings.pipeline_image)
+    train_gpus = settings.pipeline_train_gpus
 
     @dsl.pipeline(  # type: ignore[untyped-decorator]  # kfp's decorators are unannotated
         name=PIPELINE_NAME, description="Retrain the CTR model (full or incremental), gate it, publish it."
     )
     def retrain_pipeline(request: str) -> None:
-        _steps(request, train_gpus)
+        _steps(ops, request, train_gpus)
 
     return cast(Callable[..., None], retrain_pipeline)
 
 
-def _steps(request: str, train_gpus: int) -> None:
-    finish = _on_store(finish_op(request=request, job_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER))
+def _steps(ops: Components, request: str, train_gpus: int) -> None:
+    finish = _on_store(ops.finish(request=request, job_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER))
     with dsl.ExitHandler(finish, name="release-on-exit"):
-        prepared = prepare_op(request=request, job_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+        prepared = ops.prepare(request=request, job_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
         kubernetes.use_secret_as_env(prepared, secret_name=DB_SECRET[0], secret_key_to_env={DB_SECRET[1]: DB_SECRET[2]})
         _on_store(prepared)
         plan = prepared.outputs["prepared"]
-        trained = _on_gpu_pool(_on_store(train_op(prepared=plan, request=request)), train_gpus)
-        evaluated = _on_store(evaluate_op(staged=trained.output, prepared=plan, request=request))
-        gated = gate_op(evaluation=evaluated.output, request=request)
+        trained = _on_gpu_pool(_on_store(ops.train(prepared=plan, request=request)), train_gpus)
+        evaluated = _on_store(ops.evaluate(staged=trained.output, prepared=plan, request=request))
+        gated = ops.gate(evaluation=evaluated.output, request=request)
         with dsl.If(gated.outputs["decision"] == "publish", name="gate-passed"):
             _on_store(
-                publish_op(
+                ops.publish(
                     staged=trained.output,
                     prepared=plan,
                     evaluation=evaluated.output,
@@ -77,7 +77,4 @@ def _steps(request: str, train_gpus: int) -> None:
                 )
             )
         with dsl.Else(name="gate-refused"):
-            _on_store(reject_op(staged=trained.output, prepared=plan, reason=gated.outputs["reason"], request=request))
-
-
-retrain_pipeline = build_pipeline(1)
+            _on_store(ops.reject(staged=trained.output, prepared=plan, reason=gated.outputs["reason"], request=request))

@@ -32,23 +32,15 @@ def arguments(request: RetrainRequest) -> dict[str, Any]:
     return {"request": request.to_json()}
 
 
-def train_gpus_setting() -> int:
-    """``CTR_PIPELINE_TRAIN_GPUS`` (default 1): GPUs of one node for the train step."""
-    raw = os.environ.get("CTR_PIPELINE_TRAIN_GPUS", "1")
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise InputError(f"CTR_PIPELINE_TRAIN_GPUS must be an integer, got {raw!r}") from exc
-
-
 def compile_pipeline(out: Path, train_gpus: int | None = None) -> Path:
     """Write the pipeline spec (YAML) to ``out``; the train step asks for ``train_gpus`` GPUs
-    (default ``CTR_PIPELINE_TRAIN_GPUS`` or 1)."""
+    (default ``CTR_PIPELINE_TRAIN_GPUS`` or 1), the components run ``CTR_PIPELINE_IMAGE``."""
     from kfp import compiler
 
+    from pipelines.pipeline_settings import PipelineSettings
     from pipelines.retrain_dag import build_pipeline
 
-    pipeline = build_pipeline(train_gpus_setting() if train_gpus is None else train_gpus)
+    pipeline = build_pipeline(PipelineSettings.from_env(pipeline_train_gpus=train_gpus))
     output_dir(out.parent)
     compiler.Compiler().compile(pipeline, str(out))
     return out
@@ -110,7 +102,10 @@ def run_local(
     """
     from kfp import local
 
-    from pipelines.retrain_dag import retrain_pipeline
+    from pipelines.pipeline_settings import PipelineSettings
+    from pipelines.retrain_dag import build_pipeline
+
+    retrain_pipeline = build_pipeline(PipelineSettings.from_env())
 
     request = request.replace(run_id=request.run_id or f"local-{uuid7()}")
     repo = ModelRepository(Path(request.repo))

@@ -52,8 +52,3 @@ class ApiSettings(CtrSettings):
         if any(not key.isascii() or not key.isprintable() for key in self.api_keys):
             raise ValueError("API keys (CTR_API_KEYS) must be printable ASCII")
         return self
-
-    @classmethod
-    def from_env(cls, **overrides: Any) -> ApiSettings:
-        """The environment's settings with ``overrides`` (those not None) on top."""
-        return cls(**{k: v for k, v in overrides.items() if v is not None})

@@ -273,12 +273,14 @@ def test_a_failing_run_releases_the_lease_and_leaves_no_staged_candidate(
         (store / part).mkdir(parents=True)
     for day in range(3):
         shutil.copy2(pipeline_days / f"day_{day}", store / "data" / f"day_{day}")
+    (store / "data" / "day_9").mkdir()  # a holdout day whose one shard is corrupt: evaluate fails
+    (store / "data" / "day_9" / "part-00000.parquet").write_bytes(b"not parquet")
     repo = ModelRepository(store / "repo")
     train_and_publish(TrainSpec(store / "data", [0], 1, experiment="lr"), repo)
     before = sorted(p.relative_to(repo.root) for p in repo.root.rglob("*"))
     request = {
         "repo": "/mnt/ctr/repo", "data_dir": "/mnt/ctr/data", "work_dir": "/mnt/ctr/work", "mode": "incremental",
-        "train_days": "0", "valid_day": 1, "holdout_day": 9, "experiment": "lr",  # day 9 does not exist: evaluate fails
+        "train_days": "0", "valid_day": 1, "holdout_day": 9, "experiment": "lr",  # day 9 is corrupt: evaluate fails
     }  # fmt: skip
     (tmp_path / "request.json").write_text(json.dumps(request))
     with KfpStandIn(execute=run_in_pipeline_pods(pods, store, "", tmp_path / "kfp")) as kfp:

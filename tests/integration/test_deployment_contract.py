@@ -226,7 +226,9 @@ def test_every_ctr_variable_the_code_reads_is_set_or_documented(objects: list[di
 
 
 def test_every_image_has_its_dockerfile(objects: list[dict[str, Any]]) -> None:
-    from pipelines.components import IMAGE
+    from pipelines.pipeline_settings import PipelineSettings
+
+    IMAGE = PipelineSettings().pipeline_image
 
     images = {
         c["image"] for _, _, pod in pods(objects) for c in [*pod["containers"], *pod.get("initContainers", [])]

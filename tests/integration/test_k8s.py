@@ -169,7 +169,9 @@ def test_images_match_dockerfiles(rendered: list[dict[str, Any]]) -> None:
         name = image.split("/")[-1].split(":")[0]
         dockerfile = ROOT / "dockerfiles" / f"{name.removeprefix('ctr-')}.Dockerfile"
         assert f'image.title="{name}"' in dockerfile.read_text()
-    from pipelines.components import IMAGE
+    from pipelines.pipeline_settings import PipelineSettings
+
+    IMAGE = PipelineSettings().pipeline_image
 
     assert 'image.title="ctr-pipeline"' in (ROOT / "dockerfiles" / "pipeline.Dockerfile").read_text()
     assert IMAGE.startswith("ghcr.io/ctr-loop/ctr-pipeline:")

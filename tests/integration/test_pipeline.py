@@ -65,10 +65,15 @@ def test_the_train_step_can_ask_for_several_gpus_of_one_node(tmp_path: Path, mon
     monkeypatch.setenv("CTR_PIPELINE_TRAIN_GPUS", "2")
     assert train_resources(compile_pipeline(tmp_path / "two.yaml"))["accelerator"]["resourceCount"] == "2"  # type: ignore[index]
     monkeypatch.setenv("CTR_PIPELINE_TRAIN_GPUS", "two")
-    with pytest.raises(InputError, match="CTR_PIPELINE_TRAIN_GPUS must be an integer"):
+    with pytest.raises(InputError, match="CTR_PIPELINE_TRAIN_GPUS must be a positive integer, got 'two'"):
         compile_pipeline(tmp_path / "bad.yaml")
-    with pytest.raises(InputError, match="at least one GPU"):
+    monkeypatch.delenv("CTR_PIPELINE_TRAIN_GPUS")
+    with pytest.raises(InputError, match=r"pipeline_train_gpus \(CTR_PIPELINE_TRAIN_GPUS\) must be at least 1, got 0"):
         compile_pipeline(tmp_path / "zero.yaml", train_gpus=0)
+    monkeypatch.setenv("CTR_PIPELINE_IMAGE", "registry.example/ctr-pipeline:9")
+    spec, _ = yaml.safe_load_all(compile_pipeline(tmp_path / "image.yaml").read_text())
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.example/ctr-pipeline:9"}  # read when compiling, not when importing
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +141,14 @@ def test_a_failing_step_leaves_the_repository_as_it_was(
     repo = ModelRepository(tmp_path / "repo")
     shutil.copytree(repo_src.root, repo.root)
     before = sorted(p.name for p in repo.model_dir.rglob("*"))
-    with pytest.raises(PipelineError, match="evaluate-op"):  # trains, then the holdout day is missing
-        run_local(params(pipeline_days, repo.root, tmp_path / "w", "incremental", "4", 5, 9))
+    data = tmp_path / "data"  # the days, and a holdout day 9 whose one shard is corrupt
+    data.mkdir()
+    for day in pipeline_days.glob("day_*"):
+        (data / day.name).symlink_to(day)
+    (data / "day_9").mkdir()
+    (data / "day_9" / "part-00000.parquet").write_bytes(b"not parquet")
+    with pytest.raises(PipelineError, match="evaluate-op"):  # trains, then the holdout day cannot be read
+        run_local(params(data, repo.root, tmp_path / "w", "incremental", "4", 5, 9))
     assert sorted(p.name for p in repo.model_dir.rglob("*")) == before  # the exit handler removed .staging/<run>
     assert holder(repo) is None
 
