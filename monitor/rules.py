@@ -13,7 +13,11 @@ Example (``monitor/rules.example.yaml``)::
       consecutive_breaches: 1   # runs in a row whose interval lies below the threshold
     auc:
       absolute: 0.70            # breach when the upper bound < 0.70 ...
-      relative_drop: 0.03       # ... or < serving version's validation AUC - 0.03
+      relative_drop: 0.03       # ... or < serving version's validation AUC - 0.03 ...
+      baseline: learned         # ... or < the serving version's own windowed AUC - margin
+      margin: 0.02
+    calibration:
+      max_deviation: 0.15       # breach when predicted/observed clicks lie outside 1 ± 0.15
     cooldown: 6h                # no second trigger (or alert) within this
     lease_ttl: 10m              # a crashed monitor run's lease expires after this
     drift:
@@ -46,6 +50,9 @@ class Rules:
     consecutive_breaches: int = 1
     absolute_auc: float | None = 0.70
     relative_drop: float | None = None
+    learned_baseline: bool = False  # auc.baseline: learned
+    baseline_margin: float = 0.02  # auc.margin
+    calibration_max_deviation: float | None = None  # calibration.max_deviation; None: not a signal
     cooldown: timedelta = timedelta(hours=6)
     lease_ttl: timedelta = timedelta(minutes=10)
     drift_enabled: bool = True
@@ -75,7 +82,8 @@ LAYOUT: dict[str, frozenset[str] | None] = {
     "attribution_window": None,
     "window": frozenset({"max_age", "max_labelled"}),
     "evidence": frozenset({"min_positives", "min_negatives", "confidence", "consecutive_breaches"}),
-    "auc": frozenset({"absolute", "relative_drop"}),
+    "auc": frozenset({"absolute", "relative_drop", "baseline", "margin"}),
+    "calibration": frozenset({"max_deviation"}),
     "cooldown": None,
     "lease_ttl": None,
     "drift": frozenset({"enabled", "sample_rows"}),
@@ -122,7 +130,11 @@ def load_rules(path: Path | None) -> Rules:
         raise InputError(f"rules file {path} is not valid YAML: {exc}") from exc
     _check_layout(raw, path)
     try:
-        window, evidence, auc, drift = (raw.get(k, {}) or {} for k in ("window", "evidence", "auc", "drift"))
+        window, evidence, auc, drift, cal = (
+            raw.get(k, {}) or {} for k in ("window", "evidence", "auc", "drift", "calibration")
+        )
+        if auc.get("baseline") not in (None, "learned"):
+            raise InputError(f"auc.baseline must be learned (or absent), got {auc.get('baseline')!r}")
         defaults = Rules()
         rules = Rules(
             attribution_window=parse_duration(
@@ -136,6 +148,9 @@ def load_rules(path: Path | None) -> Rules:
             consecutive_breaches=int(evidence.get("consecutive_breaches", defaults.consecutive_breaches)),
             absolute_auc=None if auc.get("absolute", 0.70) is None else float(auc.get("absolute", 0.70)),
             relative_drop=None if auc.get("relative_drop") is None else float(auc["relative_drop"]),
+            learned_baseline=auc.get("baseline") == "learned",
+            baseline_margin=float(auc.get("margin", defaults.baseline_margin)),
+            calibration_max_deviation=None if cal.get("max_deviation") is None else float(cal["max_deviation"]),
             cooldown=parse_duration(str(raw.get("cooldown", "6h")), "cooldown", allow_zero=True),
             lease_ttl=parse_duration(str(raw.get("lease_ttl", "10m")), "lease_ttl"),
             drift_enabled=drift.get("enabled", True),
@@ -143,8 +158,13 @@ def load_rules(path: Path | None) -> Rules:
         )
     except (InputError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(f"rules file {path}: {exc}") from exc
-    if rules.absolute_auc is None and rules.relative_drop is None:
-        raise InputError(f"rules file {path}: set auc.absolute and/or auc.relative_drop")
+    if rules.absolute_auc is None and rules.relative_drop is None and not rules.learned_baseline:
+        raise InputError(f"rules file {path}: set auc.absolute, auc.relative_drop and/or auc.baseline: learned")
+    if not 0.0 <= rules.baseline_margin < 1.0:
+        raise InputError(f"rules file {path}: auc.margin must lie in [0, 1), got {rules.baseline_margin}")
+    d = rules.calibration_max_deviation
+    if d is not None and not 0.0 < d < 1.0:
+        raise InputError(f"rules file {path}: calibration.max_deviation must lie in (0, 1), got {d}")
     counts = (rules.consecutive_breaches, rules.min_positives, rules.min_negatives, rules.max_labelled)
     if min(counts) < 1 or rules.drift_sample_rows < 1:
         raise InputError(f"rules file {path}: counts must be at least 1")

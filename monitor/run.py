@@ -12,6 +12,7 @@ under a database lease, so concurrent runs decide one after the other and trigge
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,11 +31,12 @@ from ctr.metrics import calibration, log_loss
 from ctr.repository import ModelRepository
 from ctr.retrain_request import RetrainRequest
 from ctr.timeutil import from_us, to_us, utcnow
+from monitor.decision import Evidence, History, decide
 from monitor.drift import drift_report
 from monitor.monitor_lease import release, try_acquire
 from monitor.push import push_metrics
 from monitor.rules import Rules
-from monitor.stats import delong_auc, expected_auc
+from monitor.stats import calibration_interval, delong_auc, expected_auc, normalized_entropy
 from monitor.triggers import SubmissionFailed, kfp_run_state, local_run_state, start_local, submit_kfp
 from monitor.window import LabelledWindow, load_window
 
@@ -77,6 +79,9 @@ def _metrics(window: LabelledWindow, confidence: float) -> dict[str, Any]:
         "auc_upper": None,
         "logloss": None,
         "calibration": None,
+        "calibration_lower": None,
+        "calibration_upper": None,
+        "normalized_entropy": None,
         "expected_auc": None,
     }
     order = np.argsort(window.pctr, kind="stable")  # one sort for both AUCs
@@ -85,6 +90,12 @@ def _metrics(window: LabelledWindow, confidence: float) -> dict[str, Any]:
         out["logloss"] = round(log_loss(window.label, window.pctr), 6)
     if window.positives > 0:
         out["calibration"] = round(calibration(window.label, window.pctr), 6)
+        interval = calibration_interval(window.label, window.pctr, confidence)
+        if interval is not None:
+            out["calibration_lower"] = round(interval.lower, 6)
+            out["calibration_upper"] = round(interval.upper, 6) if math.isfinite(interval.upper) else None
+        ne = normalized_entropy(window.label, window.pctr)
+        out["normalized_entropy"] = None if ne is None else round(ne, 6)
     if window.positives > 0 and window.negatives > 0:
         ci = delong_auc(window.label, window.pctr, confidence, order)
         out |= {"auc": round(ci.auc, 6), "auc_lower": round(ci.lower, 6), "auc_upper": round(ci.upper, 6)}
@@ -103,15 +114,6 @@ def _per_version(window: LabelledWindow, confidence: float, overall: dict[str, A
         )
         result[str(v)] = _metrics(part, confidence)
     return result
-
-
-def _threshold(rules: Rules, repo: ModelRepository, serving: int | None) -> float | None:
-    candidates = [] if rules.absolute_auc is None else [rules.absolute_auc]
-    if rules.relative_drop is not None and serving is not None:
-        valid_auc = repo.metadata(serving).get("metrics", {}).get("auc")
-        if valid_auc is not None:
-            candidates.append(float(valid_auc) - rules.relative_drop)
-    return max(candidates) if candidates else None
 
 
 def _previous(store: EventStore, limit: int) -> list[dict[str, Any]]:
@@ -147,52 +149,72 @@ def _run_state(req: MonitorRequest, last: dict[str, Any]) -> str:
     return "unknown"
 
 
+def _learned_baseline(store: EventStore, serving: int | None, rules: Rules) -> float | None:
+    """The serving version's own windowed AUC: the first record whose whole window it served,
+    with enough labels (the ``auc.baseline: learned`` rule)."""
+    if serving is None or not rules.learned_baseline:
+        return None
+    query = (
+        select(monitor_runs.c.record)
+        .where(monitor_runs.c.serving_version == serving, monitor_runs.c.auc.is_not(None))
+        .order_by(monitor_runs.c.as_of_us, monitor_runs.c.id)
+        .limit(200)
+    )
+    with store.engine.connect() as conn:
+        for (raw,) in conn.execute(query):
+            record = json.loads(str(raw))
+            own = record.get("per_version", {})
+            if list(own) == [str(serving)] and record["decision"] != "insufficient-data":
+                return float(record["auc"])
+    return None
+
+
+def _history(req: MonitorRequest, store: EventStore, repo: ModelRepository, serving: int | None) -> History:
+    """What earlier runs and the pipeline left (the I/O around ``decide``)."""
+    lease = repository_lease(repo)
+    in_flight = lease is not None and int(lease.get("expires_us", 0)) > to_us(utcnow())
+    last = _last_trigger(store)
+    state = _run_state(req, last) if last and last.get("run_id") else None
+    return History(
+        previous_breaches=tuple(bool(p["breach"]) for p in _previous(store, req.rules.consecutive_breaches - 1)),
+        learned_baseline=_learned_baseline(store, serving, req.rules),
+        lease_run_id=str(lease.get("run_id")) if in_flight and lease else None,
+        last_trigger_at=from_us(last["as_of_us"]) if last else None,
+        last_trigger_run=last.get("run_id") if last else None,
+        last_run_state=state,
+    )
+
+
+def _evidence(record: dict[str, Any], repo: ModelRepository, serving: int | None) -> Evidence:
+    valid = repo.metadata(serving).get("metrics", {}).get("auc") if serving is not None else None
+    fields = ("auc", "auc_lower", "auc_upper", "calibration", "calibration_lower", "calibration_upper")
+    return Evidence(
+        positives=record["positives"],
+        negatives=record["negatives"],
+        validation_auc=None if valid is None else float(valid),
+        **{k: record[k] for k in fields},
+    )
+
+
 def _decide(
     req: MonitorRequest, store: EventStore, repo: ModelRepository, record: dict[str, Any], as_of: datetime
 ) -> None:
-    rules = req.rules
-    if record["positives"] < rules.min_positives or record["negatives"] < rules.min_negatives:
-        record |= {
-            "decision": "insufficient-data",
-            "reason": f"{record['positives']} positives / {record['negatives']} negatives in the window; "
-            f"need {rules.min_positives} / {rules.min_negatives}",
-        }
-        return
-    threshold = record["threshold"]
-    breach = threshold is not None and record["auc_upper"] < threshold
-    record["breach"] = breach
-    streak = 1 if breach else 0
-    if breach:
-        for prev in _previous(store, rules.consecutive_breaches - 1):
-            if not prev["breach"]:
-                break
-            streak += 1
-    record["consecutive_breaches"] = streak
-    if not breach or streak < rules.consecutive_breaches:
-        status = f"breach {streak}/{rules.consecutive_breaches}" if breach else "no breach"
-        interval = f"AUC {record['auc']:.4f} [{record['auc_lower']:.4f}, {record['auc_upper']:.4f}]"
-        record |= {"decision": "no-trigger", "reason": f"{interval} vs threshold {threshold}: {status}"}
-        return
-    lease = repository_lease(repo)
-    if lease and int(lease.get("expires_us", 0)) > to_us(utcnow()):
-        record |= {"decision": "in-flight", "reason": f"pipeline run {lease.get('run_id')} is still running"}
-        return
-    last = _last_trigger(store)
-    state = _run_state(req, last) if last and last.get("run_id") else None
-    if state is not None:
-        record["last_run"] = {"run_id": last["run_id"], "state": state}  # type: ignore[index]
-    if last and as_of - from_us(last["as_of_us"]) < rules.cooldown:
-        # A failed run still holds the cooldown: a broken image or quota must not start a run per tick.
-        record |= {
-            "decision": "cooldown",
-            "reason": f"last trigger at {from_us(last['as_of_us']).isoformat()} (run {last['run_id']}"
-            f"{', which ' + state if state in ('failed', 'succeeded') else ''}); cooldown {rules.cooldown}",
-        }
-        return
+    """Gather the evidence and history, ``decide``, then submit a triggered run."""
+    history = _history(req, store, repo, record["serving_version"])
+    outcome = decide(_evidence(record, repo, record["serving_version"]), history, req.rules, as_of)
     record |= {
-        "decision": "trigger",
-        "reason": f"AUC upper bound {record['auc_upper']:.4f} < threshold {threshold:.4f}",
+        "decision": outcome.decision,
+        "reason": outcome.reason,
+        "threshold": outcome.threshold,
+        "breach": outcome.breach,
+        "consecutive_breaches": outcome.consecutive_breaches,
+        "signals": list(outcome.signals),
+        "learned_baseline": history.learned_baseline,
     }
+    if history.last_run_state is not None and outcome.decision in ("cooldown", "trigger"):
+        record["last_run"] = {"run_id": history.last_trigger_run, "state": history.last_run_state}
+    if outcome.decision != "trigger":
+        return
     if req.trigger == "none" or req.dry_run:
         record["submission"] = "none"
         return
@@ -236,7 +258,7 @@ def run_monitor(req: MonitorRequest) -> dict[str, Any]:
             "serving_version": serving,
             **overall,
             "per_version": _per_version(window, req.rules.confidence, overall),
-            "threshold": _threshold(req.rules, repo, serving),
+            "threshold": None,
             "breach": False,
             "trigger": req.trigger,
             "run_id": None,

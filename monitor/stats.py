@@ -99,3 +99,42 @@ def expected_auc(probs: ArrayLike, order: NDArray[Any] | None = None) -> float:
     correct = (ps * (before_group + 0.5 * tied)).sum()
     total = ps.sum() * neg_weight.sum() - (ps * neg_weight).sum()
     return float(correct / total) if total > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class CalibrationInterval:
+    """Predicted / observed clicks (1.0: calibrated) and its interval."""
+
+    ratio: float
+    lower: float
+    upper: float
+
+
+def calibration_interval(labels: ArrayLike, probs: ArrayLike, confidence: float) -> CalibrationInterval | None:
+    """``E / O`` (predicted over observed clicks) with the interval ``E / (O ± z·√V)``, where
+    ``V = Σ p(1−p)`` is the variance of the click count were the pCTRs true; None without clicks.
+
+    >>> round(calibration_interval([1, 0, 0, 0] * 250, [0.25] * 1000, 0.95).ratio, 3)
+    1.0
+    """
+    y = np.asarray(labels, dtype=np.float64).ravel()
+    p = np.asarray(probs, dtype=np.float64).ravel()
+    observed, expected = float(y.sum()), float(p.sum())
+    if observed <= 0:
+        return None
+    spread = _z(confidence) * math.sqrt(float(np.sum(p * (1.0 - p))))
+    low_count, high_count = observed - spread, observed + spread
+    upper = expected / low_count if low_count > 0 else math.inf
+    return CalibrationInterval(expected / observed, expected / high_count, upper)
+
+
+def normalized_entropy(labels: ArrayLike, probs: ArrayLike, eps: float = 1e-7) -> float | None:
+    """Log loss over the entropy of the observed click rate (He et al. 2014): < 1 beats always
+    predicting the base rate; None when every label is the same."""
+    y = np.asarray(labels, dtype=np.float64).ravel()
+    p = np.clip(np.asarray(probs, dtype=np.float64).ravel(), eps, 1.0 - eps)
+    rate = float(y.mean()) if y.size else 0.0
+    if not 0.0 < rate < 1.0:
+        return None
+    loss = float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
+    return loss / -(rate * math.log(rate) + (1.0 - rate) * math.log(1.0 - rate))

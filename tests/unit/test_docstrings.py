@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["ctr.settings", "ctr.model", "ctr.train", "ctr.data.encoded"]
+MODULES = ["ctr.settings", "ctr.model", "ctr.train", "ctr.data.encoded", "monitor.decision", "monitor.stats"]
 
 
 @pytest.mark.parametrize("name", MODULES)

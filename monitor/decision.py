@@ -1,0 +1,149 @@
+"""The monitor's decision as a pure function: ``decide(evidence, history, rules, as_of) → Decision``.
+
+No database, no clock, no submission: ``monitor.run`` gathers the evidence (the window's
+metrics) and the history (earlier records, the repository lease, the last trigger) and acts on
+the result. The rule table, in order:
+
+1. fewer positives or negatives than the rules ask for → ``insufficient-data``;
+2. a breach is the AUC interval's upper bound below the threshold, or the calibration
+   interval (predicted / observed clicks) entirely outside ``1 ± calibration.max_deviation``;
+   no breach, or fewer breaches in a row than ``consecutive_breaches`` → ``no-trigger``;
+3. a pipeline run holds the repository lease → ``in-flight``;
+4. the last trigger is younger than the cooldown (whatever became of its run) → ``cooldown``;
+5. otherwise → ``trigger``, naming the signal(s) that breached.
+
+The threshold is the highest of: ``auc.absolute``; the serving version's validation AUC −
+``auc.relative_drop`` (not comparable with a windowed AUC on served traffic, kept for
+compatibility); the serving version's learned baseline (its own windowed AUC, once it had
+enough labels) − ``auc.margin`` when ``auc.baseline: learned``.
+
+>>> from datetime import UTC
+>>> from monitor.rules import Rules
+>>> e = Evidence(positives=500, negatives=9500, auc=0.66, auc_lower=0.64, auc_upper=0.68)
+>>> decide(e, History(), Rules(), datetime(2026, 1, 1, tzinfo=UTC)).decision
+'trigger'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from monitor.rules import Rules
+
+DecisionKind = Literal["insufficient-data", "no-trigger", "in-flight", "cooldown", "trigger"]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What this run measured on its window (``None``: not measurable there)."""
+
+    positives: int
+    negatives: int
+    auc: float | None = None
+    auc_lower: float | None = None
+    auc_upper: float | None = None
+    calibration: float | None = None  # predicted / observed clicks (ctr.metrics.calibration)
+    calibration_lower: float | None = None
+    calibration_upper: float | None = None
+    validation_auc: float | None = None  # the serving version's offline validation AUC
+
+
+@dataclass(frozen=True)
+class History:
+    """What earlier runs and the pipeline left: newest first where ordered."""
+
+    previous_breaches: tuple[bool, ...] = ()  # earlier records' breach flags, newest first
+    learned_baseline: float | None = None  # the serving version's own windowed AUC, once it had enough labels
+    lease_run_id: str | None = None  # the pipeline run holding the repository lease, if unexpired
+    last_trigger_at: datetime | None = None
+    last_trigger_run: str | None = None
+    last_run_state: str | None = None  # what became of that run: succeeded, failed, running, unknown
+
+
+@dataclass(frozen=True)
+class Decision:
+    decision: DecisionKind
+    reason: str
+    threshold: float | None = None
+    breach: bool = False
+    consecutive_breaches: int = 0
+    signals: tuple[str, ...] = field(default_factory=tuple)  # "auc", "calibration"
+
+
+def threshold(rules: Rules, evidence: Evidence, history: History) -> float | None:
+    """The AUC threshold of the rules (module docstring), or None when no rule applies."""
+    candidates = [] if rules.absolute_auc is None else [rules.absolute_auc]
+    if rules.relative_drop is not None and evidence.validation_auc is not None:
+        candidates.append(evidence.validation_auc - rules.relative_drop)
+    if rules.learned_baseline and history.learned_baseline is not None:
+        candidates.append(history.learned_baseline - rules.baseline_margin)
+    return round(max(candidates), 6) if candidates else None
+
+
+def _breaches(rules: Rules, e: Evidence, limit: float | None) -> tuple[str, ...]:
+    found = []
+    if limit is not None and e.auc_upper is not None and e.auc_upper < limit:
+        found.append("auc")
+    d = rules.calibration_max_deviation
+    lower, upper = e.calibration_lower, e.calibration_upper
+    if d is not None and lower is not None and upper is not None and (lower > 1.0 + d or upper < 1.0 - d):
+        found.append("calibration")
+    return tuple(found)
+
+
+def _describe(e: Evidence, limit: float | None) -> str:
+    auc = "AUC n/a" if e.auc is None else f"AUC {e.auc:.4f} [{e.auc_lower:.4f}, {e.auc_upper:.4f}]"
+    cal = (
+        ""
+        if e.calibration is None
+        else f", calibration {e.calibration:.3f} [{e.calibration_lower:.3f}, {e.calibration_upper:.3f}]"
+    )
+    return f"{auc} vs threshold {limit}{cal}"
+
+
+def decide(evidence: Evidence, history: History, rules: Rules, as_of: datetime) -> Decision:
+    """The rule table of the module docstring, applied in order."""
+    e = evidence
+    limit = threshold(rules, e, history)
+    if e.positives < rules.min_positives or e.negatives < rules.min_negatives:
+        return Decision(
+            "insufficient-data",
+            f"{e.positives} positives / {e.negatives} negatives in the window; "
+            f"need {rules.min_positives} / {rules.min_negatives}",
+            limit,
+        )
+    signals = _breaches(rules, e, limit)
+    breach = bool(signals)
+    streak = 0
+    if breach:
+        streak = 1
+        for earlier in history.previous_breaches[: rules.consecutive_breaches - 1]:
+            if not earlier:
+                break
+            streak += 1
+    if not breach or streak < rules.consecutive_breaches:
+        status = f"breach ({', '.join(signals)}) {streak}/{rules.consecutive_breaches}" if breach else "no breach"
+        return Decision("no-trigger", f"{_describe(e, limit)}: {status}", limit, breach, streak, signals)
+    if history.lease_run_id is not None:
+        reason = f"pipeline run {history.lease_run_id} is still running"
+        return Decision("in-flight", reason, limit, breach, streak, signals)
+    if history.last_trigger_at is not None and as_of - history.last_trigger_at < rules.cooldown:
+        # A failed run still holds the cooldown: a broken image or quota must not start a run per tick.
+        state = history.last_run_state
+        which = f", which {state}" if state in ("failed", "succeeded") else ""
+        reason = (
+            f"last trigger at {history.last_trigger_at.isoformat()} (run {history.last_trigger_run}{which}); "
+            f"cooldown {rules.cooldown}"
+        )
+        return Decision("cooldown", reason, limit, breach, streak, signals)
+    why = []
+    if "auc" in signals:
+        why.append(f"AUC upper bound {e.auc_upper:.4f} < threshold {limit:.4f}")
+    if "calibration" in signals:
+        d = rules.calibration_max_deviation
+        why.append(
+            f"calibration {e.calibration:.3f} [{e.calibration_lower:.3f}, {e.calibration_upper:.3f}] outside 1 ± {d}"
+        )
+    return Decision("trigger", "; ".join(why), limit, breach, streak, signals)

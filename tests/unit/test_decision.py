@@ -1,0 +1,102 @@
+"""``monitor.decision.decide`` over its whole rule table, and the calibration signal."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from monitor.decision import Evidence, History, decide, threshold
+from monitor.rules import Rules
+from monitor.stats import calibration_interval, normalized_entropy
+
+NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
+RULES = Rules(absolute_auc=0.70, min_positives=100, min_negatives=100, cooldown=timedelta(hours=6))
+GOOD = Evidence(positives=400, negatives=9600, auc=0.74, auc_lower=0.72, auc_upper=0.76)
+BAD = replace(GOOD, auc=0.66, auc_lower=0.64, auc_upper=0.68)
+
+
+@pytest.mark.parametrize(
+    ("evidence", "history", "rules", "want"),
+    [
+        (replace(BAD, positives=99), History(), RULES, "insufficient-data"),
+        (replace(BAD, negatives=99), History(), RULES, "insufficient-data"),
+        (GOOD, History(), RULES, "no-trigger"),
+        (replace(BAD, auc_upper=0.70), History(), RULES, "no-trigger"),  # the interval touches the threshold
+        (BAD, History(), RULES, "trigger"),
+        (BAD, History(previous_breaches=(True,)), replace(RULES, consecutive_breaches=3), "no-trigger"),
+        (BAD, History(previous_breaches=(True, True)), replace(RULES, consecutive_breaches=3), "trigger"),
+        (BAD, History(previous_breaches=(True, False, True)), replace(RULES, consecutive_breaches=3), "no-trigger"),
+        (BAD, History(lease_run_id="run-7"), RULES, "in-flight"),
+        (BAD, History(last_trigger_at=NOW - timedelta(hours=5), last_trigger_run="r1"), RULES, "cooldown"),
+        (
+            BAD,
+            History(last_trigger_at=NOW - timedelta(hours=5), last_trigger_run="r1", last_run_state="failed"),
+            RULES,
+            "cooldown",
+        ),  # a failed run still holds the cooldown
+        (BAD, History(last_trigger_at=NOW - timedelta(hours=6), last_trigger_run="r1"), RULES, "trigger"),
+        (BAD, History(lease_run_id="run-7", last_trigger_at=NOW - timedelta(hours=1)), RULES, "in-flight"),
+    ],
+)
+def test_the_rule_table(evidence: Evidence, history: History, rules: Rules, want: str) -> None:
+    assert decide(evidence, history, rules, NOW).decision == want
+
+
+def test_reasons_and_streaks_are_recorded() -> None:
+    out = decide(BAD, History(previous_breaches=(True,)), replace(RULES, consecutive_breaches=2), NOW)
+    assert out.decision == "trigger" and out.breach and out.consecutive_breaches == 2 and out.signals == ("auc",)
+    assert out.reason == "AUC upper bound 0.6800 < threshold 0.7000"
+    cooling = decide(BAD, History(last_trigger_at=NOW - timedelta(hours=1), last_trigger_run="r1",
+                                  last_run_state="failed"), RULES, NOW)  # fmt: skip
+    assert "run r1, which failed" in cooling.reason and "cooldown 6:00:00" in cooling.reason
+
+
+def test_the_threshold_is_the_highest_rule() -> None:
+    learned = replace(RULES, learned_baseline=True, baseline_margin=0.02, relative_drop=0.03)
+    assert threshold(learned, replace(GOOD, validation_auc=0.80), History(learned_baseline=0.76)) == 0.77
+    assert threshold(learned, GOOD, History(learned_baseline=0.76)) == 0.74  # served traffic's own AUC - margin
+    assert threshold(learned, GOOD, History()) == 0.70  # nothing learned yet: the absolute floor
+    assert threshold(replace(RULES, learned_baseline=False), GOOD, History(learned_baseline=0.9)) == 0.70
+    # GOOD's upper bound 0.76 is above 0.70 but below a learned 0.80 - 0.02
+    assert decide(GOOD, History(learned_baseline=0.80), learned, NOW).decision == "trigger"
+
+
+def _clicks(rate_factor: float, n: int = 40_000, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    pctr = rng.beta(2, 40, n)  # ~5 % mean pCTR
+    return (rng.random(n) < np.clip(pctr * rate_factor, 0, 1)).astype(np.int8), pctr
+
+
+def test_a_base_rate_shift_triggers_on_calibration_where_auc_sees_nothing() -> None:
+    rules = replace(RULES, calibration_max_deviation=0.15)
+    for factor, want in ((1.0, "no-trigger"), (0.7, "trigger"), (1.5, "trigger")):
+        labels, pctr = _clicks(factor)
+        c = calibration_interval(labels, pctr, 0.95)
+        assert c is not None and c.lower < c.ratio < c.upper
+        evidence = replace(GOOD, calibration=c.ratio, calibration_lower=c.lower, calibration_upper=c.upper)
+        out = decide(evidence, History(), rules, NOW)  # the AUC is unchanged: only calibration can breach
+        assert out.decision == want, (factor, c)
+        assert ("calibration" in out.signals) == (want == "trigger")
+    # the same shift with calibration not configured passes unseen
+    assert decide(evidence, History(), RULES, NOW).decision == "no-trigger"
+
+
+def test_the_calibration_interval_covers_the_truth() -> None:
+    misses = 0
+    for seed in range(200):
+        labels, pctr = _clicks(1.0, n=5_000, seed=seed)
+        c = calibration_interval(labels, pctr, 0.95)
+        assert c is not None
+        misses += not c.lower <= 1.0 <= c.upper
+    assert misses <= 20  # ~5 % expected at 95 %
+
+
+def test_normalized_entropy() -> None:
+    labels, pctr = _clicks(1.0)
+    assert normalized_entropy(labels, np.full(labels.size, labels.mean())) == pytest.approx(1.0, abs=1e-6)
+    ne = normalized_entropy(labels, pctr)
+    assert ne is not None and ne < 1.0  # informative predictions beat the base rate
+    assert normalized_entropy(np.zeros(10), np.full(10, 0.1)) is None
