@@ -30,7 +30,7 @@ test: $(STAMP) $(CHECKOV) lint
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check ctr monitor pipelines tests benchmarks
+	$(VENV)/bin/ruff check ctr monitor pipelines tests benchmarks autoscaling
 	$(VENV)/bin/mypy
 
 # The benchmarks of benchmarks/RESULTS.md that run on this machine (about 15 minutes).
