@@ -61,7 +61,7 @@ def synth(
     """Generate Criteo-layout days from a planted click model (optionally with drift)."""
     from ctr.data.synth import SynthArgs, synthesize
 
-    args = SynthArgs(days, rows_per_day, seed, positive_rate, drift_day, drift, gzip)  # type: ignore[arg-type]
+    args = SynthArgs(days, rows_per_day, seed, positive_rate, drift_day, drift, gzip)  # type: ignore[arg-type]  # drift: a Literal that SynthArgs checks
     manifest = synthesize(args, out)
     written: list[dict[str, Any]] = manifest["days"]  # type: ignore[assignment]  # the manifest is JSON
     lines = [f"wrote {len(written)} days to {out}"] + [
@@ -95,7 +95,7 @@ def data_convert(
     report = ReadReport()
     for path in files:
         name = path.name.removesuffix(".gz")
-        convert_file(path, out / name, report, on_bad_line=on_bad_line, workers=workers or os.cpu_count() or 1)  # type: ignore[arg-type]
+        convert_file(path, out / name, report, on_bad_line=on_bad_line, workers=workers or os.cpu_count() or 1)  # type: ignore[arg-type]  # on_bad_line: checked above
     summary = report.to_dict()
     text = [f"rows read {report.rows_read}, kept {report.rows_kept}, bad {report.bad_total}"]
     text += [f"  {reason}: {n}" for reason, n in report.bad_lines.items() if n]
@@ -160,7 +160,7 @@ def train(
         train_days=parse_days(train_days),
         valid_day=valid_day,
         experiment=config,
-        mode=mode,  # type: ignore[arg-type]
+        mode=mode,  # type: ignore[arg-type]  # a Literal that train_candidate checks
         base_version=base,
         replay_days=parse_days(replay_days) if replay_days else None,
         seed=seed,

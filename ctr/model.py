@@ -166,14 +166,14 @@ class _CpuEmbeddingLookup(torch.autograd.Function):
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(ids)
-        ctx.rows = weight.shape[0]  # type: ignore[attr-defined]
+        ctx.rows = weight.shape[0]  # type: ignore[attr-defined]  # autograd's ctx takes attributes
         return weight[ids]
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (ids,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        (ids,) = ctx.saved_tensors  # type: ignore[attr-defined]  # FunctionCtx's stub lacks it
         dim = grad.shape[-1]
-        table_grad = grad.new_zeros(ctx.rows, dim)  # type: ignore[attr-defined]
+        table_grad = grad.new_zeros(ctx.rows, dim)  # type: ignore[attr-defined]  # set in forward
         return table_grad.index_add_(0, ids.reshape(-1), grad.reshape(-1, dim)), None
 
 

@@ -158,7 +158,7 @@ def train(prepared: Prepared, request: RetrainRequest) -> str:
         prepared.train_days,
         prepared.valid_day,
         experiment=request.experiment,
-        mode=prepared.mode,  # type: ignore[arg-type]
+        mode=prepared.mode,  # type: ignore[arg-type]  # full or incremental, set by prepare
         replay_days=prepared.replay_days,
         seed=None if request.seed < 0 else request.seed,
         nproc=gpus if gpus > 1 else 1,  # the pod's GPUs (the pipeline's train_gpus): one process each

@@ -293,7 +293,7 @@ def _fit(
         else:
             stale += 1
             if stale > exp.early_stopping_patience - 1:
-                log.info("early stop after epoch %d (best AUC %.4f)", epoch, best["auc"])  # type: ignore[index]
+                log.info("early stop after epoch %d (best AUC %.4f)", epoch, best["auc"])  # type: ignore[index]  # set after epoch 1
                 break
     assert best is not None and best_state is not None
     core.load_state_dict(best_state)

@@ -93,7 +93,7 @@ def open_maybe_gzip(path: Path) -> BinaryIO:
     except IsADirectoryError as exc:
         raise InputError(f"expected a Criteo-layout file, got a directory: {path}") from exc
     if magic == b"\x1f\x8b":
-        return gzip.open(path, "rb")  # type: ignore[return-value]
+        return gzip.open(path, "rb")  # type: ignore[return-value]  # a GzipFile is a binary stream
     return open(path, "rb")
 
 

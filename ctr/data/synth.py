@@ -61,7 +61,7 @@ def _open_day(stack: ExitStack, path: Path, compress: bool) -> BinaryIO:
         return raw
     # no name and no timestamp in the header: identical bytes for identical arguments
     gz = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6)
-    return stack.enter_context(gz)  # type: ignore[return-value]
+    return stack.enter_context(gz)  # type: ignore[return-value]  # a GzipFile is a binary stream
 
 
 def _write_day(world: SyntheticWorld, args: SynthArgs, day: int, out: Path) -> dict[str, object]:

@@ -103,14 +103,14 @@ class ScoreRequest(BaseModel):
 
 class _FastCandidate(msgspec.Struct, forbid_unknown_fields=True):
     ad_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_AD_ID)]
-    features: FeatureStruct = msgspec.field(default_factory=FeatureStruct)  # type: ignore[valid-type]
+    features: FeatureStruct = msgspec.field(default_factory=FeatureStruct)  # type: ignore[valid-type]  # built at import
 
 
 class _FastScoreRequest(msgspec.Struct, forbid_unknown_fields=True):
     candidates: Annotated[list[_FastCandidate], msgspec.Meta(min_length=1)]
     request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_REQUEST_ID)] | None = None
     event_time: datetime | None = None
-    context: FeatureStruct = msgspec.field(default_factory=FeatureStruct)  # type: ignore[valid-type]
+    context: FeatureStruct = msgspec.field(default_factory=FeatureStruct)  # type: ignore[valid-type]  # built at import
     top_k: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
