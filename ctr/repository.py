@@ -37,6 +37,7 @@ TRANSFORM_DIR = "transform"
 REFERENCE_FILE = "reference.parquet"
 STAGING = ".staging"
 CONFIG_FILE = "config.pbtxt"
+GPU_CONFIG_NAME = "gpu"  # configs/gpu.pbtxt, chosen by ``tritonserver --model-config-name=gpu``
 _PINNED = re.compile(r"version_policy:\s*\{\s*specific:\s*\{\s*versions:\s*\[\s*(\d+)\s*\]")
 MAX_BATCH_SIZE = 4096
 
@@ -52,10 +53,14 @@ output [
 ]"""
 
 
-def triton_config(name: str = MODEL_NAME, max_batch_size: int = MAX_BATCH_SIZE, pinned: int | None = None) -> str:
+def triton_config(
+    name: str = MODEL_NAME, max_batch_size: int = MAX_BATCH_SIZE, pinned: int | None = None, device: str = "cpu"
+) -> str:
     """``config.pbtxt``: raw dense FP32 [13], sparse INT64 [26] → pctr FP32 [1], model_version INT64 [1].
 
-    Triton serves the newest version, or only version ``pinned`` after a rollback.
+    Triton serves the newest version, or only version ``pinned`` after a rollback. ``device``
+    ``gpu``: one instance on the GPU (the onnxruntime backend runs the graph with ONNX Runtime's
+    CUDA provider; the vocabulary's ``ai.onnx.ml`` nodes fall back to its CPU provider).
     """
     policy = f"specific: {{ versions: [ {pinned} ] }}" if pinned is not None else "latest: { num_versions: 1 }"
     return f"""name: "{name}"
@@ -66,7 +71,7 @@ version_policy: {{ {policy} }}
 dynamic_batching {{
   max_queue_delay_microseconds: 500
 }}
-instance_group [ {{ count: 1, kind: KIND_CPU }} ]
+instance_group [ {{ count: 1, kind: {"KIND_GPU" if device == "gpu" else "KIND_CPU"} }} ]
 """
 
 
@@ -161,10 +166,14 @@ class ModelRepository:
         self._write_config(pinned=version)
 
     def _write_config(self, pinned: int | None) -> None:
-        self.model_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.model_dir / f".{CONFIG_FILE}.{uuid.uuid4().hex}"
-        tmp.write_text(triton_config(self.name, pinned=pinned))
-        os.replace(tmp, self.model_dir / CONFIG_FILE)
+        """``config.pbtxt`` (CPU instance) and ``configs/gpu.pbtxt`` (GPU instance), each replaced
+        atomically: a Triton pod started with ``--model-config-name=gpu`` reads the second."""
+        gpu = self.model_dir / "configs" / f"{GPU_CONFIG_NAME}.pbtxt"
+        gpu.parent.mkdir(parents=True, exist_ok=True)
+        for path, device in ((gpu, "gpu"), (self.model_dir / CONFIG_FILE, "cpu")):
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+            tmp.write_text(triton_config(self.name, pinned=pinned, device=device))
+            os.replace(tmp, path)
 
     def _ensure_config(self) -> None:
         if not (self.model_dir / CONFIG_FILE).exists():

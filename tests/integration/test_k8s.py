@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -117,6 +118,7 @@ def test_triton_ports_probes_and_gpu_pool_agree(rendered: list[dict[str, Any]]) 
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert "--model-control-mode=poll" in args and "--model-repository=/models" in args
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "--model-config-name=gpu" in container["args"]  # the repository's GPU instance config
     service = by_kind(rendered, "Service")["triton"]
     assert {p["port"] for p in service["spec"]["ports"]} == set(ports.values())
     api_args = by_kind(rendered, "Deployment")["ctr-api"]["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -202,3 +204,22 @@ def test_checkov_passes_with_every_skip_justified(tmp_path: Path) -> None:
         for line in path.read_text().splitlines():
             if "checkov.io/skip" in line:
                 assert re.search(r"CKV_K8S_\d+=\S", line), f"{path}: skip without a reason: {line}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_cpu_serving_component_takes_triton_off_the_gpu(overlay: str, tmp_path: Path) -> None:
+    """An overlay plus ``k8s/components/cpu-serving``: no GPU, the CPU pool, the CPU config."""
+    up = Path(os.path.relpath(ROOT / "k8s", tmp_path))
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {up / 'overlays' / overlay}\ncomponents:\n  - {up / 'components' / 'cpu-serving'}\n"
+    )
+    done = subprocess.run(["kubectl", "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    objects = [d for d in yaml.safe_load_all(done.stdout) if d]
+    spec = by_kind(objects, "Deployment")["triton"]["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert spec["nodeSelector"] == {"ctr-loop/pool": "cpu"} and "tolerations" not in spec
+    assert "nvidia.com/gpu" not in {**container["resources"]["requests"], **container["resources"]["limits"]}
+    assert not any(a.startswith("--model-config-name") for a in container["args"])
+    assert "--model-repository=/models" in container["args"]

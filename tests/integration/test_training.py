@@ -132,6 +132,7 @@ def test_rollback_pins_an_older_version_until_the_next_publish(trained: ModelRep
     repo.rollback(1)
     assert repo.served() == 1 and repo.versions() == [1, 2]
     assert "specific: { versions: [ 1 ] }" in (repo.model_dir / "config.pbtxt").read_text()
+    assert "specific: { versions: [ 1 ] }" in (repo.model_dir / "configs" / "gpu.pbtxt").read_text()
     listed = json.loads(run_ctr("models", "list", "--repo", str(repo.root), "--json").stdout)
     assert listed["serving_version"] == 1
     assert [(v["version"], v["serving"]) for v in listed["versions"]] == [(1, True), (2, False)]
@@ -255,3 +256,10 @@ def test_cpu_bf16_training_matches_fp32_quality(drift_days: Path, tmp_path: Path
         aucs[name] = candidate.metrics["auc"]
     assert aucs["bf16"] > 0.7
     assert abs(aucs["bf16"] - aucs["fp32"]) < 0.005, aucs
+
+
+def test_the_repository_holds_a_cpu_and_a_gpu_config_that_agree(trained: ModelRepository) -> None:
+    cpu = (trained.model_dir / "config.pbtxt").read_text()
+    gpu = (trained.model_dir / "configs" / "gpu.pbtxt").read_text()
+    assert "kind: KIND_CPU" in cpu and "kind: KIND_GPU" in gpu
+    assert cpu.replace("KIND_CPU", "KIND_GPU") == gpu  # same tensors, batching and version policy
