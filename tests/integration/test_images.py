@@ -139,17 +139,21 @@ def test_the_non_root_user_has_a_home(name: str) -> None:
 
 def test_components_install_nothing_at_run_time() -> None:
     """KFP's lightweight components pip-install kfp at start unless told not to; the image has it."""
+    from dataclasses import asdict
+
     from kfp.dsl.python_component import PythonComponent
 
-    import pipelines.components as components
+    from pipelines.components import components
+    from pipelines.pipeline_settings import PipelineSettings
 
-    found = {n: c for n, c in vars(components).items() if isinstance(c, PythonComponent)}
-    assert found, "no components in pipelines.components"
+    image = PipelineSettings().pipeline_image
+    found = {n: c for n, c in vars(components(image)).items() if isinstance(c, PythonComponent)}
+    assert len(found) == len(asdict(components(image))) == 7, found
     for name, comp in found.items():
         container = comp.component_spec.implementation.container
         script = " ".join([*(container.command or []), *(container.args or [])])
         assert "pip install" not in script and "ensurepip" not in script, f"{name} installs at run time"
-        assert container.image == components.IMAGE, f"{name} runs in {container.image}"
+        assert container.image == image, f"{name} runs in {container.image}"
 
 
 # --- resolving the installs -------------------------------------------------------------------------
