@@ -454,7 +454,7 @@ def product(args: argparse.Namespace, device: torch.device) -> None:
         base, _, extra = config.partition("+")
         experiment = _user_experiment(base, {"compile": True}, work) if extra == "compile" else base
         transform = None
-        for run in ("cold cache", "warm cache"):
+        for run in ("first run: encodes the shards", "second run: reuses the encoded shards"):
             spec = TrainSpec(
                 data, train_days, valid_day, experiment=experiment, device=str(device), cache_dir=cache_dir
             )
