@@ -94,5 +94,7 @@ def test_the_adapter_query_equals_tritons_own_queue_statistics(one_instance: Loc
     stats_ms = (count1[1] - count0[1]) / 1e6 / max(count1[0] - count0[0], 1)
     assert success == count1[0] - count0[0] >= sent * 0.9
     assert adapter_ms > 0.05, adapter_ms  # requests did queue
-    print(f"queue per request: adapter query {adapter_ms:.3f} ms, statistics endpoint {stats_ms:.3f} ms, {sent} requests")
+    print(
+        f"queue per request: adapter query {adapter_ms:.3f} ms, statistics endpoint {stats_ms:.3f} ms, {sent} requests"
+    )
     assert adapter_ms == pytest.approx(stats_ms, rel=0.02), (adapter_ms, stats_ms)

@@ -1,0 +1,143 @@
+"""Queue time per request vs offered load on a real tritonserver, up to saturation; the HPA target.
+
+Starts ``ctr triton`` (nvidia-pytriton's tritonserver, one instance) on a model repository of
+``dcn_int8`` trained on generated data, then offers an open-loop load of score requests (100
+candidates each, evenly spaced) at rising rates for ``--seconds`` each. For every step it reads
+Triton's statistics endpoint before and after: queue time per request (the HPA's metric, in
+ms) and the throughput achieved. A step whose throughput falls under 95 % of the offered load
+is past saturation; the run stops there.
+
+The target rule: the queue time at 70 % of one pod's saturation — scaling starts while a pod
+still has 30 % headroom, long before the API's deadline is at risk. Writes the curve as JSON
+(``autoscaling/simulate.py --curve``) and prints the target.
+
+    python benchmarks/bench_queue.py --out benchmarks/results/queue-curve.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from ctr.data.synth import SynthArgs, synthesize
+from ctr.repository import MODEL_NAME, ModelRepository
+from ctr.train import TrainSpec, train_and_publish
+
+HEADROOM = 0.7  # the HPA target is the queue time at this share of saturation
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stats(http_port: int) -> tuple[int, int, int]:
+    """(requests succeeded, queued requests, queue ns) over all versions of the model."""
+    body = httpx.get(f"http://127.0.0.1:{http_port}/v2/models/{MODEL_NAME}/stats", timeout=5).json()
+    inference = [m["inference_stats"] for m in body["model_stats"]]
+    return (
+        sum(int(s["success"]["count"]) for s in inference),
+        sum(int(s["queue"]["count"]) for s in inference),
+        sum(int(s["queue"]["ns"]) for s in inference),
+    )
+
+
+async def _offer(grpc_port: int, rate: float, seconds: float) -> None:
+    import tritonclient.grpc.aio as grpc
+
+    client = grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    rng = np.random.default_rng(0)
+    dense = rng.random((100, 13), dtype=np.float32)
+    sparse = rng.integers(0, 2**31, (100, 26), dtype=np.int64)
+    inputs = [grpc.InferInput("dense", [100, 13], "FP32"), grpc.InferInput("sparse", [100, 26], "INT64")]
+    inputs[0].set_data_from_numpy(dense)
+    inputs[1].set_data_from_numpy(sparse)
+    pending = []
+    start = time.perf_counter()
+    for k in range(int(rate * seconds)):
+        delay = start + k / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        pending.append(asyncio.ensure_future(client.infer(MODEL_NAME, inputs, client_timeout=10)))
+    await asyncio.gather(*pending, return_exceptions=True)
+    await client.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rates", default="25,50,100,150,200,250,300,350,400,500,600")
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--out", default="queue-curve.json")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="ctr-queue-"))
+    synthesize(SynthArgs(days=2, rows_per_day=20_000, seed=7), work / "data")
+    repo = ModelRepository(work / "repo")
+    train_and_publish(TrainSpec(work / "data", [0], 1, experiment="dcn_int8"), repo)
+    http_port, grpc_port, metrics_port = _port(), _port(), _port()
+    triton = subprocess.Popen(
+        [sys.executable, "-m", "ctr", "triton", "--repo", str(repo.root), "--http-port", str(http_port),
+         "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    curve = []
+    try:
+        for _ in range(120):
+            try:
+                if httpx.get(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        asyncio.run(_offer(grpc_port, 20, 2))  # warm-up
+        for rate in (float(r) for r in args.rates.split(",")):
+            before, t0 = _stats(http_port), time.perf_counter()
+            asyncio.run(_offer(grpc_port, rate, args.seconds))
+            after, elapsed = _stats(http_port), time.perf_counter() - t0
+            done = after[0] - before[0]
+            point = {
+                "offered_rps": rate,
+                "achieved_rps": round(done / elapsed, 1),
+                "queue_ms": round((after[2] - before[2]) / 1e6 / max(after[1] - before[1], 1), 3),
+            }
+            print(json.dumps(point), flush=True)
+            curve.append(point)
+            if done < 0.95 * rate * args.seconds:
+                break
+    finally:
+        triton.terminate()
+        triton.wait(timeout=30)
+    sustained = [p for p in curve if p["achieved_rps"] >= 0.95 * p["offered_rps"]]
+    saturation = sustained[-1]["offered_rps"] if sustained else 0.0
+    at = HEADROOM * saturation
+    below = [p for p in sustained if p["offered_rps"] <= at]
+    target = below[-1]["queue_ms"] if below else sustained[0]["queue_ms"]
+    result = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.processor() or platform.machine()}, tritonserver (nvidia-pytriton), dcn_int8",
+        "curve": curve,
+        "saturation_rps": saturation,
+        "target_rule": f"queue ms per request at {HEADROOM:.0%} of saturation",
+        "target_ms": target,
+        # for autoscaling/simulate.py: load per pod → queue ms; past the last point, saturated
+        "load": [p["offered_rps"] for p in sustained],
+        "queue_ms": [p["queue_ms"] for p in sustained],
+    }
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k not in ("curve", "load", "queue_ms")}))
+
+
+if __name__ == "__main__":
+    main()
