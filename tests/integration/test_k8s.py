@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -151,7 +152,11 @@ def test_hpa_metric_is_the_adapter_rule_in_milliseconds(rendered: list[dict[str,
     hpa = by_kind(rendered, "HorizontalPodAutoscaler")["triton"]
     metric = hpa["spec"]["metrics"][0]
     assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == rule["name"]["as"]
-    assert metric["pods"]["target"]["averageValue"] == "200"  # 200 ms, not "200m" (0.2)
+    target_ms = float(metric["pods"]["target"]["averageValue"])  # milliseconds ("200m" would be 0.2)
+    deadline_ms = 200  # the API's CTR_DEADLINE_MS default
+    assert 0 < target_ms <= deadline_ms / 20, "scaling must start well before the deadline is at risk"
+    curve = json.loads((ROOT / "benchmarks" / "results" / "queue-curve-epyc.json").read_text())
+    assert min(curve["queue_ms"]) < target_ms < curve["queue_ms"][-1]  # above idle, below saturation
     query = rule["metricsQuery"]
     assert 'model="dcn"' in rule["seriesQuery"] and query.count('model="dcn"') == 2
     assert re.search(r"nv_inference_queue_duration_us.*\)\s*/\s*1000", query)  # µs → ms
