@@ -232,6 +232,29 @@ def summary(steps: Sequence[Step]) -> dict[str, float]:
     return {"share_over_deadline": late / total if total else 0.0, "max_replicas": max(s.ready for s in steps)}
 
 
+def plot(runs: dict[str, list[Step]], out: Path, deadline_ms: float) -> None:
+    """Replicas ready over time and the share of each second's requests over the deadline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5.5), dpi=110, sharex=True)
+    for label, steps in runs.items():
+        t = [s.t / 60 for s in steps]
+        top.plot(t, [s.ready for s in steps], label=label)
+        bottom.plot(t, [s.over_deadline * 100 for s in steps], label=label)
+    top.set_ylabel("Triton pods ready")
+    bottom.set_ylabel(f"% over {deadline_ms:.0f} ms")
+    bottom.set_xlabel("minutes")
+    top.legend(fontsize=8)
+    top.grid(alpha=0.3)
+    bottom.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--overlay", type=Path, required=True)
@@ -241,17 +264,26 @@ def main() -> None:
     ap.add_argument("--deadline-ms", type=float, default=200.0)
     ap.add_argument("--provision-s", type=float, default=90.0)
     ap.add_argument("--duration-s", type=float, default=900.0)
+    ap.add_argument("--ramp-s", type=float, default=0.0, help="reach the step's traffic over this long (0: at once)")
+    ap.add_argument("--plot", type=Path, help="write replicas and late requests over time (PNG)")
     args = ap.parse_args()
     raw = json.loads(args.curve.read_text())
+
+    def traffic(t: float) -> float:
+        share = 1.0 if args.ramp_s <= 0 else min(max(t - 60, 0) / args.ramp_s, 1.0)
+        return args.base * (1 + (args.step - 1) * share) if t >= 60 else args.base
+
     steps = simulate(
         HpaSpec.from_manifest(rendered_hpa(args.overlay)),
         Curve(tuple(raw["load"]), tuple(raw["queue_ms"])),
-        lambda t: args.base * (args.step if t >= 60 else 1.0),
+        traffic,
         args.deadline_ms,
         args.provision_s,
         args.duration_s,
     )
     print(json.dumps(summary(steps)))
+    if args.plot:
+        plot({f"{args.overlay.name}, provisioning {args.provision_s:.0f} s": steps}, args.plot, args.deadline_ms)
 
 
 if __name__ == "__main__":
