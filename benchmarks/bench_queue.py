@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,16 +31,11 @@ import httpx
 import numpy as np
 
 from ctr.data.synth import SynthArgs, synthesize
+from ctr.net import free_port
 from ctr.repository import MODEL_NAME, ModelRepository
 from ctr.train import TrainSpec, train_and_publish
 
 HEADROOM = 0.7  # the HPA target is the queue time at this share of saturation
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _stats(http_port: int) -> tuple[int, int, int]:
@@ -86,7 +80,7 @@ def main() -> None:
     synthesize(SynthArgs(days=2, rows_per_day=20_000, seed=7), work / "data")
     repo = ModelRepository(work / "repo")
     train_and_publish(TrainSpec(work / "data", [0], 1, experiment="dcn_int8"), repo)
-    http_port, grpc_port, metrics_port = _port(), _port(), _port()
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     triton = subprocess.Popen(
         [sys.executable, "-m", "ctr", "triton", "--repo", str(repo.root), "--http-port", str(http_port),
          "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port)],

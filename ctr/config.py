@@ -116,11 +116,9 @@ def load_experiment(spec: str, seed: int | None = None) -> Experiment:
         path = Path(path_text)
         if not path.is_file():
             raise InputError(f"config file {path} not found")
-        text = path.read_text()
+        blocks = _blocks(path.read_text())
     else:
-        name = spec
-        text = resources.files("ctr.configs").joinpath(BUILTIN).read_text()
-    blocks = _blocks(text)
+        name, blocks = spec, packaged
     if name == "Base" or name not in blocks:
         known = ", ".join(k for k in blocks if k != "Base")
         raise InputError(f"unknown experiment {name!r}; known: {known}")

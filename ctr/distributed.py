@@ -13,7 +13,6 @@ learning-rate rule sees the same batch), rank 0 validates, exports and publishes
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,6 +23,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ctr.errors import InputError
+from ctr.net import free_port
 
 TIMEOUT = timedelta(minutes=30)  # rank 0 validates and exports while the others wait
 
@@ -61,12 +61,6 @@ def backend_for(device: torch.device, world: int) -> str:
     if world > torch.cuda.device_count():
         raise InputError(f"--nproc {world} asks for more GPUs than the {torch.cuda.device_count()} present")
     return "nccl"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _entry(index: int, world: int, port: int, backend: str, fn: Callable[..., None], args: tuple[Any, ...]) -> None:

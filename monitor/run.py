@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -169,20 +169,22 @@ def _learned_baseline(store: EventStore, serving: int | None, rules: Rules) -> f
     return None
 
 
-def _history(req: MonitorRequest, store: EventStore, repo: ModelRepository, serving: int | None) -> History:
-    """What earlier runs and the pipeline left (the I/O around ``decide``)."""
+def _history(
+    req: MonitorRequest, store: EventStore, repo: ModelRepository, serving: int | None
+) -> tuple[History, dict[str, Any] | None]:
+    """What earlier runs and the pipeline left (the I/O around ``decide``), and the last trigger's
+    record; what became of its run is asked for later, only when the decision needs it."""
     lease = repository_lease(repo)
     in_flight = lease is not None and int(lease.get("expires_us", 0)) > to_us(utcnow())
     last = _last_trigger(store)
-    state = _run_state(req, last) if last and last.get("run_id") else None
-    return History(
+    history = History(
         previous_breaches=tuple(bool(p["breach"]) for p in _previous(store, req.rules.consecutive_breaches - 1)),
         learned_baseline=_learned_baseline(store, serving, req.rules),
         lease_run_id=str(lease.get("run_id")) if in_flight and lease else None,
         last_trigger_at=from_us(last["as_of_us"]) if last else None,
         last_trigger_run=last.get("run_id") if last else None,
-        last_run_state=state,
     )
+    return history, last
 
 
 def _evidence(record: dict[str, Any], repo: ModelRepository, serving: int | None) -> Evidence:
@@ -200,8 +202,13 @@ def _decide(
     req: MonitorRequest, store: EventStore, repo: ModelRepository, record: dict[str, Any], as_of: datetime
 ) -> None:
     """Gather the evidence and history, ``decide``, then submit a triggered run."""
-    history = _history(req, store, repo, record["serving_version"])
-    outcome = decide(_evidence(record, repo, record["serving_version"]), history, req.rules, as_of)
+    history, last = _history(req, store, repo, record["serving_version"])
+    evidence = _evidence(record, repo, record["serving_version"])
+    outcome = decide(evidence, history, req.rules, as_of)
+    if outcome.decision in ("cooldown", "trigger") and last and last.get("run_id"):
+        # What became of the last run (a KFP call or a log read) only shows in these two outcomes.
+        history = replace(history, last_run_state=_run_state(req, last))
+        outcome = decide(evidence, history, req.rules, as_of)
     record |= {
         "decision": outcome.decision,
         "reason": outcome.reason,

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 from ctr.data.synth import SynthArgs, synthesize
+from ctr.net import free_port
+
+__all__ = ["free_port"]  # the serving tests import it from here
 
 
 @pytest.fixture(scope="session")
@@ -24,15 +27,6 @@ def drift_days(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("drift_days")
     synthesize(SynthArgs(days=6, rows_per_day=40_000, seed=21, drift_day=4, drift="new-ads"), out)
     return out
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -15,10 +15,15 @@ fingerprint: a grown vocabulary re-encodes every shard it touches, once) or when
 shard changed (size or mtime differ). Entries are written to a temporary directory and renamed,
 so a crashed run leaves no half entry. ``prune`` keeps the newest few fingerprints.
 
+The fingerprint covers what changes the output, nothing else (``min_count`` only shaped the fit):
+
+>>> from dataclasses import replace
 >>> import numpy as np
->>> a, b = np.zeros(3, np.int32), np.ones(3, np.int32)
->>> _permute([a, b], np.array([2, 0, 1]))[1].tolist()
-[1, 1, 1]
+>>> t = FeatureTransform(np.zeros(13), np.ones(13), 3, np.empty(0, np.int64), np.empty(0, np.int64), np.full(26, 2))
+>>> fingerprint(t) == fingerprint(replace(t, min_count=50)), len(fingerprint(t))
+(True, 24)
+>>> fingerprint(t) == fingerprint(replace(t, dense_std=np.full(13, 2.0)))
+False
 """
 
 from __future__ import annotations
@@ -62,10 +67,6 @@ def fingerprint(transform: FeatureTransform) -> str:
 def _source_stamp(shard: Path) -> dict[str, object]:
     st = shard.stat()
     return {"source": str(shard.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _permute(arrays: Sequence[NDArray[Any]], order: NDArray[Any]) -> list[NDArray[Any]]:
-    return [np.take(a, order, axis=0) for a in arrays]
 
 
 @dataclass(frozen=True)

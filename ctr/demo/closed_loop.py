@@ -1,19 +1,6 @@
-"""``ctr demo``'s loop: the closed loop on one machine — drift detected, one retrain, recovery.
-
-1. Generate days with drift switched on at ``drift_day`` (``ctr synth``).
-2. Run the pipeline in ``full`` mode locally → version 1.
-3. Start Triton and the score API (SQLite event log).
-4. Play the ad server and its users on a simulated clock: every tick, score requests with
-   candidate sets from the generator of the current simulated day; the top ads are shown;
-   clicks are drawn from the planted true probabilities and posted after a random delay.
-5. Every ``monitor_every`` of simulated time run the monitor (the CronJob's code) with the
-   local trigger: when the windowed AUC falls below the threshold it starts the incremental
-   pipeline once; the gate publishes version 2; Triton swaps; AUC recovers.
-
-Writes ``report_dir/``: ``auc.png``, ``index.html`` (plot, decision records, drift report)
-and ``summary.json``. Triton, the API and any pipeline run it started are stopped on exit,
-Ctrl-C or failure.
-"""
+"""``ctr demo``'s loop (``run_demo``): generate drifting days, train version 1, serve it, play the
+traffic on a simulated clock and run the monitor every ``monitor_every``; the steps and what it
+writes are in the package's docstring (``ctr.demo``)."""
 
 from __future__ import annotations
 
@@ -35,8 +22,9 @@ from ctr.data.synth import SynthArgs, synthesize
 from ctr.data.world import SyntheticWorld
 from ctr.demo.report import decision_line, sim_time, summarize, write_report
 from ctr.demo.scenario import EPOCH, DemoConfig, DemoError, Timeline
-from ctr.demo.traffic import TrafficSimulator, free_port
+from ctr.demo.traffic import TrafficSimulator
 from ctr.events.store import EventStore
+from ctr.net import free_port
 from ctr.paths import output_dir
 from ctr.repository import ModelRepository
 from ctr.retrain_request import RetrainRequest, event_window_since

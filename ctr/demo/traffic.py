@@ -4,7 +4,6 @@ after a random delay."""
 
 from __future__ import annotations
 
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,12 +15,6 @@ from numpy.typing import NDArray
 from ctr.data.world import Impressions, SyntheticWorld
 from ctr.demo.scenario import EPOCH, DemoConfig, Timeline
 from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _candidates(imp: Impressions, rows: NDArray[Any]) -> list[dict[str, Any]]:

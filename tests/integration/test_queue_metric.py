@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,22 +14,11 @@ import numpy as np
 import pytest
 import yaml
 
-from ctr.repository import MODEL_NAME, ModelRepository
+from ctr.repository import MODEL_NAME
 from ctr.serving.local import LocalStack
-from ctr.train import StagedVersion
-from tests.integration.conftest import local_stack
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parents[2]
-
-
-@pytest.fixture(scope="module")
-def one_instance(
-    repo_and_next: tuple[ModelRepository, StagedVersion], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LocalStack]:
-    repo, _ = repo_and_next
-    with local_stack(repo.root, tmp_path_factory.mktemp("queue")) as s:
-        yield s
 
 
 def _counters(text: str, name: str) -> float:
@@ -74,8 +62,8 @@ def _load(stack: LocalStack, seconds: float, threads: int) -> int:
     return sum(done)
 
 
-def test_the_adapter_query_equals_tritons_own_queue_statistics(one_instance: LocalStack) -> None:
-    stack = one_instance
+def test_the_adapter_query_equals_tritons_own_queue_statistics(stack: LocalStack) -> None:
+    """On this module's own stack (the ``stack`` fixture is per module): no other test's traffic."""
     metrics_url = f"http://127.0.0.1:{stack.metrics_port}/metrics"
     query = yaml.safe_load((ROOT / "autoscaling/prometheus-adapter/values.yaml").read_text())["rules"]["custom"][0]
     assert "/ 1000" in query["metricsQuery"] and "nv_inference_request_success" in query["metricsQuery"]
