@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import shutil
 import sys
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).parents[2]
 _spec = importlib.util.spec_from_file_location("simulate", ROOT / "autoscaling" / "simulate.py")
@@ -71,7 +68,6 @@ def test_a_step_without_enough_pods_puts_requests_over_the_deadline() -> None:
     assert math.isinf(curve(100.0))
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
 def test_the_spec_is_read_from_the_rendered_manifest() -> None:
     spec = sim.HpaSpec.from_manifest(sim.rendered_hpa(ROOT / "k8s" / "overlays" / "karpenter"))
     assert (spec.min_replicas, spec.max_replicas) == (1, 8)
