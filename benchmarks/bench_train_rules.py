@@ -3,13 +3,16 @@
 Large batch: ``dcn_v2`` (batch 4096) against ``dcn_v2_gpu`` (batch 64k, learning rate scaled by
 sqrt(16) with a 20-step linear warm-up) and two other scaling rules, on the 7 × 500k split (days
 0-5 train, day 6 validates and is the day the AUC is reported on; best of the same 3 epochs for
-every run).
+every run). Then (issue 18, item 3, rows 10-16) rules for 64k against instability and too few
+steps: gradient clipping by global norm, a cosine decay after the warm-up with a higher peak,
+Adam's beta2 at 0.99; ``--best-at 32768`` then runs the best 64k row of the run at batch 32k.
 
 Min count: ``dcn`` with vocabulary thresholds 2, 10, 50, 200 and 500 on 2 × 60k, 2 × 300k and
 6 × 500k training rows; the gap to the Bayes AUC (the AUC of the true click probabilities on the
 same day).
 
     python benchmarks/bench_train_rules.py --device cuda --out train-rules.json
+    python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,1,10-16 --best-at 32768
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from ctr.data.synth import SynthArgs, synthesize
 from ctr.repository import ModelRepository
 from ctr.train import TrainSpec, train_candidate
 
-LARGE_BATCH = [
+LARGE_BATCH: list[tuple[str, dict[str, object]]] = [
     ("dcn_v2", {}),
     ("dcn_v2_gpu", {}),
     ("dcn_v2_gpu", {"lr_scaling": "linear"}),
@@ -36,6 +39,13 @@ LARGE_BATCH = [
     ("dcn_v2_gpu", {"batch_size": 32768}),
     ("dcn_v2_gpu", {"epochs": 5}),
     ("dcn_v2", {"epochs": 5}),
+    ("dcn_v2_gpu", {"grad_clip_norm": 0.1}),
+    ("dcn_v2_gpu", {"lr_scaling": "linear", "grad_clip_norm": 0.1}),
+    ("dcn_v2_gpu", {"lr_decay": "cosine"}),
+    ("dcn_v2_gpu", {"lr_decay": "cosine", "learning_rate": 0.002}),
+    ("dcn_v2_gpu", {"lr_decay": "cosine", "lr_scaling": "linear", "grad_clip_norm": 0.1}),
+    ("dcn_v2_gpu", {"lr_decay": "cosine", "learning_rate": 0.002, "adam_beta2": 0.99}),
+    ("dcn_v2_gpu", {"adam_beta2": 0.99}),
 ]
 MIN_COUNTS = (2, 10, 50, 200, 500)
 
@@ -47,9 +57,22 @@ def world(work: Path, days: int, rows: int, seed: int) -> Path:
     return out
 
 
+def pick(spec: str, count: int) -> list[int]:
+    """``--rules``: indices into LARGE_BATCH, comma-separated, ``a-b`` for a range; empty: all."""
+    if not spec:
+        return list(range(count))
+    chosen: list[int] = []
+    for item in spec.split(","):
+        first, _, last = item.partition("-")
+        chosen += range(int(first), int(last or first) + 1)
+    if bad := [i for i in chosen if not 0 <= i < count]:
+        raise SystemExit(f"--rules: no row {bad} (0-{count - 1})")
+    return chosen
+
+
 def run(
     data: Path, days: list[int], valid: int, base: str, overrides: dict[str, object], work: Path, device: str
-) -> None:
+) -> float:
     experiment = _user_experiment(base, overrides, work) if overrides else base
     repo = ModelRepository(work / "repo")
     t0 = time.perf_counter()
@@ -73,6 +96,7 @@ def run(
         samples_per_s_in_epochs=meta["samples_per_second"],
         machine=machine(),
     )
+    return float(m["auc"] or 0.0)
 
 
 def main() -> None:
@@ -82,13 +106,23 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--skip", default="", help="large-batch and/or min-count")
     ap.add_argument("--out", default="train-rules.json")
+    ap.add_argument("--rules", default="", help="LARGE_BATCH rows to run, e.g. 0,1,10-16 (default: all)")
+    ap.add_argument("--best-at", type=int, default=0, help="then run the best 64k row at this batch size")
+    ap.add_argument("--rows-per-day", type=int, default=500_000, help="the large-batch world's (a smoke test)")
     args = ap.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    big = world(work, 7, 500_000, args.seed)
+    big = world(work, 7, args.rows_per_day, args.seed)
     if "large-batch" not in args.skip:
-        for base, overrides in LARGE_BATCH:
-            run(big, [0, 1, 2, 3, 4, 5], 6, base, overrides, work, args.device)
+        tried: list[tuple[float, dict[str, object]]] = []  # 64k rows at the same epochs
+        for i in pick(args.rules, len(LARGE_BATCH)):
+            base, overrides = LARGE_BATCH[i]
+            auc = run(big, [0, 1, 2, 3, 4, 5], 6, base, overrides, work, args.device)
+            if base == "dcn_v2_gpu" and not {"batch_size", "epochs"} & set(overrides):
+                tried.append((auc, overrides))
+        if args.best_at and tried:
+            best = max(tried, key=lambda t: t[0])[1]
+            run(big, [0, 1, 2, 3, 4, 5], 6, "dcn_v2_gpu", {**best, "batch_size": args.best_at}, work, args.device)
     if "min-count" not in args.skip:
         for data, days, valid in (
             (world(work, 3, 60_000, args.seed), [0, 1], 2),

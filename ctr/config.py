@@ -20,6 +20,7 @@ from ctr.onnx_export import SERVING_PRECISIONS
 BUILTIN = "experiments.yaml"
 CPU_PRECISIONS = ("fp32", "bf16")
 LR_SCALINGS = ("none", "sqrt", "linear")
+LR_DECAYS = ("none", "cosine", "linear")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class Experiment:
     lr_reference_batch: int = 4096  # the batch size the learning rates are given for
     warmup_steps: int = 0  # linear learning-rate warm-up over the first steps of a run
     compile: bool = False  # torch.compile the cross network and the MLP
+    lr_decay: str = "none"  # after the warm-up: none, or cosine / linear decay to 0 at the last step
+    grad_clip_norm: float | None = None  # clip the gradients' global norm before each step; None: no clipping
+    adam_beta2: float = 0.999  # Adam's second-moment decay
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -65,8 +69,11 @@ class Experiment:
             raise InputError(f"cpu_precision must be one of {CPU_PRECISIONS}, got {cpu_precision!r}")
         if d.get("lr_scaling", "none") not in LR_SCALINGS:
             raise InputError(f"lr_scaling must be one of {LR_SCALINGS}, got {d.get('lr_scaling')!r}")
+        if d.get("lr_decay", "none") not in LR_DECAYS:
+            raise InputError(f"lr_decay must be one of {LR_DECAYS}, got {d.get('lr_decay')!r}")
+        clip = d.get("grad_clip_norm")
         try:
-            return cls(
+            exp = cls(
                 name=d["name"],
                 seed=int(d["seed"]),
                 min_count=int(d["min_count"]),
@@ -82,9 +89,17 @@ class Experiment:
                 lr_reference_batch=int(d.get("lr_reference_batch", 4096)),
                 warmup_steps=int(d.get("warmup_steps", 0)),
                 compile=bool(d.get("compile", False)),
+                lr_decay=d.get("lr_decay", "none"),
+                grad_clip_norm=None if clip is None else float(clip),
+                adam_beta2=float(d.get("adam_beta2", 0.999)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"experiment {d.get('name', '?')!r} is incomplete or invalid: {exc}") from exc
+        if exp.grad_clip_norm is not None and not exp.grad_clip_norm > 0:
+            raise InputError(f"grad_clip_norm must be > 0 or null, got {exp.grad_clip_norm}")
+        if not 0.0 < exp.adam_beta2 < 1.0:
+            raise InputError(f"adam_beta2 must be in (0, 1), got {exp.adam_beta2}")
+        return exp
 
 
 def _blocks(text: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import copy
 import functools
 import json
 import logging
+import math
 import os
 import pickle
 import subprocess
@@ -228,6 +229,20 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
     return 1.0 if step >= warmup_steps else (step + 1) / warmup_steps
 
 
+def decay_factor(step: int, warmup_steps: int, total_steps: int, decay: str) -> float:
+    """After the warm-up, the share of the peak rate left at ``step`` of ``total_steps``:
+    ``cosine`` (``(1 + cos(πt)) / 2``) or ``linear`` (``1 − t``), ``t`` going from 0 at the
+    warm-up's end to 1 at ``total_steps``; ``none``: 1.
+
+    >>> [round(decay_factor(s, 2, 6, "cosine"), 2) for s in range(6)]
+    [1.0, 1.0, 1.0, 0.85, 0.5, 0.15]
+    """
+    if decay == "none" or step < warmup_steps or total_steps <= warmup_steps:
+        return 1.0
+    t = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+    return 0.5 * (1.0 + math.cos(math.pi * t)) if decay == "cosine" else 1.0 - t
+
+
 def _fit(
     model: nn.Module,
     feed: ShardFeed,
@@ -247,7 +262,9 @@ def _fit(
     follow its decision (the best state is the same on every rank).
     """
     core = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=device.type == "cuda")
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, exp.adam_beta2), fused=device.type == "cuda")
+    # the schedule's length: every epoch's batches (a shard's last one may be short)
+    total_steps = epochs * sum(math.ceil(p.expected_rows / feed.batch_size) for p in feed.parts)
     loss_fn = nn.BCEWithLogitsLoss()
     total = feed.expected_rows
     best: dict[str, float | int | None] | None = None
@@ -260,13 +277,17 @@ def _fit(
         meter = _Throughput(epoch, total)
         with model.join() if rank.world > 1 else contextlib.nullcontext():  # type: ignore[operator]  # DDP only
             for dense, ids, y in feed.epoch(rng):
-                if exp.warmup_steps and step <= exp.warmup_steps:
+                if (exp.warmup_steps and step <= exp.warmup_steps) or exp.lr_decay != "none":
+                    factor = warmup_factor(step, exp.warmup_steps)
+                    factor *= decay_factor(step, exp.warmup_steps, total_steps, exp.lr_decay)
                     for group in optimizer.param_groups:
-                        group["lr"] = lr * warmup_factor(step, exp.warmup_steps)
+                        group["lr"] = lr * factor
                 with _autocast(device, exp.cpu_precision):
                     loss = loss_fn(model(dense, ids).float().squeeze(1), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if exp.grad_clip_norm is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), exp.grad_clip_norm, foreach=True)
                 optimizer.step()
                 meter.update(y.shape[0])
                 step += 1

@@ -1,0 +1,78 @@
+"""The large-batch keys (issue 18): ``grad_clip_norm`` bounds every step's gradient norm,
+``lr_decay`` takes the rate down after the warm-up, ``adam_beta2`` reaches the optimiser."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from ctr.config import Experiment, load_experiment
+from ctr.data.synth import SynthArgs, synthesize
+from ctr.errors import InputError
+from ctr.repository import ModelRepository
+from ctr.train import TrainSpec, decay_factor, train_candidate
+
+
+def test_decay_factor_runs_from_one_after_the_warm_up_to_zero_at_the_end() -> None:
+    assert [decay_factor(s, 2, 6, "linear") for s in range(6)] == [1.0, 1.0, 1.0, 0.75, 0.5, 0.25]
+    assert decay_factor(7, 2, 6, "cosine") == 0.0
+    assert all(decay_factor(s, 2, 6, "none") == 1.0 for s in range(8))
+
+
+@pytest.mark.parametrize(("key", "value"), [("grad_clip_norm", 0.0), ("adam_beta2", 1.0), ("lr_decay", "step")])
+def test_bad_values_are_refused_by_name(key: str, value: object) -> None:
+    with pytest.raises(InputError, match=key):
+        Experiment.from_dict(load_experiment("dcn_v2_small").to_dict() | {key: value})
+
+
+def test_clipping_bounds_the_gradient_norm_and_the_rate_decays(tmp_path: Path, monkeypatch: Any) -> None:
+    data = tmp_path / "data"
+    synthesize(SynthArgs(days=3, rows_per_day=2_000, seed=3), data)
+    config = tmp_path / "exp.yaml"
+    settings = {
+        "grad_clip_norm": 0.05,
+        "lr_decay": "linear",
+        "warmup_steps": 2,
+        "adam_beta2": 0.99,
+        "epochs": 2,
+        "early_stopping_patience": 2,  # both epochs run: the last step is the schedule's last
+    }
+    config.write_text(yaml.safe_dump({"tiny": {**yaml.safe_load(_builtin())["dcn_v2_small"], **settings}}))
+    before: list[float] = []
+    after: list[float] = []
+    rates: list[float] = []
+    clip = nn.utils.clip_grad_norm_
+
+    def spy(params: Iterable[torch.Tensor], max_norm: float, **kw: Any) -> torch.Tensor:
+        params = list(params)
+        norm = clip(params, max_norm, **kw)
+        before.append(float(norm))
+        after.append(
+            float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
+        )
+        return norm
+
+    step = torch.optim.Adam.step
+
+    def spy_step(self: torch.optim.Adam, *args: Any, **kw: Any) -> Any:
+        rates.append(self.param_groups[0]["lr"])
+        assert self.param_groups[0]["betas"] == (0.9, 0.99)
+        return step(self, *args, **kw)
+
+    monkeypatch.setattr(nn.utils, "clip_grad_norm_", spy)
+    monkeypatch.setattr(torch.optim.Adam, "step", spy_step)
+    spec = TrainSpec(data, [0, 1], 2, experiment=f"{config}#tiny", device="cpu", workers=0)
+    train_candidate(spec, ModelRepository(tmp_path / "repo"))
+    assert before and max(before) > 0.05  # the gradients were larger than the bound...
+    assert max(after) <= 0.05 * 1.001  # ...and every step saw them clipped to it
+    assert rates[1] == pytest.approx(0.001) and rates[-1] < 0.1 * rates[1]  # warm-up done, then decayed
+
+
+def _builtin() -> str:
+    return (Path(__file__).parents[2] / "ctr" / "configs" / "experiments.yaml").read_text()
