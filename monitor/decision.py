@@ -9,8 +9,13 @@ the result. The rule table, in order:
    interval (predicted / observed clicks) entirely outside ``1 ± calibration.max_deviation``;
    no breach, or fewer breaches in a row than ``consecutive_breaches`` → ``no-trigger``;
 3. a pipeline run holds the repository lease → ``in-flight``;
-4. the last trigger is younger than the cooldown (whatever became of its run) → ``cooldown``;
-5. otherwise → ``trigger``, naming the signal(s) that breached.
+4. the serving version was published after the last trigger and has not yet served a whole
+   window of its own → ``settling`` (it is judged on its own impressions, not its parent's);
+5. the last trigger is younger than the cooldown (whatever became of its run) → ``cooldown``;
+6. otherwise → ``trigger``, naming the signal(s) that breached. With ``retrain.escalate``, a
+   trigger while the serving version is an incremental retrain published after the last
+   trigger is an escalation (``Decision.escalate``): that warm start did not repair the
+   breach, so the run asked for is a full retrain on the data since the breach began.
 
 The threshold is the highest of: ``auc.absolute``; the serving version's validation AUC −
 ``auc.relative_drop`` (not comparable with a windowed AUC on served traffic, kept for
@@ -32,7 +37,7 @@ from typing import Literal
 
 from monitor.rules import Rules
 
-DecisionKind = Literal["insufficient-data", "no-trigger", "in-flight", "cooldown", "trigger"]
+DecisionKind = Literal["insufficient-data", "no-trigger", "in-flight", "settling", "cooldown", "trigger"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class Evidence:
     calibration_lower: float | None = None
     calibration_upper: float | None = None
     validation_auc: float | None = None  # the serving version's offline validation AUC
+    serving_share: float = 1.0  # share of the window's impressions served by the serving version
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,18 @@ class History:
     last_trigger_at: datetime | None = None
     last_trigger_run: str | None = None
     last_run_state: str | None = None  # what became of that run: succeeded, failed, running, unknown
+    last_trigger_version: int | None = None  # the version serving when the last trigger fired
+    serving_version: int | None = None
+    serving_mode: str | None = None  # how the serving version was trained: full or incremental
+
+    @property
+    def serving_is_retrain(self) -> bool:
+        """The serving version was published after the last trigger (by its run, or a later one)."""
+        return (
+            self.last_trigger_at is not None
+            and self.serving_version is not None
+            and self.serving_version != self.last_trigger_version
+        )
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,7 @@ class Decision:
     breach: bool = False
     consecutive_breaches: int = 0
     signals: tuple[str, ...] = field(default_factory=tuple)  # "auc", "calibration"
+    escalate: bool = False  # a trigger that asks for a full retrain (rule 6)
 
 
 def threshold(rules: Rules, evidence: Evidence, history: History) -> float | None:
@@ -129,6 +148,12 @@ def decide(evidence: Evidence, history: History, rules: Rules, as_of: datetime) 
     if history.lease_run_id is not None:
         reason = f"pipeline run {history.lease_run_id} is still running"
         return Decision("in-flight", reason, limit, breach, streak, signals)
+    if history.serving_is_retrain and evidence.serving_share < 1.0:
+        reason = (
+            f"version {history.serving_version} was published after the last trigger and served "
+            f"{evidence.serving_share:.0%} of this window; judged once the window is its own"
+        )
+        return Decision("settling", reason, limit, breach, streak, signals)
     if history.last_trigger_at is not None and as_of - history.last_trigger_at < rules.cooldown:
         # A failed run still holds the cooldown: a broken image or quota must not start a run per tick.
         state = history.last_run_state
@@ -146,4 +171,7 @@ def decide(evidence: Evidence, history: History, rules: Rules, as_of: datetime) 
         why.append(
             f"calibration {e.calibration:.3f} [{e.calibration_lower:.3f}, {e.calibration_upper:.3f}] outside 1 ± {d}"
         )
-    return Decision("trigger", "; ".join(why), limit, breach, streak, signals)
+    escalate = rules.escalate and history.serving_is_retrain and history.serving_mode == "incremental"
+    if escalate:
+        why.append(f"escalated to a full retrain: incremental version {history.serving_version} did not repair it")
+    return Decision("trigger", "; ".join(why), limit, breach, streak, signals, escalate)

@@ -1,6 +1,6 @@
 """Monitor rules as data (a YAML file), Evidently-preset style: thresholds are configuration.
 
-Example (``monitor/rules.example.yaml``)::
+Every key (``monitor/rules.example.yaml`` ships these without ``relative_drop``)::
 
     attribution_window: 1h      # optional; an impression is labelled once this has passed
     window:
@@ -13,12 +13,14 @@ Example (``monitor/rules.example.yaml``)::
       consecutive_breaches: 1   # runs in a row whose interval lies below the threshold
     auc:
       absolute: 0.70            # breach when the upper bound < 0.70 ...
-      relative_drop: 0.03       # ... or < serving version's validation AUC - 0.03 ...
+      relative_drop: 0.03       # ... or < validation AUC - 0.03 (offline: not comparable) ...
       baseline: learned         # ... or < the serving version's own windowed AUC - margin
       margin: 0.02
     calibration:
       max_deviation: 0.15       # breach when predicted/observed clicks lie outside 1 ± 0.15
     cooldown: 6h                # no second trigger (or alert) within this
+    retrain:
+      escalate: true            # a breach outliving an incremental retrain asks for a full one
     lease_ttl: 10m              # a crashed monitor run's lease expires after this
     drift:
       enabled: true
@@ -54,6 +56,7 @@ class Rules:
     baseline_margin: float = 0.02  # auc.margin
     calibration_max_deviation: float | None = None  # calibration.max_deviation; None: not a signal
     cooldown: timedelta = timedelta(hours=6)
+    escalate: bool = True  # retrain.escalate
     lease_ttl: timedelta = timedelta(minutes=10)
     drift_enabled: bool = True
     drift_sample_rows: int = 5_000
@@ -85,6 +88,7 @@ LAYOUT: dict[str, frozenset[str] | None] = {
     "auc": frozenset({"absolute", "relative_drop", "baseline", "margin"}),
     "calibration": frozenset({"max_deviation"}),
     "cooldown": None,
+    "retrain": frozenset({"escalate"}),
     "lease_ttl": None,
     "drift": frozenset({"enabled", "sample_rows"}),
 }
@@ -130,8 +134,8 @@ def load_rules(path: Path | None) -> Rules:
         raise InputError(f"rules file {path} is not valid YAML: {exc}") from exc
     _check_layout(raw, path)
     try:
-        window, evidence, auc, drift, cal = (
-            raw.get(k, {}) or {} for k in ("window", "evidence", "auc", "drift", "calibration")
+        window, evidence, auc, drift, cal, retrain = (
+            raw.get(k, {}) or {} for k in ("window", "evidence", "auc", "drift", "calibration", "retrain")
         )
         if auc.get("baseline") not in (None, "learned"):
             raise InputError(f"auc.baseline must be learned (or absent), got {auc.get('baseline')!r}")
@@ -152,6 +156,7 @@ def load_rules(path: Path | None) -> Rules:
             baseline_margin=float(auc.get("margin", defaults.baseline_margin)),
             calibration_max_deviation=None if cal.get("max_deviation") is None else float(cal["max_deviation"]),
             cooldown=parse_duration(str(raw.get("cooldown", "6h")), "cooldown", allow_zero=True),
+            escalate=retrain.get("escalate", defaults.escalate),
             lease_ttl=parse_duration(str(raw.get("lease_ttl", "10m")), "lease_ttl"),
             drift_enabled=drift.get("enabled", True),
             drift_sample_rows=int(drift.get("sample_rows", defaults.drift_sample_rows)),
@@ -179,6 +184,8 @@ def load_rules(path: Path | None) -> Rules:
         )
     if not 0.0 < rules.confidence < 1.0:
         raise InputError(f"rules file {path}: evidence.confidence must lie between 0 and 1, got {rules.confidence}")
+    if not isinstance(rules.escalate, bool):
+        raise InputError(f"rules file {path}: retrain.escalate must be true or false, got {rules.escalate!r}")
     if not isinstance(rules.drift_enabled, bool):
         raise InputError(f"rules file {path}: drift.enabled must be true or false, got {rules.drift_enabled!r}")
     return rules

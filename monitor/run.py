@@ -177,23 +177,29 @@ def _history(
     lease = repository_lease(repo)
     in_flight = lease is not None and int(lease.get("expires_us", 0)) > to_us(utcnow())
     last = _last_trigger(store)
+    mode = repo.metadata(serving).get("mode") if serving is not None else None
     history = History(
         previous_breaches=tuple(bool(p["breach"]) for p in _previous(store, req.rules.consecutive_breaches - 1)),
         learned_baseline=_learned_baseline(store, serving, req.rules),
         lease_run_id=str(lease.get("run_id")) if in_flight and lease else None,
         last_trigger_at=from_us(last["as_of_us"]) if last else None,
         last_trigger_run=last.get("run_id") if last else None,
+        last_trigger_version=last.get("serving_version") if last else None,
+        serving_version=serving,
+        serving_mode=None if mode is None else str(mode),
     )
     return history, last
 
 
 def _evidence(record: dict[str, Any], repo: ModelRepository, serving: int | None) -> Evidence:
     valid = repo.metadata(serving).get("metrics", {}).get("auc") if serving is not None else None
+    own = record["per_version"].get(str(serving), {}).get("labelled", 0)
     fields = ("auc", "auc_lower", "auc_upper", "calibration", "calibration_lower", "calibration_upper")
     return Evidence(
         positives=record["positives"],
         negatives=record["negatives"],
         validation_auc=None if valid is None else float(valid),
+        serving_share=own / record["labelled"] if record["labelled"] else 1.0,
         **{k: record[k] for k in fields},
     )
 
@@ -217,6 +223,7 @@ def _decide(
         "consecutive_breaches": outcome.consecutive_breaches,
         "signals": list(outcome.signals),
         "learned_baseline": history.learned_baseline,
+        "escalate": outcome.escalate,
     }
     if history.last_run_state is not None and outcome.decision in ("cooldown", "trigger"):
         record["last_run"] = {"run_id": history.last_trigger_run, "state": history.last_run_state}
@@ -227,16 +234,33 @@ def _decide(
         return
     if req.target is None:
         raise CtrError("a pipeline target (repository, event log, data) is needed to trigger")
+    target = req.target
+    if outcome.escalate and history.last_trigger_at is not None:
+        target = escalated(target, history.last_trigger_at, req.rules)
+        record["mode"] = "full"
     try:
         if req.trigger == "local":
-            record["run_id"] = start_local(req.target, as_of, req.db_url, Path(req.target.work_dir) / "logs")
+            record["run_id"] = start_local(target, as_of, req.db_url, Path(target.work_dir) / "logs")
         else:
             record["run_id"] = submit_kfp(
-                req.target, as_of, req.kfp.host, req.kfp.token, req.kfp.namespace, req.kfp.experiment
+                target, as_of, req.kfp.host, req.kfp.token, req.kfp.namespace, req.kfp.experiment
             )
         record["submission"] = "ok"
     except SubmissionFailed as exc:
         record |= {"submission": "failed", "reason": f"{record['reason']}; submission failed: {exc}"}
+
+
+def escalated(target: RetrainRequest, last_trigger_at: datetime, rules: Rules) -> RetrainRequest:
+    """The run an escalation asks for: a full retrain on the event log since the breach began
+    (the last trigger's window start), without the older history days of ``data_dir``.
+
+    >>> from datetime import UTC, timedelta
+    >>> t = RetrainRequest(repo="r", events=True, since="-6h", data_dir="history")
+    >>> e = escalated(t, datetime(2026, 1, 5, 6, tzinfo=UTC), Rules(max_age=timedelta(hours=6)))
+    >>> (e.mode, e.since, e.data_dir)
+    ('full', '2026-01-05T00:00:00+00:00', '')
+    """
+    return target.replace(mode="full", since=(last_trigger_at - rules.max_age).isoformat(), data_dir="")
 
 
 def run_monitor(req: MonitorRequest) -> dict[str, Any]:

@@ -100,3 +100,37 @@ def test_normalized_entropy() -> None:
     ne = normalized_entropy(labels, pctr)
     assert ne is not None and ne < 1.0  # informative predictions beat the base rate
     assert normalized_entropy(np.zeros(10), np.full(10, 0.1)) is None
+
+
+# the serving version 2 was published after the trigger that fired while version 1 served
+AFTER_RETRAIN = History(
+    last_trigger_at=NOW - timedelta(hours=7),
+    last_trigger_run="r1",
+    last_trigger_version=1,
+    serving_version=2,
+    serving_mode="incremental",
+)
+
+
+def test_a_retrain_is_judged_on_a_window_of_its_own() -> None:
+    mixed = decide(replace(BAD, serving_share=0.6), AFTER_RETRAIN, RULES, NOW)
+    assert mixed.decision == "settling" and mixed.breach  # the breach is recorded, not acted on
+    assert "version 2 was published after the last trigger and served 60% of this window" in mixed.reason
+    assert decide(BAD, AFTER_RETRAIN, RULES, NOW).decision == "trigger"  # its own window: judged
+    # no retrain since the trigger: the old version's breach is a cooldown matter, not settling
+    same = replace(AFTER_RETRAIN, serving_version=1, last_trigger_at=NOW - timedelta(hours=1))
+    assert decide(replace(BAD, serving_share=0.6), same, RULES, NOW).decision == "cooldown"
+    # without a breach a mixed window is simply fine (rule 2 comes first)
+    assert decide(replace(GOOD, serving_share=0.6), AFTER_RETRAIN, RULES, NOW).decision == "no-trigger"
+
+
+def test_a_breach_that_outlives_an_incremental_retrain_escalates_to_a_full_one() -> None:
+    out = decide(BAD, AFTER_RETRAIN, RULES, NOW)
+    assert out.decision == "trigger" and out.escalate
+    assert out.reason.endswith("escalated to a full retrain: incremental version 2 did not repair it")
+    assert not decide(BAD, replace(AFTER_RETRAIN, serving_mode="full"), RULES, NOW).escalate  # full already
+    assert not decide(BAD, AFTER_RETRAIN, replace(RULES, escalate=False), NOW).escalate  # rule off
+    assert not decide(BAD, History(), RULES, NOW).escalate  # a first trigger is the ordinary run
+    assert decide(BAD, replace(AFTER_RETRAIN, last_trigger_at=NOW - timedelta(hours=1)), RULES, NOW).decision == (
+        "cooldown"
+    )  # the cooldown still applies to the escalation
