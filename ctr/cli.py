@@ -714,15 +714,16 @@ def demo(
     rows_per_day: Annotated[int, typer.Option(help="Rows per generated day.")] = 30_000,
     drift: Annotated[str, typer.Option(help="new-ads, concept or popularity.")] = "new-ads",
     drift_day: Annotated[int, typer.Option(help="First drifted day.")] = 4,
-    threshold: Annotated[
-        float | None, typer.Option(help="Monitor's AUC threshold (default: warm-up baseline - 0.02).")
+    rules: Annotated[
+        Path | None, typer.Option(help="Monitor rules YAML (default: the shipped monitor/rules.example.yaml).")
     ] = None,
     db: Annotated[str | None, typer.Option(help="Event log URL (default: SQLite in the workdir).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the generated world and traffic.")] = 7,
     requests_per_tick: Annotated[int, typer.Option(help="Score requests per 30 simulated minutes.")] = 60,
     config: Annotated[str, typer.Option(help="Experiment id for both pipeline runs.")] = "dcn_v2_demo",
     keep_running: Annotated[bool, typer.Option("--keep-running", help="Leave Triton and the API up.")] = False,
 ) -> None:
-    """The closed loop on this machine: drift detected, one retrain, recovery (writes demo-report/)."""
+    """The closed loop on this machine: drift, retrains, recovery against the yardsticks (writes demo-report/)."""
     from ctr.demo import DemoConfig, run_demo
     from ctr.errors import InputError
     from ctr.signals import sigterm_as_interrupt
@@ -740,7 +741,8 @@ def demo(
             rows_per_day=rows_per_day,
             drift=drift,  # type: ignore[arg-type]  # checked against the three kinds above
             drift_day=drift_day,
-            threshold=threshold,
+            rules_file=rules,
+            seed=seed,
             db_url=db,
             requests_per_tick=requests_per_tick,
             experiment=config,

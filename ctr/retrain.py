@@ -56,14 +56,15 @@ class Prepared:
         return cls(**json.loads(text))
 
 
-def _link_days(source: Path, days: list[int], target: Path) -> None:
+def link_days(source: Path, days: list[int], target: Path) -> None:
+    """Symlink the given days of ``source`` (text, gzip and truth files, where present) into ``target``."""
     for day in days:
         for name in (day_name(day), day_name(day) + ".gz", day_name(day) + ".truth.parquet"):
             if (source / name).exists() and not (target / name).exists():
                 os.symlink((source / name).resolve(), target / name)
 
 
-def _split_day(path: Path, parts: list[tuple[Path, float]]) -> None:
+def split_day(path: Path, parts: list[tuple[Path, float]]) -> None:
     """Rows of ``path`` in time order, cut into consecutive parts of the given fractions."""
     import polars as pl
 
@@ -90,8 +91,9 @@ def prepare(request: RetrainRequest, job_name: str = "") -> Prepared:
     ``CTR_DB_URL`` or ``CTR_DB_URL_FILE``), matured impressions of the request's window are
     exported as new days after the history days of ``data_dir``: all but the last exported
     day are trained on, the last is split in time into a validation half and a holdout half
-    (a single exported day: 70 % train, 15 % validation, 15 % holdout, in time order);
-    history is replayed.
+    (a single exported day: 70 % train, 15 % validation, 15 % holdout, in time order). An
+    incremental run replays the history; a full run trains on it, from scratch, with the
+    exported days.
     """
     from ctr.data.dataset import available_days, check_days, parse_days
     from ctr.events.store import EventStore
@@ -123,7 +125,7 @@ def prepare(request: RetrainRequest, job_name: str = "") -> Prepared:
     shutil.rmtree(work, ignore_errors=True)
     (work / "data").mkdir(parents=True)
     history = available_days(Path(data_dir)) if data_dir else []
-    _link_days(Path(data_dir), history, work / "data")
+    link_days(Path(data_dir), history, work / "data")
     since, until = request.window()
     window = ExportWindow(since, until, parse_duration(request.attribution_window), request.instant())
     summary = export_days(EventStore(events_db), window, work / "events")
@@ -139,12 +141,14 @@ def prepare(request: RetrainRequest, job_name: str = "") -> Prepared:
     last = work / "events" / day_name(exported[-1])
     if new_days:  # earlier days train; the newest is split in time into validation and holdout
         valid, hold = base + len(new_days), base + len(new_days) + 1
-        _split_day(last, [(target / day_name(valid), 0.5), (target / day_name(hold), 0.5)])
+        split_day(last, [(target / day_name(valid), 0.5), (target / day_name(hold), 0.5)])
     else:  # one exported day: its first 70 % trains, then 15 % validates and 15 % is held out
         new_days, valid, hold = [base], base + 1, base + 2
-        _split_day(
+        split_day(
             last, [(target / day_name(base), 0.7), (target / day_name(valid), 0.15), (target / day_name(hold), 0.15)]
         )
+    if mode == "full":  # from scratch on everything there is: history, then the exported days
+        return Prepared(run_id, mode, str(work / "data"), [*history, *new_days], valid, hold, None)
     return Prepared(run_id, mode, str(work / "data"), new_days, valid, hold, history)
 
 

@@ -13,9 +13,10 @@ the result. The rule table, in order:
    window of its own → ``settling`` (it is judged on its own impressions, not its parent's);
 5. the last trigger is younger than the cooldown (whatever became of its run) → ``cooldown``;
 6. otherwise → ``trigger``, naming the signal(s) that breached. With ``retrain.escalate``, a
-   trigger while the serving version is an incremental retrain published after the last
-   trigger is an escalation (``Decision.escalate``): that warm start did not repair the
-   breach, so the run asked for is a full retrain on the data since the breach began.
+   trigger while the serving version is an incremental retrain that was published after the
+   last trigger, or that the last trigger already fired on (its run did not replace it), is an
+   escalation (``Decision.escalate``): warm starts did not repair the breach, so the run asked
+   for is a full retrain (from scratch, on the history and the event log since the breach began).
 
 The threshold is the highest of: ``auc.absolute``; the serving version's validation AUC −
 ``auc.relative_drop`` (not comparable with a windowed AUC on served traffic, kept for
@@ -69,6 +70,11 @@ class History:
     last_trigger_version: int | None = None  # the version serving when the last trigger fired
     serving_version: int | None = None
     serving_mode: str | None = None  # how the serving version was trained: full or incremental
+
+    @property
+    def serving_retried(self) -> bool:
+        """The last trigger already fired on the serving version: its run did not replace it."""
+        return self.last_trigger_at is not None and self.serving_version == self.last_trigger_version
 
     @property
     def serving_is_retrain(self) -> bool:
@@ -171,7 +177,9 @@ def decide(evidence: Evidence, history: History, rules: Rules, as_of: datetime) 
         why.append(
             f"calibration {e.calibration:.3f} [{e.calibration_lower:.3f}, {e.calibration_upper:.3f}] outside 1 ± {d}"
         )
-    escalate = rules.escalate and history.serving_is_retrain and history.serving_mode == "incremental"
+    h = history
+    escalate = rules.escalate and h.serving_mode == "incremental" and (h.serving_is_retrain or h.serving_retried)
     if escalate:
-        why.append(f"escalated to a full retrain: incremental version {history.serving_version} did not repair it")
+        how = "did not repair it" if h.serving_is_retrain else "is still serving after the last retrain"
+        why.append(f"escalated to a full retrain: incremental version {h.serving_version} {how}")
     return Decision("trigger", "; ".join(why), limit, breach, streak, signals, escalate)

@@ -40,6 +40,8 @@ from ctr.errors import InputError
 from ctr.retrain_request import ATTRIBUTION, ATTRIBUTION_WINDOW
 from ctr.timeutil import parse_duration
 
+SHIPPED = Path(__file__).parent / "rules.example.yaml"  # the rules the CronJob ships with
+
 
 @dataclass(frozen=True)
 class Rules:

@@ -251,16 +251,16 @@ def _decide(
 
 
 def escalated(target: RetrainRequest, last_trigger_at: datetime, rules: Rules) -> RetrainRequest:
-    """The run an escalation asks for: a full retrain on the event log since the breach began
-    (the last trigger's window start), without the older history days of ``data_dir``.
+    """The run an escalation asks for: a full retrain (from scratch) on the history days of
+    ``data_dir`` and the event log since the breach began (the last trigger's window start).
 
     >>> from datetime import UTC, timedelta
     >>> t = RetrainRequest(repo="r", events=True, since="-6h", data_dir="history")
     >>> e = escalated(t, datetime(2026, 1, 5, 6, tzinfo=UTC), Rules(max_age=timedelta(hours=6)))
     >>> (e.mode, e.since, e.data_dir)
-    ('full', '2026-01-05T00:00:00+00:00', '')
+    ('full', '2026-01-05T00:00:00+00:00', 'history')
     """
-    return target.replace(mode="full", since=(last_trigger_at - rules.max_age).isoformat(), data_dir="")
+    return target.replace(mode="full", since=(last_trigger_at - rules.max_age).isoformat())
 
 
 def run_monitor(req: MonitorRequest) -> dict[str, Any]:

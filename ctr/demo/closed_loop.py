@@ -21,15 +21,16 @@ import numpy as np
 from ctr.data.synth import SynthArgs, synthesize
 from ctr.data.world import SyntheticWorld
 from ctr.demo.report import decision_line, sim_time, summarize, write_report
-from ctr.demo.scenario import EPOCH, DemoConfig, DemoError, Timeline
+from ctr.demo.scenario import EPOCH, DemoConfig, Timeline
 from ctr.demo.traffic import TrafficSimulator
+from ctr.demo.yardsticks import Shown, counterfactual_full, recovery, score_graph, scores_of, window_aucs
 from ctr.events.store import EventStore
 from ctr.net import free_port
 from ctr.paths import output_dir
-from ctr.repository import ModelRepository
+from ctr.repository import ONNX_FILE, ModelRepository
 from ctr.retrain_request import RetrainRequest, event_window_since
 from ctr.serving.local import LocalStack
-from monitor.rules import Rules
+from monitor.rules import SHIPPED, Rules, load_rules
 from monitor.run import MonitorRequest, run_monitor
 from pipelines.runner import run_local
 
@@ -63,8 +64,17 @@ def _wait_for_pipeline(repo: ModelRepository, log_dir: Path, timeout: float) -> 
         time.sleep(1)
 
 
+def demo_rules(cfg: DemoConfig) -> Rules:
+    """The monitor's rules for the demo: the shipped ones (or ``cfg.rules_file``) as they are,
+    but for two settings of cost, not of decision: a drift report on 2,000 sampled rows (it takes
+    seconds per run) and a 5-minute lease (a crashed demo does not block the next for 10)."""
+    rules = load_rules(cfg.rules_file or SHIPPED)
+    return replace(rules, drift_sample_rows=2000, lease_ttl=timedelta(minutes=5))
+
+
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the loop end to end; returns the summary (also written to ``report_dir/summary.json``)."""
+    rules = demo_rules(cfg)  # a bad rules file fails before anything is generated
     shutil.rmtree(cfg.workdir, ignore_errors=True)
     shutil.rmtree(cfg.report_dir, ignore_errors=True)
     output_dir(cfg.workdir)
@@ -97,18 +107,6 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     print(f"[setup] published version {first['version']} (holdout AUC {first['candidate_auc']})")
     store = EventStore(db_url)
     store.migrate()
-    rules = Rules(
-        attribution_window=cfg.attribution_window,
-        max_age=cfg.window,
-        max_labelled=100_000,
-        min_positives=100,
-        min_negatives=100,
-        absolute_auc=cfg.threshold,
-        cooldown=cfg.cooldown,
-        lease_ttl=timedelta(minutes=5),
-        drift_enabled=True,
-        drift_sample_rows=2000,
-    )
     target = RetrainRequest(
         repo=str(repo.root.resolve()),
         mode="incremental",
@@ -116,8 +114,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         work_dir=str((cfg.workdir / "pipeline").resolve()),
         experiment=cfg.experiment,
         events=True,
-        since=event_window_since(cfg.window),
-        attribution_window=f"{int(cfg.attribution_window.total_seconds())}s",
+        since=event_window_since(cfg.export_window),
+        attribution_window=f"{int(rules.attribution_window.total_seconds())}s",
     )
     timeline = Timeline()
     stack = LocalStack(
@@ -132,7 +130,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         spool_dir=cfg.workdir / "spool",
     )
     start, end = EPOCH + timedelta(days=holdout), EPOCH + timedelta(days=cfg.days)
-    with _stop_triggered_runs(Path(target.work_dir) / "logs"), stack:
+    run_logs = Path(target.work_dir) / "logs"
+    with _stop_triggered_runs(run_logs), stack:
         print(f"[setup] Triton (gRPC :{stack.grpc_port}) and score API (http://127.0.0.1:{stack.api_port}) up")
         print(f"{'simulated time':<17} {'served':>6} {'labelled':>8}  {'AUC [95% CI]':<24} decision")
         sim = TrafficSimulator(cfg, world, f"http://127.0.0.1:{stack.api_port}", timeline)
@@ -140,12 +139,12 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         now = start
         next_monitor = start + cfg.monitor_every
         monitor_runs = 0
-        threshold = cfg.threshold
-        if threshold is not None:
-            timeline.baseline = {"threshold": threshold}
-        warmup_end = EPOCH + timedelta(days=cfg.drift_day)  # the pre-drift traffic day
+        run_due: datetime | None = None  # a triggered run must have finished by this simulated time
         try:
-            while _keep_going(cfg, timeline, now, end):
+            while _keep_going(cfg, rules, timeline, now, end):
+                if run_due is not None and now >= run_due:
+                    _wait_for_pipeline(repo, run_logs, timeout=900)  # the clock waits for the pipeline
+                    run_due = None
                 sim.tick(now)
                 now += cfg.tick
                 if repo.served() != served:
@@ -155,9 +154,6 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                 if now >= next_monitor:
                     next_monitor += cfg.monitor_every
                     monitor_runs += 1
-                    if threshold is None and now >= warmup_end:
-                        threshold = _baseline_threshold(cfg, timeline, start + cfg.window)
-                    rules = replace(rules, absolute_auc=0.0 if threshold is None else threshold)
                     # Evidently's report takes seconds: the demo asks for one every drift_every runs
                     wants_drift = monitor_runs % cfg.drift_every == 0
                     record = run_monitor(
@@ -173,11 +169,14 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                     )
                     timeline.entries.append(record)
                     print(decision_line(now, record))
+                    if record["decision"] == "trigger" and record["submission"] == "ok":
+                        run_due = now + cfg.pipeline_latency
             sim.post_due_clicks(now + timedelta(days=1))
         finally:
             sim.close()
-        _wait_for_pipeline(repo, Path(target.work_dir) / "logs", timeout=600)
-        summary = summarize(cfg, repo, store, timeline, start)
+        _wait_for_pipeline(repo, run_logs, timeout=900)
+        yardsticks = measure_yardsticks(cfg, repo, db_url, timeline, sim.shown.arrays(), start)
+        summary = summarize(cfg, repo, store, timeline, start, yardsticks)
         write_report(cfg, timeline, summary)
         print(json.dumps(summary, indent=2))
         if cfg.keep_running:
@@ -186,34 +185,61 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     return summary
 
 
-def _keep_going(cfg: DemoConfig, timeline: Timeline, now: datetime, end: datetime) -> bool:
-    """Simulate to ``end``; past it, only while a triggered retrain has not yet been served for
-    one full monitor window (time keeps flowing while the pipeline runs), at most two days more."""
+def measure_yardsticks(
+    cfg: DemoConfig, repo: ModelRepository, db_url: str, timeline: Timeline, shown: Shown, start: datetime
+) -> dict[str, Any]:
+    """Score the shown impressions offline with version 1 (the drifted model) and with the
+    counterfactual full retrain at the first trigger after the onset; fill ``timeline.yardsticks``
+    (one per monitor entry) and return the recovery figures (``ctr.demo.yardsticks``)."""
+    onset = EPOCH + timedelta(days=cfg.drift_day)
+    drifted = score_graph(repo.version_dir(1) / ONNX_FILE, shown)
+    by_v1 = shown.version == 1
+    mismatch = float(np.max(np.abs(drifted[by_v1] - shown.pctr[by_v1]))) if by_v1.any() else None
+    first = next(
+        (e for e in timeline.entries if _triggered(e) and datetime.fromisoformat(e["as_of"]) >= onset),
+        None,
+    )
+    counterfactual = None
+    if first is not None:
+        at = datetime.fromisoformat(first["as_of"])
+        print(f"[yardstick] counterfactual full retrain on days 0-{cfg.drift_day - 1} + events to {sim_time(at)}")
+        graph = counterfactual_full(
+            db_url,
+            cfg.workdir / "data",
+            list(range(cfg.drift_day)),
+            start,
+            at,
+            cfg.experiment,
+            cfg.workdir / "counterfactual",
+        )
+        counterfactual = score_graph(graph, shown)
+    scores = scores_of(shown, drifted, counterfactual)
+    timeline.yardsticks = [
+        window_aucs(shown, scores, datetime.fromisoformat(e["window_start"]), datetime.fromisoformat(e["window_end"]))
+        for e in timeline.entries
+    ]
+    return {
+        "counterfactual_trained_to": None if first is None else first["as_of"],
+        "v1_offline_vs_served_max_abs": None if mismatch is None else round(mismatch, 7),
+        "recovery": recovery(shown, scores, onset + cfg.recovery_after),
+    }
+
+
+def _triggered(e: dict[str, Any]) -> bool:
+    return bool(e["decision"] == "trigger" and e["submission"] == "ok")
+
+
+def _keep_going(cfg: DemoConfig, rules: Rules, timeline: Timeline, now: datetime, end: datetime) -> bool:
+    """Simulate to ``end``; past it, only while the last triggered retrain has not yet been served
+    for one full monitor window (time keeps flowing while the pipeline runs), at most two days more."""
     if now < end:
         return True
     if now >= end + timedelta(days=2):
         return False
-    triggered = any(e["decision"] == "trigger" and e["submission"] == "ok" for e in timeline.entries)
-    if not triggered:
+    triggers = [datetime.fromisoformat(e["as_of"]) for e in timeline.entries if _triggered(e)]
+    if not triggers:
         return False
-    if not timeline.swaps:
+    swaps = [datetime.fromisoformat(s["at"]) for s in timeline.swaps if datetime.fromisoformat(s["at"]) > triggers[-1]]
+    if not swaps:
         return True
-    swapped = datetime.fromisoformat(timeline.swaps[-1]["at"])
-    return now < swapped + cfg.window + cfg.attribution_window + cfg.monitor_every
-
-
-def _baseline_threshold(cfg: DemoConfig, timeline: Timeline, full_from: datetime) -> float:
-    """The serving version's own windowed AUC on the warm-up day, minus the margin.
-
-    Offline validation AUC is not comparable: the monitor sees only the ads that were shown
-    (the top of each ranking), which lowers AUC. So the demo learns its baseline online."""
-    aucs = [
-        e["auc"] for e in timeline.entries if e["auc"] is not None and datetime.fromisoformat(e["as_of"]) >= full_from
-    ]
-    if not aucs:
-        raise DemoError("no labelled window during the warm-up day; raise --requests-per-tick")
-    baseline = float(np.mean(aucs))
-    threshold = round(baseline - cfg.threshold_margin, 3)
-    print(f"[baseline] version 1's windowed AUC on the warm-up day: {baseline:.3f}; threshold {threshold:.3f}")
-    timeline.baseline = {"auc": round(baseline, 4), "threshold": threshold}
-    return threshold
+    return now < swaps[-1] + rules.max_age + rules.attribution_window + cfg.monitor_every

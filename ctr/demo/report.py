@@ -34,7 +34,12 @@ def _mean_auc(entries: list[dict[str, Any]]) -> float | None:
 
 
 def summarize(
-    cfg: DemoConfig, repo: ModelRepository, store: EventStore, timeline: Timeline, start: datetime
+    cfg: DemoConfig,
+    repo: ModelRepository,
+    store: EventStore,
+    timeline: Timeline,
+    start: datetime,
+    yardsticks: dict[str, Any],
 ) -> dict[str, Any]:
     drift_at = EPOCH + timedelta(days=cfg.drift_day)
     swap_at = datetime.fromisoformat(timeline.swaps[0]["at"]) if timeline.swaps else None
@@ -45,13 +50,17 @@ def summarize(
     def window_end(e: dict[str, Any]) -> datetime:
         return datetime.fromisoformat(e["window_end"])
 
+    def after_onset(e: dict[str, Any]) -> bool:
+        return datetime.fromisoformat(e["as_of"]) >= drift_at
+
     before = [e for e in timeline.entries if window_end(e) <= drift_at]
     between = [
         e for e in timeline.entries if window_start(e) >= drift_at and (swap_at is None or window_end(e) <= swap_at)
     ]
     after = [e for e in timeline.entries if swap_at is not None and window_start(e) >= swap_at]
     triggers = [e for e in timeline.entries if e["decision"] == "trigger" and e["submission"] == "ok"]
-    detected = [e for e in timeline.entries if e["decision"] in ("trigger", "in-flight", "cooldown")]
+    detected = [e for e in timeline.entries if e["decision"] in ("trigger", "in-flight", "settling", "cooldown")]
+    baselines = {str(e["serving_version"]): e.get("learned_baseline") for e in timeline.entries}
     versions = [
         {"version": v, "parent_version": repo.metadata(v)["parent_version"], "mode": repo.metadata(v)["mode"]}
         for v in repo.versions()
@@ -59,15 +68,19 @@ def summarize(
     return {
         "config": {k: str(v) for k, v in asdict(cfg).items()},
         "drift_onset": drift_at.isoformat(),
-        "baseline_auc": timeline.baseline.get("auc"),
-        "threshold": timeline.baseline.get("threshold"),
-        "first_detection": detected[0]["as_of"] if detected else None,
+        "learned_baselines": {v: b for v, b in baselines.items() if b is not None},
+        "first_detection": next((e["as_of"] for e in detected if after_onset(e)), None),
         "triggers": len(triggers),
+        "triggers_in_episode": sum(after_onset(e) for e in triggers),
+        "false_alarms_before_onset": sum(not after_onset(e) for e in triggers),
+        "escalations": sum(bool(e.get("escalate")) for e in triggers),
+        "trigger_signals": [e.get("signals", []) for e in triggers],
         "versions": versions,
         "swaps": timeline.swaps,
         "auc_before_drift": _mean_auc(before),
         "auc_after_drift": _mean_auc(between),
         "auc_after_swap": _mean_auc(after),
+        **yardsticks,
         "impressions_sent": timeline.impressions_sent,
         "impressions_logged": store.count_impressions(),
         "requests_failed": timeline.requests_failed,
@@ -99,13 +112,18 @@ def write_report(cfg: DemoConfig, timeline: Timeline, summary: dict[str, Any]) -
             alpha=0.2,
             label="95% DeLong interval",
         )
-    if timeline.baseline:
-        ax.axhline(
-            timeline.baseline["threshold"],
-            color="tab:red",
-            linestyle="--",
-            label=f"threshold {timeline.baseline['threshold']}",
-        )
+    styles = {"oracle": ("k", "oracle (true probabilities)"), "drifted": ("tab:gray", "version 1, never replaced")}
+    styles["counterfactual"] = ("tab:olive", "counterfactual full retrain at the first trigger")
+    pairs = [(e, y) for e, y in zip(timeline.entries, timeline.yardsticks, strict=False) if e["auc"] is not None]
+    for name, (color, label) in styles.items():
+        points = [(hours(e["as_of"]), y[name]) for e, y in pairs if y.get(name) is not None]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, "-", color=color, linewidth=1.2, alpha=0.8, label=label + " (same impressions)")
+    thresholds = [(hours(e["as_of"]), e["threshold"]) for e in timeline.entries if e.get("threshold") is not None]
+    if thresholds:
+        xs, ys = zip(*thresholds, strict=True)
+        ax.step(xs, ys, where="post", color="tab:red", linestyle="--", label="threshold (shipped rules)")
     ax.axvline(cfg.drift_day, color="tab:orange", label=f"{cfg.drift} drift onset")
     for e in timeline.entries:
         if e["decision"] == "trigger" and e["submission"] == "ok":
@@ -114,14 +132,18 @@ def write_report(cfg: DemoConfig, timeline: Timeline, summary: dict[str, Any]) -
         ax.axvline(hours(s["at"]), color="tab:green", linestyle="-.", label=f"version {s['version']} served")
     ax.set_xlabel("simulated day")
     ax.set_ylabel("AUC-ROC")
-    ax.set_title("ctr-loop demo: drift, one retrain, recovery")
-    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title(f"ctr-loop demo: {cfg.drift} drift, retrains, recovery against the yardsticks")
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))  # one legend entry per label
+    ax.legend(unique.values(), unique.keys(), loc="lower left", fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(cfg.report_dir / "auc.png")
     plt.close(fig)
     (cfg.report_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    rows = "\n".join(_row(e) for e in timeline.entries)
+    rows = "\n".join(
+        _row(e, y) for e, y in zip(timeline.entries, timeline.yardsticks or [{}] * len(timeline.entries), strict=True)
+    )
     drift = (
         '<p><a href="drift/drift.html">Evidently drift report (last monitor run)</a></p>'
         if (cfg.report_dir / "drift" / "drift.html").exists()
@@ -134,19 +156,26 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}</style></head><bod
 <h2>Summary</h2><pre>{json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2)}</pre>
 <h2>Drift</h2>{drift}
 <h2>Monitor decision records</h2><table><tr><th>as of</th><th>served</th><th>labelled</th><th>AUC</th>
-<th>95% CI</th><th>drift share</th><th>decision</th><th>reason</th></tr>{rows}</table></body></html>""")
+<th>95% CI</th><th>calibration</th><th>oracle AUC</th><th>v1 AUC</th><th>counterfactual AUC</th>
+<th>drift share</th><th>decision</th><th>reason</th></tr>{rows}</table></body></html>""")
 
 
-def _row(e: dict[str, Any]) -> str:
-    auc = "" if e["auc"] is None else f"{e['auc']:.4f}"
+def _row(e: dict[str, Any], y: dict[str, Any]) -> str:
+    def num(v: float | None) -> str:
+        return "" if v is None else f"{v:.4f}"
+
     interval = "" if e["auc"] is None else f"[{e['auc_lower']:.4f}, {e['auc_upper']:.4f}]"
     drift = "" if e["drift_share"] is None else f"{e['drift_share']:.2f}"
     cells = [
         e["as_of"],
         f"v{e['serving_version']}",
         str(e["labelled"]),
-        auc,
+        num(e["auc"]),
         interval,
+        num(e.get("calibration")),
+        num(y.get("oracle")),
+        num(y.get("drifted")),
+        num(y.get("counterfactual")),
         drift,
         e["decision"],
         e["reason"],

@@ -25,8 +25,7 @@ class DemoConfig:
     drift: Drift = "new-ads"
     seed: int = 7
     experiment: str = "dcn_v2_demo"
-    threshold: float | None = None  # None: the warm-up day's baseline minus threshold_margin
-    threshold_margin: float = 0.02
+    rules_file: Path | None = None  # the monitor's rules; None: the shipped ones (monitor.rules.SHIPPED)
     db_url: str | None = None
     tick: timedelta = timedelta(minutes=30)
     requests_per_tick: int = 60
@@ -34,9 +33,10 @@ class DemoConfig:
     top_k: int = 5
     monitor_every: timedelta = timedelta(hours=2)
     drift_every: int = 6
-    window: timedelta = timedelta(hours=12)
+    export_window: timedelta = timedelta(hours=12)  # what an incremental retrain trains on: the last 12 h
     attribution_window: timedelta = ATTRIBUTION
-    cooldown: timedelta = timedelta(days=3)
+    pipeline_latency: timedelta = timedelta(hours=2)  # simulated time a triggered run may take at most
+    recovery_after: timedelta = timedelta(hours=24)  # recovery is measured from drift onset + this
     keep_running: bool = False
     clients: int = 4
 
@@ -47,7 +47,7 @@ class Timeline:
     swaps: list[dict[str, Any]] = field(default_factory=list)
     impressions_sent: int = 0
     requests_failed: int = 0
-    baseline: dict[str, float] = field(default_factory=dict)
+    yardsticks: list[dict[str, Any]] = field(default_factory=list)  # per entry: oracle, drifted, counterfactual AUC
 
 
 class DemoError(CtrError):

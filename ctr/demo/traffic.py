@@ -1,6 +1,7 @@
 """The simulated ad server and its users: score requests with candidate sets of the current
 simulated day, the top ads shown, clicks drawn from the planted true probabilities and posted
-after a random delay."""
+after a random delay. Every shown impression is also kept in a ``ShownLog`` (features, true
+probability, served pCTR and version, label) for the report's yardsticks."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from numpy.typing import NDArray
 
 from ctr.data.world import Impressions, SyntheticWorld
 from ctr.demo.scenario import EPOCH, DemoConfig, Timeline
+from ctr.demo.yardsticks import ShownLog
 from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS
 
 
@@ -37,14 +39,18 @@ class TrafficSimulator:
         self.pending_clicks: list[tuple[datetime, str]] = []
         self.rng = np.random.default_rng(cfg.seed + 1)
         self.pool = ThreadPoolExecutor(cfg.clients)
+        self.shown = ShownLog()
 
-    def _one_request(self, at: datetime, imp: Impressions, rows: NDArray[Any]) -> list[tuple[str, float]]:
+    def _one_request(self, at: datetime, imp: Impressions, rows: NDArray[Any]) -> list[tuple[str, int, float, int]]:
+        """(impression id, row of ``imp``, served pCTR, served version) of each shown ad."""
         body = {"event_time": at.isoformat(), "candidates": _candidates(imp, rows), "top_k": self.cfg.top_k}
         answer = self.client.post("/v1/score", json=body)
         if answer.status_code != 200:
             self.timeline.requests_failed += 1
             return []
-        return [(r["impression_id"], float(imp.p_true[int(r["ad_id"][3:])])) for r in answer.json()["results"]]
+        reply = answer.json()
+        version = int(reply["model_version"])
+        return [(r["impression_id"], int(r["ad_id"][3:]), float(r["pctr"]), version) for r in reply["results"]]
 
     def tick(self, start: datetime) -> None:
         """Send one tick of score requests and post the clicks whose time has come."""
@@ -61,13 +67,19 @@ class TrafficSimulator:
             )
             for k, o in enumerate(offsets)
         ]
+        attribution = self.cfg.attribution_window
         for job, offset in zip(jobs, offsets, strict=True):
             shown = job.result()
             self.timeline.impressions_sent += len(shown)
-            for impression_id, p_true in shown:
+            at = start + timedelta(seconds=float(offset))
+            for impression_id, row, pctr, version in shown:
+                p_true = float(imp.p_true[row])
+                clicked = False
                 if self.rng.random() < p_true:
                     delay = timedelta(minutes=float(self.rng.exponential(6.0)))
-                    self.pending_clicks.append((start + timedelta(seconds=float(offset)) + delay, impression_id))
+                    self.pending_clicks.append((at + delay, impression_id))
+                    clicked = delay <= attribution
+                self.shown.add(at, imp, row, p_true, pctr, version, clicked)
         self.post_due_clicks(start + self.cfg.tick)
 
     def post_due_clicks(self, now: datetime) -> None:

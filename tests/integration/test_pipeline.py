@@ -188,3 +188,60 @@ def test_a_missing_holdout_day_fails_before_the_lease_and_any_training(pipeline_
     with pytest.raises(InputError, match=r"day\(s\) 9 not found"):
         prepare(request)
     assert holder(repo) is None and not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize("mode", ["full", "incremental"])
+def test_an_event_log_run_lays_out_history_and_exported_days(
+    mode: str, pipeline_days: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full run trains from scratch on the history days and the exported ones; an incremental
+    run trains on the exported days and replays the history."""
+    from datetime import UTC, datetime, timedelta
+
+    from ctr.data.dataset import day_shards
+    from ctr.events.store import EventStore
+    from ctr.ids import uuid7
+    from ctr.retrain import prepare
+    from ctr.timeutil import to_us
+    from ctr.train import TrainSpec, train_and_publish
+
+    repo = ModelRepository(tmp_path / "repo")
+    if mode == "incremental":
+        train_and_publish(TrainSpec(pipeline_days, [0, 1], 2, experiment="lr"), repo)
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    store = EventStore(url)
+    store.migrate()
+    t0 = datetime(2026, 1, 5, tzinfo=UTC)
+    frame = day_shards(pipeline_days, 4).scan().head(400).collect()
+    rows = [
+        {
+            "impression_id": uuid7(),
+            "request_id": "r",
+            "ad_id": "a",
+            "served_at_us": to_us(t0 + timedelta(seconds=172_800 * k / frame.height)),
+            "model_version": 1,
+            "pctr": 0.25,
+            **{f"i{i}": row[f"I{i}"] for i in range(1, 14)},
+            **{f"c{j}": row[f"C{j}"] for j in range(1, 27)},
+        }
+        for k, row in enumerate(frame.iter_rows(named=True))
+    ]
+    store.log_impressions(rows)
+    monkeypatch.setenv("CTR_DB_URL", url)
+    request = RetrainRequest(
+        repo=str(repo.root),
+        data_dir=str(pipeline_days),
+        work_dir=str(tmp_path / "work"),
+        mode=mode,
+        events=True,
+        since="-2d",
+        now=(t0 + timedelta(days=2, hours=1)).isoformat(),
+        run_id="r1",
+    )
+    prepared = prepare(request)
+    history = list(range(7))
+    if mode == "full":
+        assert (prepared.train_days, prepared.replay_days) == ([*history, 7], None)
+    else:
+        assert (prepared.train_days, prepared.replay_days) == ([7], history)
+    assert (prepared.valid_day, prepared.holdout_day) == (8, 9)

@@ -1,0 +1,211 @@
+"""Yardsticks for the demo's AUC: what the served model could have been on the same traffic.
+
+The simulation knows every shown impression's true click probability, so beside the monitor's
+windowed AUC of the served pCTR the report carries, on the **same shown impressions**:
+
+- the **oracle** AUC: the true probabilities as scores (no model can rank better, in expectation);
+- the **drifted** model: version 1 (trained before the drift) scored offline, as if never replaced;
+- the **counterfactual full retrain**: a full run on all data up to the first trigger after the
+  drift onset (the history days plus every matured impression exported from the event log),
+  scored offline.
+
+Recovery = (served − drifted) / (counterfactual − drifted), for AUC and for log loss (a
+base-rate shift moves log loss, not AUC), on the impressions shown from ``recovery_from`` on.
+It is ``None`` when the counterfactual is not better than the drifted model (no gap to close).
+
+>>> import numpy as np
+>>> recovery_share(served=0.70, drifted=0.66, counterfactual=0.71)
+0.8
+>>> recovery_share(served=0.70, drifted=0.70, counterfactual=0.69) is None
+True
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ctr.metrics import log_loss, roc_auc
+from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS, day_name
+from ctr.timeutil import to_us
+
+if TYPE_CHECKING:
+    from ctr.data.world import Impressions
+
+SCORE_CHUNK = 65_536  # rows per ONNX Runtime call
+
+
+@dataclass(frozen=True)
+class Shown:
+    """Shown impressions as arrays, in the order shown; n rows.
+
+    at_us: (n,) int64 µs since the Unix epoch; dense: (n, 13) float32, NaN where missing;
+    sparse: (n, 26) int64 hashes, -1 where missing (the served graph's inputs); p_true: (n,)
+    float64; pctr: (n,) float32 as served; version: (n,) int64 serving version; label: (n,) int8
+    (clicked within the attribution window: the monitor's and the export's label rule).
+    """
+
+    at_us: NDArray[Any]
+    dense: NDArray[Any]
+    sparse: NDArray[Any]
+    p_true: NDArray[Any]
+    pctr: NDArray[Any]
+    version: NDArray[Any]
+    label: NDArray[Any]
+
+    def between(self, start: datetime, end: datetime) -> NDArray[Any]:
+        """Mask of the impressions shown in [start, end] (the monitor window's bounds)."""
+        return (self.at_us >= to_us(start)) & (self.at_us <= to_us(end))
+
+
+class ShownLog:
+    """Collects shown impressions one at a time (the traffic simulator's side)."""
+
+    def __init__(self) -> None:
+        self._rows: list[tuple[int, NDArray[Any], NDArray[Any], float, float, int, int]] = []
+
+    def add(
+        self, at: datetime, imp: Impressions, row: int, p_true: float, pctr: float, version: int, clicked: bool
+    ) -> None:
+        dense = np.where(imp.dense_missing[row], np.nan, imp.dense[row]).astype(np.float32)
+        self._rows.append((to_us(at), dense, imp.sparse[row].astype(np.int64), p_true, pctr, version, int(clicked)))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def arrays(self) -> Shown:
+        n = len(self._rows)
+        if n == 0:
+            empty = np.empty(0)
+            return Shown(
+                empty.astype(np.int64),
+                np.empty((0, len(DENSE_COLUMNS)), np.float32),
+                np.empty((0, len(SPARSE_COLUMNS)), np.int64),
+                empty,
+                empty.astype(np.float32),
+                empty.astype(np.int64),
+                empty.astype(np.int8),
+            )
+        at, dense, sparse, p_true, pctr, version, label = zip(*self._rows, strict=True)
+        return Shown(
+            np.array(at, np.int64),
+            np.stack(dense),
+            np.stack(sparse),
+            np.array(p_true, np.float64),
+            np.array(pctr, np.float32),
+            np.array(version, np.int64),
+            np.array(label, np.int8),
+        )
+
+
+def score_graph(graph: Path, shown: Shown) -> NDArray[Any]:
+    """pCTR ``(n,)`` float32 of ``graph`` (a served ``model.onnx``) on the shown impressions."""
+    from ctr.onnx_export import onnx_predict, onnx_session
+
+    session = onnx_session(graph, threads=os.cpu_count() or 1)
+    parts = [
+        onnx_predict(session, shown.dense[i : i + SCORE_CHUNK], shown.sparse[i : i + SCORE_CHUNK])[0]
+        for i in range(0, len(shown.at_us), SCORE_CHUNK)
+    ]
+    return np.concatenate(parts) if parts else np.empty(0, np.float32)
+
+
+def counterfactual_full(
+    db_url: str,
+    history: Path,
+    history_days: list[int],
+    since: datetime,
+    until: datetime,
+    experiment: str,
+    work: Path,
+) -> Path:
+    """Train the counterfactual full retrain; returns its staged ``model.onnx``.
+
+    Its data: the ``history_days`` of ``history`` followed by the event log's matured
+    impressions served in [since, until) (one exported day each); the newest 20 % of the last
+    exported day validates. Trained on CPU (``work/repo`` is its own repository: nothing of the
+    demo's is touched). ``InputError`` when the event log holds no matured impression there.
+    """
+    from ctr.errors import InputError
+    from ctr.events.store import EventStore
+    from ctr.events.training_export import ExportWindow, export_days
+    from ctr.repository import ONNX_FILE, ModelRepository
+    from ctr.retrain import link_days, split_day
+    from ctr.retrain_request import ATTRIBUTION
+    from ctr.train import TrainSpec, train_candidate
+
+    data = work / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    link_days(history, history_days, data)
+    summary = export_days(EventStore(db_url), ExportWindow(since, until, ATTRIBUTION, until), work / "events")
+    exported = [d["day"] for d in summary["days"] if d["rows"] > 0]
+    if not exported:
+        raise InputError(f"no matured impressions between {since.isoformat()} and {until.isoformat()}")
+    day = max(history_days) + 1
+    train_days = list(history_days)
+    for k in exported[:-1]:
+        os.symlink((work / "events" / day_name(k)).resolve(), data / day_name(day))
+        train_days.append(day)
+        day += 1
+    split_day(work / "events" / day_name(exported[-1]), [(data / day_name(day), 0.8), (data / day_name(day + 1), 0.2)])
+    train_days.append(day)
+    spec = TrainSpec(data, train_days, day + 1, experiment=experiment, mode="full", device="cpu")
+    return train_candidate(spec, ModelRepository(work / "repo")).staged / ONNX_FILE
+
+
+def _auc(label: NDArray[Any], scores: NDArray[Any]) -> float | None:
+    if label.size == 0 or label.min() == label.max():
+        return None
+    return round(roc_auc(label, scores), 4)
+
+
+def _logloss(label: NDArray[Any], scores: NDArray[Any]) -> float | None:
+    return round(log_loss(label, scores), 5) if label.size else None
+
+
+def recovery_share(served: float | None, drifted: float | None, counterfactual: float | None) -> float | None:
+    """(served − drifted) / (counterfactual − drifted), rounded to 3 places; ``None`` when a value
+    is missing or the counterfactual is no better than the drifted model (for log loss pass the
+    negated values: lower is better)."""
+    if served is None or drifted is None or counterfactual is None or counterfactual <= drifted:
+        return None
+    return round((served - drifted) / (counterfactual - drifted), 3)
+
+
+def scores_of(shown: Shown, drifted: NDArray[Any], counterfactual: NDArray[Any] | None) -> dict[str, NDArray[Any]]:
+    """The scorers compared on the shown impressions, by name."""
+    out = {"oracle": shown.p_true, "served": shown.pctr, "drifted": drifted}
+    if counterfactual is not None:
+        out["counterfactual"] = counterfactual
+    return out
+
+
+def window_aucs(shown: Shown, scores: dict[str, NDArray[Any]], start: datetime, end: datetime) -> dict[str, Any]:
+    """AUC of each scorer on the impressions shown in one monitor window, and their count."""
+    mask = shown.between(start, end)
+    label = shown.label[mask]
+    return {"impressions": int(mask.sum())} | {name: _auc(label, s[mask]) for name, s in scores.items()}
+
+
+def recovery(shown: Shown, scores: dict[str, NDArray[Any]], since: datetime) -> dict[str, Any]:
+    """AUC and log loss of each scorer on the impressions shown from ``since`` on, and the
+    served model's recovery share of the drifted-to-counterfactual gap for both."""
+    mask = shown.at_us >= to_us(since)
+    label = shown.label[mask]
+    auc = {name: _auc(label, s[mask]) for name, s in scores.items()}
+    loss = {name: _logloss(label, s[mask]) for name, s in scores.items() if name != "oracle"}
+    neg = {k: None if v is None else -v for k, v in loss.items()}
+    return {
+        "from": since.isoformat(),
+        "impressions": int(mask.sum()),
+        "auc": auc,
+        "logloss": loss,
+        "auc_recovery": recovery_share(auc["served"], auc["drifted"], auc.get("counterfactual")),
+        "logloss_recovery": recovery_share(neg["served"], neg["drifted"], neg.get("counterfactual")),
+    }

@@ -1,0 +1,103 @@
+"""The demo's yardsticks: shown impressions kept as the served graph reads them, window AUCs on
+exactly the window's impressions, recovery shares for AUC (higher is better) and log loss
+(lower is better)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from ctr.data.world import Impressions
+from ctr.demo.yardsticks import ShownLog, recovery, recovery_share, scores_of, window_aucs
+
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+
+
+def _impressions(n: int, rng: np.random.Generator) -> Impressions:
+    missing = rng.random((n, 13)) < 0.2
+    sparse = rng.integers(0, 2**32, (n, 26))
+    sparse[rng.random((n, 26)) < 0.1] = -1
+    return Impressions(
+        dense=rng.integers(0, 50, (n, 13)),
+        dense_missing=missing,
+        sparse=sparse,
+        label=np.zeros(n, np.int8),
+        p_true=rng.uniform(0.01, 0.5, n),
+    )
+
+
+def _log(n: int = 400, seed: int = 0) -> ShownLog:
+    rng = np.random.default_rng(seed)
+    imp = _impressions(n, rng)
+    log = ShownLog()
+    for row in range(n):
+        clicked = bool(rng.random() < imp.p_true[row])
+        pctr = float(np.clip(imp.p_true[row] + rng.normal(0, 0.1), 0.001, 0.999))
+        log.add(T0 + timedelta(minutes=row), imp, row, float(imp.p_true[row]), pctr, 1 + row // 200, clicked)
+    return log
+
+
+def test_shown_rows_carry_the_served_graphs_inputs() -> None:
+    rng = np.random.default_rng(3)
+    imp = _impressions(5, rng)
+    log = ShownLog()
+    for row in (4, 0):
+        log.add(T0, imp, row, 0.1, 0.2, 1, True)
+    shown = log.arrays()
+    assert shown.dense.dtype == np.float32 and shown.dense.shape == (2, 13)
+    assert np.array_equal(np.isnan(shown.dense[0]), imp.dense_missing[4])
+    kept = ~imp.dense_missing[0]
+    assert np.array_equal(shown.dense[1][kept], imp.dense[0][kept].astype(np.float32))
+    assert shown.sparse.dtype == np.int64 and np.array_equal(shown.sparse[1], imp.sparse[0])
+    assert shown.label.tolist() == [1, 1] and shown.version.tolist() == [1, 1]
+
+
+def test_empty_log_gives_empty_arrays() -> None:
+    shown = ShownLog().arrays()
+    assert shown.dense.shape == (0, 13) and shown.sparse.shape == (0, 26) and shown.label.size == 0
+
+
+def test_window_aucs_use_only_the_windows_impressions() -> None:
+    shown = _log().arrays()
+    drifted = np.asarray(shown.p_true[::-1], np.float32)  # an arbitrary second scorer
+    scores = scores_of(shown, drifted, None)
+    start, end = T0 + timedelta(minutes=100), T0 + timedelta(minutes=199)
+    got = window_aucs(shown, scores, start, end)
+    assert got["impressions"] == 100
+    from ctr.metrics import roc_auc
+
+    mask = slice(100, 200)
+    assert got["oracle"] == round(roc_auc(shown.label[mask], shown.p_true[mask]), 4)
+    assert got["served"] == round(roc_auc(shown.label[mask], shown.pctr[mask]), 4)
+    assert "counterfactual" not in got
+
+
+def test_window_without_both_classes_has_no_auc() -> None:
+    shown = _log().arrays()
+    scores = scores_of(shown, shown.pctr, None)
+    got = window_aucs(shown, scores, T0 - timedelta(days=1), T0 - timedelta(hours=1))
+    assert got["impressions"] == 0 and got["oracle"] is None
+
+
+@pytest.mark.parametrize(
+    ("served", "drifted", "cf", "share"),
+    [(0.70, 0.66, 0.71, 0.8), (0.66, 0.66, 0.71, 0.0), (0.72, 0.66, 0.71, 1.2), (0.7, 0.7, 0.7, None)],
+)
+def test_recovery_share(served: float, drifted: float, cf: float, share: float | None) -> None:
+    assert recovery_share(served, drifted, cf) == share
+
+
+def test_recovery_of_log_loss_counts_lower_as_better() -> None:
+    shown = _log().arrays()
+    noisy = np.clip(shown.p_true + 0.2, 0.001, 0.999).astype(np.float32)  # miscalibrated: higher loss
+    scores = scores_of(shown, noisy, shown.p_true.astype(np.float32))
+    got = recovery(shown, scores, T0)
+    assert got["impressions"] == 400
+    assert got["logloss"]["counterfactual"] < got["logloss"]["drifted"]
+    expected = (got["logloss"]["drifted"] - got["logloss"]["served"]) / (
+        got["logloss"]["drifted"] - got["logloss"]["counterfactual"]
+    )
+    assert got["logloss_recovery"] == pytest.approx(expected, abs=1e-3)
+    assert got["auc"]["oracle"] == got["auc"]["counterfactual"]
