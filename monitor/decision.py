@@ -68,6 +68,7 @@ class History:
     last_trigger_run: str | None = None
     last_run_state: str | None = None  # what became of that run: succeeded, failed, running, unknown
     last_trigger_version: int | None = None  # the version serving when the last trigger fired
+    breach_since: datetime | None = None  # as_of of the first record of the current streak of breaches
     serving_version: int | None = None
     serving_mode: str | None = None  # how the serving version was trained: full or incremental
 

@@ -140,6 +140,21 @@ def _last_trigger(store: EventStore) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
+def _breach_since(store: EventStore) -> datetime | None:
+    """When the current breach began: the first breached record after the last record without
+    one (None when the newest record is not a breach, or there is none)."""
+    calm = select(monitor_runs.c.as_of_us).where(
+        monitor_runs.c.breach.is_(False), monitor_runs.c.decision != "insufficient-data"
+    )
+    with store.engine.connect() as conn:
+        last_calm = conn.execute(calm.order_by(desc(monitor_runs.c.as_of_us)).limit(1)).scalar()
+        first = select(monitor_runs.c.as_of_us).where(monitor_runs.c.breach.is_(True))
+        if last_calm is not None:
+            first = first.where(monitor_runs.c.as_of_us > last_calm)
+        found = conn.execute(first.order_by(monitor_runs.c.as_of_us).limit(1)).scalar()
+    return None if found is None else from_us(int(found))
+
+
 def _run_state(req: MonitorRequest, last: dict[str, Any]) -> str:
     """What became of the run the last trigger started (recorded as ``last_run``)."""
     if last["trigger"] == "local" and req.target is not None:
@@ -185,6 +200,7 @@ def _history(
         last_trigger_at=from_us(last["as_of_us"]) if last else None,
         last_trigger_run=last.get("run_id") if last else None,
         last_trigger_version=last.get("serving_version") if last else None,
+        breach_since=_breach_since(store) if last else None,
         serving_version=serving,
         serving_mode=None if mode is None else str(mode),
     )
@@ -236,7 +252,7 @@ def _decide(
         raise CtrError("a pipeline target (repository, event log, data) is needed to trigger")
     target = req.target
     if outcome.escalate and history.last_trigger_at is not None:
-        target = escalated(target, history.last_trigger_at, req.rules)
+        target = escalated(target, history.breach_since or history.last_trigger_at, req.rules)
         record["mode"] = "full"
     try:
         if req.trigger == "local":
@@ -250,9 +266,10 @@ def _decide(
         record |= {"submission": "failed", "reason": f"{record['reason']}; submission failed: {exc}"}
 
 
-def escalated(target: RetrainRequest, last_trigger_at: datetime, rules: Rules) -> RetrainRequest:
+def escalated(target: RetrainRequest, breach_since: datetime, rules: Rules) -> RetrainRequest:
     """The run an escalation asks for: a full retrain (from scratch) on the history days of
-    ``data_dir`` and the event log since the breach began (the last trigger's window start).
+    ``data_dir`` and the event log since the breach began (the window start of the first
+    breached record of the current streak: every retry of an escalation sees more of it).
 
     >>> from datetime import UTC, timedelta
     >>> t = RetrainRequest(repo="r", events=True, since="-6h", data_dir="history")
@@ -260,7 +277,7 @@ def escalated(target: RetrainRequest, last_trigger_at: datetime, rules: Rules) -
     >>> (e.mode, e.since, e.data_dir)
     ('full', '2026-01-05T00:00:00+00:00', 'history')
     """
-    return target.replace(mode="full", since=(last_trigger_at - rules.max_age).isoformat())
+    return target.replace(mode="full", since=(breach_since - rules.max_age).isoformat())
 
 
 def run_monitor(req: MonitorRequest) -> dict[str, Any]:

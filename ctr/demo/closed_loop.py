@@ -200,6 +200,7 @@ def measure_yardsticks(
         None,
     )
     counterfactual = None
+    cut = [] if first is None else [datetime.fromisoformat(first["as_of"])]
     if first is not None:
         at = datetime.fromisoformat(first["as_of"])
         print(f"[yardstick] counterfactual full retrain on days 0-{cfg.drift_day - 1} + events to {sim_time(at)}")
@@ -214,14 +215,18 @@ def measure_yardsticks(
         )
         counterfactual = score_graph(graph, shown)
     scores = scores_of(shown, drifted, counterfactual)
-    timeline.yardsticks = [
-        window_aucs(shown, scores, datetime.fromisoformat(e["window_start"]), datetime.fromisoformat(e["window_end"]))
-        for e in timeline.entries
-    ]
+    timeline.yardsticks = []
+    for e in timeline.entries:
+        begin = datetime.fromisoformat(e["window_start"])
+        aucs = window_aucs(shown, scores, begin, datetime.fromisoformat(e["window_end"]))
+        if first is not None and begin < datetime.fromisoformat(first["as_of"]):
+            aucs["counterfactual"] = None  # it trained on these impressions: no yardstick in sample
+        timeline.yardsticks.append(aucs)
     return {
         "counterfactual_trained_to": None if first is None else first["as_of"],
         "v1_offline_vs_served_max_abs": None if mismatch is None else round(mismatch, 7),
-        "recovery": recovery(shown, scores, onset + cfg.recovery_after),
+        # from onset + recovery_after, and never on impressions the counterfactual trained on
+        "recovery": recovery(shown, scores, max([onset + cfg.recovery_after, *cut])),
     }
 
 
@@ -230,13 +235,15 @@ def _triggered(e: dict[str, Any]) -> bool:
 
 
 def _keep_going(cfg: DemoConfig, rules: Rules, timeline: Timeline, now: datetime, end: datetime) -> bool:
-    """Simulate to ``end``; past it, only while the last triggered retrain has not yet been served
-    for one full monitor window (time keeps flowing while the pipeline runs), at most two days more."""
+    """Simulate to ``end``; past it, only while the last retrain triggered before ``end`` has not yet
+    been served for one full monitor window (time keeps flowing while the pipeline runs), at most
+    two days more."""
     if now < end:
         return True
     if now >= end + timedelta(days=2):
         return False
-    triggers = [datetime.fromisoformat(e["as_of"]) for e in timeline.entries if _triggered(e)]
+    # only a trigger before the end extends the run: a storm must not hold it for two more days
+    triggers = [t for e in timeline.entries if _triggered(e) and (t := datetime.fromisoformat(e["as_of"])) < end]
     if not triggers:
         return False
     swaps = [datetime.fromisoformat(s["at"]) for s in timeline.swaps if datetime.fromisoformat(s["at"]) > triggers[-1]]

@@ -100,7 +100,7 @@ def write_report(cfg: DemoConfig, timeline: Timeline, summary: dict[str, Any]) -
     import matplotlib.pyplot as plt
 
     entries = [e for e in timeline.entries if e["auc"] is not None]
-    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(12, 4.5), dpi=110)
     if entries:
         x = [hours(e["as_of"]) for e in entries]
         ax.plot(x, [e["auc"] for e in entries], "o-", color="tab:blue", label="windowed AUC (served impressions)")
@@ -135,7 +135,7 @@ def write_report(cfg: DemoConfig, timeline: Timeline, summary: dict[str, Any]) -
     ax.set_title(f"ctr-loop demo: {cfg.drift} drift, retrains, recovery against the yardsticks")
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))  # one legend entry per label
-    ax.legend(unique.values(), unique.keys(), loc="lower left", fontsize=7)
+    ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(cfg.report_dir / "auc.png")

@@ -386,3 +386,35 @@ def test_cli_reports_an_unreachable_database_in_one_line_without_its_password(tm
     assert past.returncode == 1 and "Traceback" not in past.stderr
     assert past.stderr.strip().splitlines()[-1].startswith("error: could not read monitor decisions: ")
     assert "s3cret" not in run.stderr + past.stderr
+
+
+def test_the_breach_began_at_the_first_record_of_the_current_streak(db_url: str) -> None:
+    """An escalation trains on the data since the breach began: the first breached record after
+    the last calm one (records without enough data neither start nor end a streak)."""
+    from sqlalchemy import insert
+
+    from ctr.events.tables import monitor_runs
+    from monitor.run import _breach_since
+
+    store = EventStore(db_url)
+    assert _breach_since(store) is None  # no record at all
+
+    def record(hours: int, breach: bool, decision: str) -> None:
+        at = to_us(T0 + timedelta(hours=hours))
+        with store.engine.begin() as conn:
+            conn.execute(
+                insert(monitor_runs).values(
+                    started_at_us=at, as_of_us=at, window_start_us=at, window_end_us=at, labelled=1,
+                    positives=1, breach=breach, decision=decision, reason="", trigger="local",
+                    submission="none", record="{}",
+                )
+            )  # fmt: skip
+
+    record(0, True, "trigger")  # an earlier episode
+    record(2, False, "no-trigger")  # it ended
+    record(4, True, "trigger")  # this one began here
+    record(6, False, "insufficient-data")  # no evidence either way
+    record(8, True, "cooldown")
+    assert _breach_since(store) == T0 + timedelta(hours=4)
+    record(10, False, "no-trigger")
+    assert _breach_since(store) is None  # calm again
