@@ -282,6 +282,28 @@ class SyntheticWorld:
         label = (rng.random(n) < p).astype(np.int8)
         return Impressions(counts, missing, self._hashes(idx), label, p)
 
+    def requests(self, day: int, n_requests: int, candidates: int, rng: np.random.Generator) -> Impressions:
+        """Draw ``n_requests`` score requests of ``candidates`` ads each, as an ad server sends them:
+        rows ``[r * candidates, (r + 1) * candidates)`` share one context (the integer features and
+        every categorical outside ``AD_FEATURES``) and differ in the ad-side categoricals; labels
+        and true probabilities from the planted click model on the rows as composed.
+
+        >>> w = SyntheticWorld(WorldConfig(seed=1, total_rows=100_000))
+        >>> imp = w.requests(0, 2, 3, np.random.default_rng(0))
+        >>> imp.sparse.shape, bool((imp.dense[0] == imp.dense[2]).all()), bool((imp.sparse[0, 0] == imp.sparse[2, 0]))
+        ((6, 26), True, True)
+        """
+        if n_requests < 1 or candidates < 1:
+            raise InputError(f"requests and candidates must be at least 1, got {n_requests} and {candidates}")
+        n = n_requests * candidates
+        counts, missing, z = (np.repeat(a, candidates, axis=0) for a in self._dense(rng, n_requests))
+        idx = self._value_rows(rng, n, day)
+        context = [j for j in range(N_SPARSE) if j not in AD_FEATURES]
+        idx[context] = np.repeat(idx[context, ::candidates], candidates, axis=1)
+        p = 1.0 / (1.0 + np.exp(-self._logit(day, z, idx)))
+        label = (rng.random(n) < p).astype(np.int8)
+        return Impressions(counts, missing, self._hashes(idx), label, p)
+
     def day_blocks(self, day: int, rows: int) -> Iterator[Impressions]:
         """All ``rows`` impressions of ``day`` in the generator's fixed blocks (deterministic)."""
         for block, start in enumerate(range(0, rows, BLOCK_ROWS)):

@@ -198,6 +198,19 @@ def test_checkov_passes_with_every_skip_justified(tmp_path: Path) -> None:
                 check=True,
             ).stdout
         )
+    # the optional loadtest component's own objects, as an overlay renders them
+    wrapper = tmp_path / "with-loadtest"
+    wrapper.mkdir()
+    up = Path(os.path.relpath(ROOT / "k8s", wrapper))
+    (wrapper / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {up / 'overlays' / OVERLAYS[0]}\ncomponents:\n  - {up / 'components' / 'loadtest'}\n"
+    )
+    rendered = subprocess.run(["kubectl", "kustomize", str(wrapper)], capture_output=True, text=True, check=True)
+    loadtest = [d for d in yaml.safe_load_all(rendered.stdout) if d and "ctr-loadtest" in json.dumps(d["metadata"])]
+    assert loadtest
+    (tmp_path / "loadtest.yaml").write_text(yaml.safe_dump_all(loadtest))
+    (wrapper / "kustomization.yaml").unlink()
     done = subprocess.run(
         [binary, "--framework", "kubernetes", "--skip-download", "--quiet", "--compact", "-d", str(tmp_path)],
         capture_output=True,
@@ -228,3 +241,53 @@ def test_the_cpu_serving_component_takes_triton_off_the_gpu(overlay: str, tmp_pa
     assert "nvidia.com/gpu" not in {**container["resources"]["requests"], **container["resources"]["limits"]}
     assert not any(a.startswith("--model-config-name") for a in container["args"])
     assert "--model-repository=/models" in container["args"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_loadtest_component_runs_the_scenario_against_the_api_service(overlay: str, tmp_path: Path) -> None:
+    """An overlay plus ``k8s/components/loadtest``: a locust master Job and a worker Job of the
+    ctr-loadtest image, workers finding the master by its Service, the host the API's Service,
+    a network policy that lets exactly that traffic through, strict schema validation."""
+    up = Path(os.path.relpath(ROOT / "k8s", tmp_path))
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {up / 'overlays' / overlay}\ncomponents:\n  - {up / 'components' / 'loadtest'}\n"
+    )
+    done = subprocess.run(["kubectl", "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    objects = [d for d in yaml.safe_load_all(done.stdout) if d]
+    jobs, services = by_kind(objects, "Job"), by_kind(objects, "Service")
+    master, worker = jobs["locust-master"], jobs["locust-worker"]
+    for job in (master, worker):
+        assert job["metadata"]["namespace"] == services["ctr-api"]["metadata"]["namespace"]
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        assert container["image"] == "ghcr.io/ctr-loop/ctr-loadtest:0.1.0"
+    dockerfile = (ROOT / "dockerfiles" / "loadtest.Dockerfile").read_text()
+    assert 'image.title="ctr-loadtest"' in dockerfile and "tests/load/locustfile.py" in dockerfile
+    margs = master["spec"]["template"]["spec"]["containers"][0]["args"]
+    wargs = worker["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--master" in margs and "--headless" in margs and "-t" in margs  # bounded
+    assert int(margs[margs.index("--expect-workers") + 1]) == worker["spec"]["parallelism"] == 2
+    api = services["ctr-api"]
+    assert margs[margs.index("--host") + 1] == f"http://{api['metadata']['name']}:{api['spec']['ports'][0]['port']}"
+    svc = services[wargs[wargs.index("--master-host") + 1]]
+    assert svc["spec"]["selector"].items() <= master["spec"]["template"]["metadata"]["labels"].items()
+    assert int(wargs[wargs.index("--master-port") + 1]) in {p["port"] for p in svc["spec"]["ports"]}
+    policy = by_kind(objects, "NetworkPolicy")["ctr-loadtest"]["spec"]
+    egress = {
+        (peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"], port["port"])
+        for rule in policy["egress"]
+        for peer in rule["to"]
+        for port in rule["ports"]
+    }
+    assert egress == {("ctr-api", 8080), ("locust-master", 5557)}
+    validate = Path(sys.executable).parent / "kubernetes-validate"
+    files = []
+    ours = [o for o in objects if "ctr-loadtest" in json.dumps(o["metadata"])]
+    for k, obj in enumerate(ours):
+        path = tmp_path / f"{k:02d}-{obj['kind']}.yaml"
+        path.write_text(yaml.safe_dump(obj))
+        files.append(str(path))
+    assert len(files) == 4
+    checked = subprocess.run([str(validate), "--strict", "-k", K8S_VERSION, *files], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -12,7 +13,7 @@ import httpx
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, func, select, text
 
 from ctr.events.store import EventStore
 from ctr.events.tables import impressions
@@ -218,6 +219,72 @@ def test_spool_keeps_impressions_through_a_store_outage(
         assert clicked.json() == {"accepted": 1, "duplicate": 0, "unknown": 0, "out_of_window": 0}
     admin.dispose()
     assert EventStore(url).count_impressions() == 80
+
+
+def test_locust_runs_distributed_one_master_two_workers(stack: LocalStack, tmp_path: Path) -> None:
+    """The scenario as the cluster's loadtest component runs it: ``--master`` and two ``--worker``
+    processes on loopback, bounded in time; the workers send the requests (one context and a
+    fresh request_id each), the master aggregates, all three exit cleanly."""
+    import csv
+    import os
+    import subprocess
+    import sys
+
+    from ctr.net import free_port
+
+    locust = str(Path(sys.executable).parent / "locust")
+    root = Path(__file__).parents[2]
+    port = free_port()
+    env = {**os.environ, "CTR_LOAD_RPS_PER_USER": "5", "CTR_LOAD_CANDIDATES": "20"}
+    scenario = ["-f", "tests/load/locustfile.py"]
+    store = stack_store(stack)
+    with store.engine.connect() as conn:
+        requests_before = conn.execute(select(func.count(func.distinct(impressions.c.request_id)))).scalar_one()
+    master = subprocess.Popen(
+        [locust, *scenario, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+         "--headless", "--expect-workers", "2", "-u", "4", "-r", "4", "-t", "8s",
+         "--host", f"http://127.0.0.1:{stack.api_port}", "--csv", str(tmp_path / "run"), "--only-summary"],
+        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    worker = [locust, *scenario, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
+    workers = [
+        subprocess.Popen(worker, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    try:
+        out, _ = master.communicate(timeout=120)
+        worker_out = [w.communicate(timeout=60)[0] for w in workers]
+    finally:
+        for proc in (master, *workers):
+            proc.kill()
+    assert master.returncode == 0, out[-3000:]
+    assert [w.returncode for w in workers] == [0, 0], [o[-1500:] for o in worker_out]
+    with open(tmp_path / "run_stats.csv") as f:
+        stats = {row["Name"]: row for row in csv.DictReader(f)}
+    scored = int(stats["/v1/score"]["Request Count"])
+    assert scored > 10 and int(stats["Aggregated"]["Failure Count"]) == 0
+    assert int(stats["/v1/clicks"]["Request Count"]) > 0
+    with store.engine.connect() as conn:
+        requests_after = conn.execute(select(func.count(func.distinct(impressions.c.request_id)))).scalar_one()
+    # one fresh request_id per score request (a user's last request may be answered and logged
+    # after the run stopped counting: at most one per user more)
+    assert scored <= requests_after - requests_before <= scored + 4
+    from ctr.data.world import AD_FEATURES
+
+    context = [impressions.c[f"i{i}"] for i in range(1, 14)]
+    context += [impressions.c[f"c{j + 1}"] for j in range(26) if j not in AD_FEATURES]
+    ads = [impressions.c[f"c{j + 1}"] for j in AD_FEATURES]
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(impressions.c.request_id, *context, *ads)).all()
+    by_request: dict[str, list[Any]] = {}
+    for row in rows:
+        by_request.setdefault(row[0], []).append(row[1:])
+    ours = {k: v for k, v in by_request.items() if re.fullmatch(r"[0-9a-f]{32}", k)}  # the client's uuid4 hex
+    assert len(ours) >= scored  # every request carried the client's own request_id (the API's are uuid7)
+    n = len(context)
+    for shown in ours.values():  # one context per request, different ads
+        assert len({r[:n] for r in shown}) == 1
+        assert len(shown) == 1 or len({r[n:] for r in shown}) > 1
 
 
 def test_locust_scenario_runs_clean(stack: LocalStack, tmp_path: Path) -> None:

@@ -1,14 +1,21 @@
-"""Locust scenario: an ad server scoring 100 generated candidates per request, users clicking.
+"""Locust scenario: an ad server scoring candidate ads for one context per request, users clicking.
 
 Run headless against a local stack (127.0.0.1 only), bounded in time, e.g.::
 
     locust -f tests/load/locustfile.py --headless -u 20 -r 20 -t 60s --host http://127.0.0.1:8080
 
-Each request takes a context and 100 candidates from the synthetic world (same marginals as
-the training data); a share of the returned impressions is clicked, drawn from the true
-click probability, and posted after a random delay. ``CTR_LOAD_RPS_PER_USER`` sets a constant
-request rate per user (0 = as fast as possible); ``CTR_LOAD_CLICKS=0`` posts no clicks (to
-measure what they cost); ``CTR_API_KEY`` adds the bearer token.
+or distributed (one master, N workers; ``k8s/components/loadtest`` runs the same on a cluster)::
+
+    locust -f tests/load/locustfile.py --master --headless --expect-workers 2 -u 20 -r 20 -t 60s --host URL
+    locust -f tests/load/locustfile.py --worker --master-host 127.0.0.1   # twice
+
+Each request is what an ad server sends: a fresh ``request_id`` and ``CTR_LOAD_CANDIDATES``
+candidates that belong together — one context (the integer features and the user/page-side
+categoricals) with different ads (``SyntheticWorld.requests``, the training data's world). A
+returned impression is clicked with its true click probability, posted after a random delay.
+``CTR_LOAD_RPS_PER_USER`` sets a constant request rate per user (0 = as fast as possible);
+``CTR_LOAD_CLICKS=0`` posts no clicks (to measure what they cost); ``CTR_API_KEY`` (or the file
+``CTR_API_KEY_FILE`` names) adds the bearer token.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import json
 import os
 import random
 import time
+import uuid
 
 import gevent
 import numpy as np
@@ -25,13 +33,15 @@ from locust.contrib.fasthttp import FastHttpUser
 
 from ctr.data.world import SyntheticWorld, WorldConfig
 from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS
+from ctr.settings import env_or_file
 
 CANDIDATES = int(os.environ.get("CTR_LOAD_CANDIDATES", "100"))
 RATE = float(os.environ.get("CTR_LOAD_RPS_PER_USER", "0"))
 CLICKS = os.environ.get("CTR_LOAD_CLICKS", "1") != "0"
 CLICK_DELAY_S = (0.5, 5.0)
+N_CONTEXTS = 200  # distinct requests, built once: the load generator should not be the bottleneck
 _world = SyntheticWorld(WorldConfig(seed=int(os.environ.get("CTR_LOAD_SEED", "7")), total_rows=1_000_000))
-_pool = _world.sample(0, 20_000, np.random.default_rng(0))
+_pool = _world.requests(0, N_CONTEXTS, CANDIDATES, np.random.default_rng(0))
 
 
 def _features(row: int) -> dict[str, object]:
@@ -44,17 +54,21 @@ def _features(row: int) -> dict[str, object]:
     return features
 
 
-def _request(seed: int) -> tuple[bytes, list[int]]:
-    """A serialized score request (built once: the load generator should not be the bottleneck)."""
-    rows = random.Random(seed).sample(range(_pool.label.size), CANDIDATES)
-    body = {"candidates": [{"ad_id": f"ad-{r}", "features": _features(r)} for r in rows], "top_k": 10}
-    return json.dumps(body).encode(), rows
+def _candidates(context: int) -> str:
+    """The candidates of one context as JSON (the body around them gets its own request_id)."""
+    rows = range(context * CANDIDATES, (context + 1) * CANDIDATES)
+    return json.dumps([{"ad_id": f"ad-{r}", "features": _features(r)} for r in rows])
 
 
-_requests = [_request(seed) for seed in range(200)]
+_contexts = [_candidates(k) for k in range(N_CONTEXTS)]
 
 
-_KEY = os.environ.get("CTR_API_KEY")
+def request_body(context: int) -> bytes:
+    """A score request for one context with a fresh ``request_id``."""
+    return f'{{"request_id": "{uuid.uuid4().hex}", "top_k": 10, "candidates": {_contexts[context]}}}'.encode()
+
+
+_KEY = env_or_file("CTR_API_KEY")
 
 
 def _paced(user: FastHttpUser) -> float:
@@ -79,7 +93,7 @@ class AdServer(FastHttpUser):
 
     @task
     def score_and_click(self) -> None:
-        body, _ = random.choice(_requests)
+        body = request_body(random.randrange(N_CONTEXTS))
         headers = {"Content-Type": "application/json"}
         with self.client.post("/v1/score", data=body, headers=headers, name="/v1/score", catch_response=True) as answer:
             if answer.status_code != 200:
