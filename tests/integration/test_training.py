@@ -263,3 +263,68 @@ def test_the_repository_holds_a_cpu_and_a_gpu_config_that_agree(trained: ModelRe
     gpu = (trained.model_dir / "configs" / "gpu.pbtxt").read_text()
     assert "kind: KIND_CPU" in cpu and "kind: KIND_GPU" in gpu
     assert cpu.replace("KIND_CPU", "KIND_GPU") == gpu  # same tensors, batching and version policy
+
+
+SIDE_SCRIPT = """
+import json, sys
+import numpy as np
+import onnxruntime as ort
+inputs = np.load(sys.argv[1])
+out = {}
+for name in sys.argv[3:]:
+    session = ort.InferenceSession(name, providers=["CPUExecutionProvider"])
+    pctr, version = session.run(["pctr", "model_version"], {"dense": inputs["dense"], "sparse": inputs["sparse"]})
+    out[name] = pctr.reshape(-1)
+np.savez(sys.argv[2], **{str(k): v for k, v in enumerate(out.values())})
+print(json.dumps({"onnxruntime": ort.__version__}))
+"""
+
+
+def test_served_graphs_load_in_the_triton_images_onnxruntime(
+    drift_days: Path, trained: ModelRepository, tmp_path: Path
+) -> None:
+    """Every served graph (fp32 and int8) loads and runs in the ONNX Runtime of the pinned Triton
+    image's onnxruntime backend (a side environment from PyPI): fp32 matches PyTorch within 1e-5,
+    int8 matches this venv's ONNX Runtime on the same int8 graph."""
+    import os
+
+    import polars as pl
+    import torch
+
+    from ctr.onnx_export import export_serving_onnx
+    from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS
+    from ctr.serving.triton_image import TRITON_IMAGE, TRITON_ORT_VERSION
+
+    assert f"image: {TRITON_IMAGE}" in (Path(__file__).parents[2] / "k8s" / "base" / "triton.yaml").read_text()
+    side = tmp_path / "ort-side"
+    subprocess.run([sys.executable, "-m", "venv", str(side)], check=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if k != "PIP_CONSTRAINT"}
+    done = subprocess.run(
+        [str(side / "bin" / "pip"), "install", "--quiet", f"onnxruntime=={TRITON_ORT_VERSION}", "numpy<2"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    model, transform, _ = load_version(trained, 2)
+    frame = day_shards(drift_days, 5).scan().head(500).collect()
+    dense = frame.select([pl.col(c).cast(pl.Float32) for c in DENSE_COLUMNS]).to_numpy()
+    sparse = frame.select([pl.col(c).cast(pl.Int64).fill_null(-1) for c in SPARSE_COLUMNS]).to_numpy()
+    x, ids = transform.transform(dense.astype(np.float64), sparse)
+    with torch.no_grad():
+        expected = torch.sigmoid(model.eval()(torch.from_numpy(x), torch.from_numpy(ids))).squeeze(1).numpy()
+    int8 = tmp_path / "int8.onnx"
+    export_serving_onnx(model, transform, int8, version=2, precision="int8")
+    graphs = [str(trained.version_dir(v) / "model.onnx") for v in trained.versions()] + [str(int8)]
+    np.savez(tmp_path / "in.npz", dense=dense, sparse=sparse)
+    ran = subprocess.run(
+        [str(side / "bin" / "python"), "-c", SIDE_SCRIPT, str(tmp_path / "in.npz"), str(tmp_path / "out.npz"), *graphs],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert json.loads(ran.stdout.strip().splitlines()[-1]) == {"onnxruntime": TRITON_ORT_VERSION}
+    out = np.load(tmp_path / "out.npz")
+    assert len(out.files) == len(graphs) == 3
+    np.testing.assert_allclose(out["1"], expected, atol=1e-5, rtol=0)  # version 2, fp32, vs PyTorch
+    here, _ = onnx_predict(onnx_session(int8), dense, sparse)
+    np.testing.assert_allclose(out["2"], here, atol=1e-5, rtol=0)  # int8: the same graph here and there
+    assert float(np.abs(out["2"] - expected).mean()) < 0.01  # and int8 stays near fp32 (max 0.07 here)

@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from ctr.serving.triton_image import TRITON_IMAGE
 from tests.standins.json_http import JsonHandler, LocalServer
 
 _PODS = re.compile(r"^/api/v1/namespaces/([a-z0-9]([-a-z0-9]*[a-z0-9])?)/pods$")
@@ -140,7 +141,7 @@ class K8sApiStandIn(LocalServer):
                     "containers": [
                         {
                             "name": "triton",
-                            "image": "nvcr.io/nvidia/tritonserver:24.08-py3",
+                            "image": TRITON_IMAGE,
                             "ports": [
                                 {"name": port_name, "containerPort": number, "protocol": "TCP"}
                                 for port_name, number in (ports or {}).items()
