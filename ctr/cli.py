@@ -263,6 +263,9 @@ def api(
     max_candidates: Annotated[int | None, typer.Option(help="Most candidates per request (default 1000).")] = None,
     deadline_ms: Annotated[int | None, typer.Option(help="Deadline of each Triton call (default 200).")] = None,
     spool_dir: Annotated[Path | None, typer.Option(help="Where impressions wait while the log is down.")] = None,
+    exploration: Annotated[
+        str | None, typer.Option(help="Serving policy (CTR_EXPLORATION): none or epsilon:E (default none).")
+    ] = None,
 ) -> None:
     """Run the score API (FastAPI on uvicorn) in front of Triton."""
     import uvicorn
@@ -270,7 +273,12 @@ def api(
     from ctr.serving.api import ApiSettings, create_app
 
     settings = ApiSettings.from_env(
-        triton=triton, db_url=db, max_candidates=max_candidates, deadline_ms=deadline_ms, spool_dir=spool_dir
+        triton=triton,
+        db_url=db,
+        max_candidates=max_candidates,
+        deadline_ms=deadline_ms,
+        spool_dir=spool_dir,
+        exploration=exploration,
     )
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
 

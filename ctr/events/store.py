@@ -178,7 +178,9 @@ class EventStore:
         self.quarantined_rows: Counter[str] = Counter()  # by kind, put in quarantine by this object
         self.engine = make_engine(url, lock_timeout_ms=lock_timeout_ms, statement_timeout_ms=statement_timeout_ms)
         self._insert_impressions = _DriverInsert(
-            self._insert(impressions).on_conflict_do_nothing(index_elements=["impression_id"]), self.engine
+            self._insert(impressions).on_conflict_do_nothing(index_elements=["impression_id"]),
+            self.engine,
+            optional=frozenset({"propensity"}),
         )
         self._click_sql = _ClickSql(self.engine.dialect.paramstyle)
         self._window_us = (
@@ -390,15 +392,19 @@ class _DriverInsert:
     Rows are dicts keyed by column name; the driver's placeholders may be positional.
     """
 
-    def __init__(self, stmt: Any, engine: Engine) -> None:
+    def __init__(self, stmt: Any, engine: Engine, optional: frozenset[str] = frozenset()) -> None:
         compiled = stmt.compile(dialect=engine.dialect)
         self.sql = str(compiled)
         self.order: tuple[str, ...] | None = tuple(compiled.positiontup or ()) if compiled.positional else None
         self.keys = tuple(compiled.params)
+        self.optional = optional  # columns a row may leave out (NULL): added after rows were spooled
 
     def __call__(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert ``rows``; ``KeyError`` (a content error) for a row that lacks a column."""
+        """Insert ``rows``; ``KeyError`` (a content error) for a row that lacks a column
+        other than the ``optional`` ones."""
         order, keys = self.order, self.keys
+        if self.optional:
+            rows = [row if self.optional <= row.keys() else {**dict.fromkeys(self.optional), **row} for row in rows]
         if order is not None:
             params: list[Any] = [tuple(row[k] for k in order) for row in rows]
         else:

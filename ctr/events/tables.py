@@ -24,6 +24,8 @@ impressions = Table(
     Column("served_at_us", BigInteger, nullable=False, index=True),
     Column("model_version", Integer, nullable=False),
     Column("pctr", Float, nullable=False),
+    # P(shown | candidates) under the serving policy (ctr.serving.exploration); NULL: logged before 0004
+    Column("propensity", Float, nullable=True),
     *[Column(name, BigInteger, nullable=True) for name in DENSE_DB],
     *[Column(name, BigInteger, nullable=True) for name in SPARSE_DB],
 )

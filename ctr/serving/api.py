@@ -70,7 +70,9 @@ def create_app(settings: ApiSettings, store: EventStore | None = None) -> FastAP
     )
     spool = Spool(settings.spool_dir, settings.spool_max_bytes)
     sink = DurableSink(events, spool, metrics, settings.db_url, migrate=settings.migrate, own_store=store is None)
-    state = ApiState(settings, metrics, events, spool, RecentAnswers(settings.idempotency_window_s), sink)
+    state = ApiState(
+        settings, metrics, events, spool, RecentAnswers(settings.idempotency_window_s), sink, policy=settings.policy()
+    )
     keys_required = bool(settings.api_keys)
 
     @asynccontextmanager

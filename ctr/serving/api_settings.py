@@ -13,7 +13,9 @@ from typing import Annotated, Any
 from pydantic import field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from ctr.errors import InputError
 from ctr.repository import MAX_BATCH_SIZE
+from ctr.serving.exploration import Exploration
 from ctr.settings import CtrSettings, PositiveInt
 
 
@@ -32,6 +34,7 @@ class ApiSettings(CtrSettings):
     metrics_port: PositiveInt | None = None  # serve /metrics on its own port (then not on the API's)
     idempotency_window_s: PositiveInt = 600
     click_max_delay_s: PositiveInt = 86_400
+    exploration: str = "none"  # CTR_EXPLORATION: none or epsilon:E (ctr.serving.exploration)
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -51,4 +54,12 @@ class ApiSettings(CtrSettings):
             raise ValueError(f"metrics_port (CTR_METRICS_PORT) must be a TCP port, got {self.metrics_port}")
         if any(not key.isascii() or not key.isprintable() for key in self.api_keys):
             raise ValueError("API keys (CTR_API_KEYS) must be printable ASCII")
+        try:
+            self.policy()  # CTR_EXPLORATION is checked before a port is bound
+        except InputError as exc:
+            raise ValueError(f"exploration: {exc}") from exc
         return self
+
+    def policy(self) -> Exploration:
+        """The serving policy of ``exploration``; ``InputError`` naming the variable if malformed."""
+        return Exploration.parse(self.exploration)

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
@@ -30,6 +30,7 @@ from ctr.serving.api_metrics import ApiMetrics
 from ctr.serving.api_schema import error_response
 from ctr.serving.api_settings import ApiSettings
 from ctr.serving.durable_sink import Clicks, DurableSink
+from ctr.serving.exploration import Exploration
 from ctr.serving.idempotency import RecentAnswers
 from ctr.serving.request import ScoreInput, decode_click_request, decode_score_request
 from ctr.serving.request_features import feature_columns
@@ -50,6 +51,8 @@ class ApiState:
     answers: RecentAnswers
     sink: DurableSink
     triton: TritonScorer | None = None
+    policy: Exploration = field(default_factory=Exploration)  # which candidates are shown
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)
 
     def scorer(self) -> TritonScorer:
         assert self.triton is not None, "the app has not started"
@@ -109,9 +112,7 @@ async def _score(state: ApiState, body: ScoreInput) -> Response:
     t1 = time.perf_counter()
     metrics.triton.observe(t1 - t0)
     metrics.stages.labels("triton").observe(t1 - t0)
-    order = np.argsort(-pctr, kind="stable")
-    if body.top_k is not None:
-        order = order[: body.top_k]
+    order, propensity = state.policy.rank(pctr, body.top_k, state.rng)
     request_id = body.request_id or uuid7()
     served_at = to_us(body.event_time or utcnow())
     features = feature_columns(dense[order], sparse[order])
@@ -127,6 +128,7 @@ async def _score(state: ApiState, body: ScoreInput) -> Response:
                 "served_at_us": served_at,
                 "model_version": version,
                 "pctr": p,
+                "propensity": float(propensity[rank]),
                 **features[rank],
             }
         )

@@ -291,11 +291,11 @@ def test_a_database_without_the_event_log_says_how_to_create_it(
         conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
     older = store.failure("read impressions", OperationalError("SELECT 1", None, Exception("no such column")))
     assert str(older) == (
-        "could not read impressions: the event database has schema revision 0001, not 0003; "
+        "could not read impressions: the event database has schema revision 0001, not 0004; "
         "run `ctr events migrate --db URL`"
     )
     with store.engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '0003'"))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0004'"))
     assert run_monitor(request(bare_db_url, repo, T0))["decision"] == "insufficient-data"
 
 

@@ -89,6 +89,40 @@ def test_score_and_clicks_on_postgresql(
     assert EventStore(settings.db_url).count_impressions() == 100
 
 
+def test_each_shown_impression_logs_its_propensity(
+    stack: LocalStack, requests_rows: pl.DataFrame, tmp_path: Path
+) -> None:
+    """ε-greedy serving (CTR_EXPLORATION=epsilon:0.5): every logged impression carries the exact
+    probability that the policy shows it — 1 − ε + ε·k/n inside the greedy top k, ε·k/n outside —
+    and explored requests show ads the greedy policy would not; without exploration it is 1."""
+    n, k, eps = 20, 4, 0.5
+    body = request_body(requests_rows.head(n), top_k=k)
+
+    def serve(policy: str) -> tuple[list[dict[str, Any]], dict[str, float]]:
+        settings = ApiSettings(
+            triton=f"127.0.0.1:{stack.grpc_port}",
+            db_url=f"sqlite:///{tmp_path / policy.replace(':', '-')}.db",
+            spool_dir=tmp_path / f"spool-{policy}",
+            exploration=policy,
+        )
+        with TestClient(create_app(settings)) as client:
+            answers = [client.post("/v1/score", json=body).json() for _ in range(40)]
+        with EventStore(settings.db_url).engine.connect() as conn:
+            return answers, {r.impression_id: r.propensity for r in conn.execute(select(impressions))}
+
+    answers, logged = serve("none")
+    greedy = {r["ad_id"] for r in answers[0]["results"]}  # the same top k in every greedy answer
+    assert all({r["ad_id"] for r in a["results"]} == greedy for a in answers)
+    assert set(logged.values()) == {1.0}
+    answers, logged = serve("epsilon:0.5")
+    for answer in answers:
+        for r in answer["results"]:
+            inside = r["ad_id"] in greedy
+            assert logged[r["impression_id"]] == pytest.approx((1 - eps) + eps * k / n if inside else eps * k / n)
+    assert any(r["ad_id"] not in greedy for a in answers for r in a["results"])  # it explored
+    assert all(eps * k / n - 1e-9 <= v <= 1.0 for v in logged.values())
+
+
 BAD_REQUESTS: list[tuple[str, Any, int, list[Any]]] = [
     (
         "unknown feature",
