@@ -6,7 +6,9 @@ days 0-3 (day 4 validates), published as version 1 and never replaced. Periodic:
 1, then every ``h`` simulated hours an incremental run (``train_and_publish``, mode incremental:
 the function the pipeline's train and publish steps call) on the impressions of those ``h`` hours,
 replaying the history and the slices seen so far at the experiment's ``replay_share`` (never a
-slice still to come); the slice just before the window validates (early stopping only). Days 5 and 6 are cut
+slice still to come); the slice just before the window validates — early stopping between the
+experiment's two passes only, and the parent version has trained on that slice (a slight
+in-sample bias in which pass is kept, never data from the future). Days 5 and 6 are cut
 into 30-minute slices in row order (a generated day's rows are exchangeable, so row order stands
 for time); every slice is scored by the published ONNX graph serving at that time *before* any
 update that includes it, as a server would. AUC of those scores over both days, per interval.

@@ -13,10 +13,12 @@ the result. The rule table, in order:
    window of its own → ``settling`` (it is judged on its own impressions, not its parent's);
 5. the last trigger is younger than the cooldown (whatever became of its run) → ``cooldown``;
 6. otherwise → ``trigger``, naming the signal(s) that breached. With ``retrain.escalate``, a
-   trigger while the serving version is an incremental retrain that was published after the
-   last trigger, or that the last trigger already fired on (its run did not replace it), is an
-   escalation (``Decision.escalate``): warm starts did not repair the breach, so the run asked
-   for is a full retrain (from scratch, on the history and the event log since the breach began).
+   trigger while the serving version is incremental (``History.serving_mode``) and either is not
+   the version the last trigger fired on (a newer one serves: that trigger's run, or any later
+   publish, put it there) or is that very version (the last run did not replace it: rejected by
+   the gate, or failed) is an escalation (``Decision.escalate``): warm starts did not repair the
+   breach, so the run asked for is a full retrain (from scratch, on the history and the event log
+   since the breach began). A first trigger ever, or one while a full version serves, is not.
 
 The threshold is the highest of: ``auc.absolute``; the serving version's validation AUC −
 ``auc.relative_drop`` (not comparable with a windowed AUC on served traffic, kept for
@@ -181,6 +183,6 @@ def decide(evidence: Evidence, history: History, rules: Rules, as_of: datetime) 
     h = history
     escalate = rules.escalate and h.serving_mode == "incremental" and (h.serving_is_retrain or h.serving_retried)
     if escalate:
-        how = "did not repair it" if h.serving_is_retrain else "is still serving after the last retrain"
+        how = "did not repair it" if h.serving_is_retrain else "still serves: the last run did not replace it"
         why.append(f"escalated to a full retrain: incremental version {h.serving_version} {how}")
     return Decision("trigger", "; ".join(why), limit, breach, streak, signals, escalate)

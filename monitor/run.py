@@ -140,9 +140,10 @@ def _last_trigger(store: EventStore) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-def _breach_since(store: EventStore) -> datetime | None:
-    """When the current breach began: the first breached record after the last record without
-    one (None when the newest record is not a breach, or there is none)."""
+def _breach_since(store: EventStore, as_of: datetime) -> datetime:
+    """When the current breach began: the first breached record after the last calm one (a record
+    with evidence and no breach; ``insufficient-data`` records neither start nor end a streak), or
+    ``as_of`` when none follows it — this run's breach is the first of its streak."""
     calm = select(monitor_runs.c.as_of_us).where(
         monitor_runs.c.breach.is_(False), monitor_runs.c.decision != "insufficient-data"
     )
@@ -152,7 +153,7 @@ def _breach_since(store: EventStore) -> datetime | None:
         if last_calm is not None:
             first = first.where(monitor_runs.c.as_of_us > last_calm)
         found = conn.execute(first.order_by(monitor_runs.c.as_of_us).limit(1)).scalar()
-    return None if found is None else from_us(int(found))
+    return as_of if found is None else from_us(int(found))
 
 
 def _run_state(req: MonitorRequest, last: dict[str, Any]) -> str:
@@ -185,7 +186,7 @@ def _learned_baseline(store: EventStore, serving: int | None, rules: Rules) -> f
 
 
 def _history(
-    req: MonitorRequest, store: EventStore, repo: ModelRepository, serving: int | None
+    req: MonitorRequest, store: EventStore, repo: ModelRepository, serving: int | None, as_of: datetime
 ) -> tuple[History, dict[str, Any] | None]:
     """What earlier runs and the pipeline left (the I/O around ``decide``), and the last trigger's
     record; what became of its run is asked for later, only when the decision needs it."""
@@ -200,7 +201,7 @@ def _history(
         last_trigger_at=from_us(last["as_of_us"]) if last else None,
         last_trigger_run=last.get("run_id") if last else None,
         last_trigger_version=last.get("serving_version") if last else None,
-        breach_since=_breach_since(store) if last else None,
+        breach_since=_breach_since(store, as_of) if last else None,
         serving_version=serving,
         serving_mode=None if mode is None else str(mode),
     )
@@ -224,7 +225,7 @@ def _decide(
     req: MonitorRequest, store: EventStore, repo: ModelRepository, record: dict[str, Any], as_of: datetime
 ) -> None:
     """Gather the evidence and history, ``decide``, then submit a triggered run."""
-    history, last = _history(req, store, repo, record["serving_version"])
+    history, last = _history(req, store, repo, record["serving_version"], as_of)
     evidence = _evidence(record, repo, record["serving_version"])
     outcome = decide(evidence, history, req.rules, as_of)
     if outcome.decision in ("cooldown", "trigger") and last and last.get("run_id"):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ctr.data.synth import SynthArgs, synthesize
 from ctr.data.world import SyntheticWorld
@@ -75,6 +76,7 @@ def demo_rules(cfg: DemoConfig) -> Rules:
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the loop end to end; returns the summary (also written to ``report_dir/summary.json``)."""
     rules = demo_rules(cfg)  # a bad rules file fails before anything is generated
+    cfg = replace(cfg, attribution_window=rules.attribution_window)  # one label rule: the monitor's
     shutil.rmtree(cfg.workdir, ignore_errors=True)
     shutil.rmtree(cfg.report_dir, ignore_errors=True)
     output_dir(cfg.workdir)
@@ -188,10 +190,13 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 def measure_yardsticks(
     cfg: DemoConfig, repo: ModelRepository, db_url: str, timeline: Timeline, shown: Shown, start: datetime
 ) -> dict[str, Any]:
-    """Score the shown impressions offline with version 1 (the drifted model) and with the
-    counterfactual full retrain at the first trigger after the onset; fill ``timeline.yardsticks``
-    (one per monitor entry) and return the recovery figures (``ctr.demo.yardsticks``)."""
+    """Score the shown impressions offline with version 1 (the drifted model) and with two
+    counterfactual full retrains (``ctr.demo.yardsticks``): up to the first trigger after the
+    onset, and up to the start of the recovery window; fill ``timeline.yardsticks`` (one per
+    monitor entry, a counterfactual only on impressions it did not train on) and return the
+    recovery figures, measured from ``onset + recovery_after``."""
     onset = EPOCH + timedelta(days=cfg.drift_day)
+    recovery_from = onset + cfg.recovery_after
     drifted = score_graph(repo.version_dir(1) / ONNX_FILE, shown)
     by_v1 = shown.version == 1
     mismatch = float(np.max(np.abs(drifted[by_v1] - shown.pctr[by_v1]))) if by_v1.any() else None
@@ -199,34 +204,38 @@ def measure_yardsticks(
         (e for e in timeline.entries if _triggered(e) and datetime.fromisoformat(e["as_of"]) >= onset),
         None,
     )
-    counterfactual = None
-    cut = [] if first is None else [datetime.fromisoformat(first["as_of"])]
-    if first is not None:
-        at = datetime.fromisoformat(first["as_of"])
-        print(f"[yardstick] counterfactual full retrain on days 0-{cfg.drift_day - 1} + events to {sim_time(at)}")
+    cuts = {"counterfactual": None if first is None else datetime.fromisoformat(first["as_of"])}
+    cuts["counterfactual_24h"] = recovery_from
+    counterfactuals: dict[str, NDArray[Any] | None] = {}
+    for name, until in cuts.items():
+        if until is None:
+            counterfactuals[name] = None
+            continue
+        print(f"[yardstick] {name}: full retrain on days 0-{cfg.drift_day - 1} + events to {sim_time(until)}")
         graph = counterfactual_full(
             db_url,
             cfg.workdir / "data",
             list(range(cfg.drift_day)),
             start,
-            at,
+            until,
             cfg.experiment,
-            cfg.workdir / "counterfactual",
+            cfg.workdir / name,
+            cfg.attribution_window,
         )
-        counterfactual = score_graph(graph, shown)
-    scores = scores_of(shown, drifted, counterfactual)
+        counterfactuals[name] = score_graph(graph, shown)
+    scores = scores_of(shown, drifted, counterfactuals)
     timeline.yardsticks = []
     for e in timeline.entries:
         begin = datetime.fromisoformat(e["window_start"])
         aucs = window_aucs(shown, scores, begin, datetime.fromisoformat(e["window_end"]))
-        if first is not None and begin < datetime.fromisoformat(first["as_of"]):
-            aucs["counterfactual"] = None  # it trained on these impressions: no yardstick in sample
+        for name, until in cuts.items():
+            if until is not None and begin < until:
+                aucs[name] = None  # it trained on these impressions: no yardstick in sample
         timeline.yardsticks.append(aucs)
     return {
-        "counterfactual_trained_to": None if first is None else first["as_of"],
+        "counterfactual_trained_to": {k: None if v is None else v.isoformat() for k, v in cuts.items()},
         "v1_offline_vs_served_max_abs": None if mismatch is None else round(mismatch, 7),
-        # from onset + recovery_after, and never on impressions the counterfactual trained on
-        "recovery": recovery(shown, scores, max([onset + cfg.recovery_after, *cut])),
+        "recovery": recovery(shown, scores, recovery_from),
     }
 
 

@@ -5,13 +5,16 @@ windowed AUC of the served pCTR the report carries, on the **same shown impressi
 
 - the **oracle** AUC: the true probabilities as scores (no model can rank better, in expectation);
 - the **drifted** model: version 1 (trained before the drift) scored offline, as if never replaced;
-- the **counterfactual full retrain**: a full run on all data up to the first trigger after the
-  drift onset (the history days plus every matured impression exported from the event log),
-  scored offline.
+- the **counterfactual full retrains**: full runs on all data up to a moment (the history days
+  plus every impression matured by then, exported from the event log), scored offline on what
+  was shown later: ``counterfactual`` up to the first trigger after the drift onset (what a full
+  retrain could have done instead of the first incremental one), ``counterfactual_24h`` up to
+  the start of the recovery window (what a full retrain with that much drifted data reaches).
 
-Recovery = (served − drifted) / (counterfactual − drifted), for AUC and for log loss (a
+Recovery = (served − drifted) / (counterfactual_24h − drifted), for AUC and for log loss (a
 base-rate shift moves log loss, not AUC), on the impressions shown from ``recovery_from`` on.
-It is ``None`` when the counterfactual is not better than the drifted model (no gap to close).
+It is ``None`` when the counterfactual is not better than the drifted model (no gap to close),
+and above 1 when the served model beats it (a later retrain saw more of the new regime).
 
 >>> import numpy as np
 >>> recovery_share(served=0.70, drifted=0.66, counterfactual=0.71)
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,26 +127,27 @@ def counterfactual_full(
     until: datetime,
     experiment: str,
     work: Path,
+    attribution: timedelta,
 ) -> Path:
     """Train the counterfactual full retrain; returns its staged ``model.onnx``.
 
     Its data: the ``history_days`` of ``history`` followed by the event log's matured
     impressions served in [since, until) (one exported day each); the newest 20 % of the last
-    exported day validates. Trained on CPU (``work/repo`` is its own repository: nothing of the
-    demo's is touched). ``InputError`` when the event log holds no matured impression there.
+    exported day validates; labels by the ``attribution`` window (the monitor's). Trained on CPU
+    (``work/repo`` is its own repository: nothing of the demo's is touched). ``InputError`` when
+    the event log holds no matured impression there.
     """
     from ctr.errors import InputError
     from ctr.events.store import EventStore
     from ctr.events.training_export import ExportWindow, export_days
     from ctr.repository import ONNX_FILE, ModelRepository
     from ctr.retrain import link_days, split_day
-    from ctr.retrain_request import ATTRIBUTION
     from ctr.train import TrainSpec, train_candidate
 
     data = work / "data"
     data.mkdir(parents=True, exist_ok=True)
     link_days(history, history_days, data)
-    summary = export_days(EventStore(db_url), ExportWindow(since, until, ATTRIBUTION, until), work / "events")
+    summary = export_days(EventStore(db_url), ExportWindow(since, until, attribution, until), work / "events")
     exported = [d["day"] for d in summary["days"] if d["rows"] > 0]
     if not exported:
         raise InputError(f"no matured impressions between {since.isoformat()} and {until.isoformat()}")
@@ -178,12 +182,13 @@ def recovery_share(served: float | None, drifted: float | None, counterfactual: 
     return round((served - drifted) / (counterfactual - drifted), 3)
 
 
-def scores_of(shown: Shown, drifted: NDArray[Any], counterfactual: NDArray[Any] | None) -> dict[str, NDArray[Any]]:
-    """The scorers compared on the shown impressions, by name."""
+def scores_of(
+    shown: Shown, drifted: NDArray[Any], counterfactuals: dict[str, NDArray[Any] | None]
+) -> dict[str, NDArray[Any]]:
+    """The scorers compared on the shown impressions, by name (a counterfactual that was not
+    trained is left out)."""
     out = {"oracle": shown.p_true, "served": shown.pctr, "drifted": drifted}
-    if counterfactual is not None:
-        out["counterfactual"] = counterfactual
-    return out
+    return out | {name: s for name, s in counterfactuals.items() if s is not None}
 
 
 def window_aucs(shown: Shown, scores: dict[str, NDArray[Any]], start: datetime, end: datetime) -> dict[str, Any]:
@@ -193,9 +198,11 @@ def window_aucs(shown: Shown, scores: dict[str, NDArray[Any]], start: datetime, 
     return {"impressions": int(mask.sum())} | {name: _auc(label, s[mask]) for name, s in scores.items()}
 
 
-def recovery(shown: Shown, scores: dict[str, NDArray[Any]], since: datetime) -> dict[str, Any]:
+def recovery(
+    shown: Shown, scores: dict[str, NDArray[Any]], since: datetime, ceiling: str = "counterfactual_24h"
+) -> dict[str, Any]:
     """AUC and log loss of each scorer on the impressions shown from ``since`` on, and the
-    served model's recovery share of the drifted-to-counterfactual gap for both."""
+    served model's recovery share of the drifted-to-``ceiling`` gap for both."""
     mask = shown.at_us >= to_us(since)
     label = shown.label[mask]
     auc = {name: _auc(label, s[mask]) for name, s in scores.items()}
@@ -204,8 +211,9 @@ def recovery(shown: Shown, scores: dict[str, NDArray[Any]], since: datetime) -> 
     return {
         "from": since.isoformat(),
         "impressions": int(mask.sum()),
+        "ceiling": ceiling,
         "auc": auc,
         "logloss": loss,
-        "auc_recovery": recovery_share(auc["served"], auc["drifted"], auc.get("counterfactual")),
-        "logloss_recovery": recovery_share(neg["served"], neg["drifted"], neg.get("counterfactual")),
+        "auc_recovery": recovery_share(auc["served"], auc["drifted"], auc.get(ceiling)),
+        "logloss_recovery": recovery_share(neg["served"], neg["drifted"], neg.get(ceiling)),
     }

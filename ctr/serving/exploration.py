@@ -13,10 +13,11 @@ with ``n`` candidates and ``k = min(top_k, n)``: in ``[ε·k/n, 1]``, and 1 for 
 Configured as data: ``CTR_EXPLORATION=none`` or ``epsilon:0.05`` (``ApiSettings.exploration``).
 
 Where the propensity matters (selection bias): an estimate over shown impressions that should
-speak for all candidates weights each by 1 / propensity (inverse propensity scoring); the
-explored requests (a uniform sample of candidates) give the monitor and offline evaluation an
-unbiased view of new ads. The monitor's windowed AUC stays the AUC of what was shown, the
-quantity the ranking is judged on; training does not weight by it yet.
+speak for all candidates weights each by 1 / propensity (inverse propensity scoring), which the
+logged column makes possible offline. Nothing consumes it yet: the monitor's windowed AUC stays
+the AUC of what was shown (the quantity the ranking is judged on), training does not weight by
+it, and neither the explore/exploit draw, the unshown candidates nor the display position are
+logged (an unbiased view of new ads would need the first of these).
 
 >>> import numpy as np
 >>> policy = Exploration.parse("epsilon:0.1")

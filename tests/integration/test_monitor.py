@@ -397,7 +397,8 @@ def test_the_breach_began_at_the_first_record_of_the_current_streak(db_url: str)
     from monitor.run import _breach_since
 
     store = EventStore(db_url)
-    assert _breach_since(store) is None  # no record at all
+    now = T0 + timedelta(hours=12)
+    assert _breach_since(store, now) == now  # no record at all: this run's breach begins it
 
     def record(hours: int, breach: bool, decision: str) -> None:
         at = to_us(T0 + timedelta(hours=hours))
@@ -415,6 +416,6 @@ def test_the_breach_began_at_the_first_record_of_the_current_streak(db_url: str)
     record(4, True, "trigger")  # this one began here
     record(6, False, "insufficient-data")  # no evidence either way
     record(8, True, "cooldown")
-    assert _breach_since(store) == T0 + timedelta(hours=4)
+    assert _breach_since(store, now) == T0 + timedelta(hours=4)
     record(10, False, "no-trigger")
-    assert _breach_since(store) is None  # calm again
+    assert _breach_since(store, now) == now  # calm again: a breach now is the first of a new streak

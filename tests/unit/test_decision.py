@@ -133,7 +133,7 @@ def test_a_breach_that_outlives_an_incremental_retrain_escalates_to_a_full_one()
     assert not decide(BAD, History(), RULES, NOW).escalate  # a first trigger is the ordinary run
     # the last trigger fired on incremental version 2 and its run did not replace it: escalate again
     retried = decide(BAD, replace(AFTER_RETRAIN, last_trigger_version=2), RULES, NOW)
-    assert retried.escalate and retried.reason.endswith("version 2 is still serving after the last retrain")
+    assert retried.escalate and retried.reason.endswith("version 2 still serves: the last run did not replace it")
     # ... but not for a full version that a trigger fired on (its retrain is the incremental one)
     on_full = replace(AFTER_RETRAIN, last_trigger_version=2, serving_mode="full")
     assert not decide(BAD, on_full, RULES, NOW).escalate

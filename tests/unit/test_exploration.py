@@ -33,7 +33,10 @@ def test_propensities_are_bounded_and_match_the_policys_frequencies(epsilon: flo
         assert len(set(order.tolist())) == len(order) == k
         assert np.all(propensity >= epsilon * k / n - 1e-12) and np.all(propensity <= 1.0 + 1e-12)
         shown[order] += 1
-        logged[order] = propensity  # an ad's propensity is the same in every slate it appears in
+        earlier = logged[order]
+        same = np.isnan(earlier) | np.isclose(earlier, propensity)
+        assert same.all()  # an ad's propensity is the same in every slate it appears in
+        logged[order] = propensity
     seen = ~np.isnan(logged)
     assert np.allclose(shown[seen] / draws, logged[seen], atol=0.015)
     greedy = np.argsort(-pctr, kind="stable")[:k]

@@ -62,7 +62,7 @@ def test_empty_log_gives_empty_arrays() -> None:
 def test_window_aucs_use_only_the_windows_impressions() -> None:
     shown = _log().arrays()
     drifted = np.asarray(shown.p_true[::-1], np.float32)  # an arbitrary second scorer
-    scores = scores_of(shown, drifted, None)
+    scores = scores_of(shown, drifted, {"counterfactual": None})
     start, end = T0 + timedelta(minutes=100), T0 + timedelta(minutes=199)
     got = window_aucs(shown, scores, start, end)
     assert got["impressions"] == 100
@@ -71,12 +71,12 @@ def test_window_aucs_use_only_the_windows_impressions() -> None:
     mask = slice(100, 200)
     assert got["oracle"] == round(roc_auc(shown.label[mask], shown.p_true[mask]), 4)
     assert got["served"] == round(roc_auc(shown.label[mask], shown.pctr[mask]), 4)
-    assert "counterfactual" not in got
+    assert "counterfactual" not in got  # not trained: left out
 
 
 def test_window_without_both_classes_has_no_auc() -> None:
     shown = _log().arrays()
-    scores = scores_of(shown, shown.pctr, None)
+    scores = scores_of(shown, shown.pctr, {})
     got = window_aucs(shown, scores, T0 - timedelta(days=1), T0 - timedelta(hours=1))
     assert got["impressions"] == 0 and got["oracle"] is None
 
@@ -92,12 +92,11 @@ def test_recovery_share(served: float, drifted: float, cf: float, share: float |
 def test_recovery_of_log_loss_counts_lower_as_better() -> None:
     shown = _log().arrays()
     noisy = np.clip(shown.p_true + 0.2, 0.001, 0.999).astype(np.float32)  # miscalibrated: higher loss
-    scores = scores_of(shown, noisy, shown.p_true.astype(np.float32))
+    scores = scores_of(shown, noisy, {"counterfactual_24h": shown.p_true.astype(np.float32)})
     got = recovery(shown, scores, T0)
     assert got["impressions"] == 400
-    assert got["logloss"]["counterfactual"] < got["logloss"]["drifted"]
-    expected = (got["logloss"]["drifted"] - got["logloss"]["served"]) / (
-        got["logloss"]["drifted"] - got["logloss"]["counterfactual"]
-    )
+    loss = got["logloss"]
+    assert got["ceiling"] == "counterfactual_24h" and loss["counterfactual_24h"] < loss["drifted"]
+    expected = (loss["drifted"] - loss["served"]) / (loss["drifted"] - loss["counterfactual_24h"])
     assert got["logloss_recovery"] == pytest.approx(expected, abs=1e-3)
-    assert got["auc"]["oracle"] == got["auc"]["counterfactual"]
+    assert got["auc"]["oracle"] == got["auc"]["counterfactual_24h"]
