@@ -305,14 +305,19 @@ def test_served_graphs_load_in_the_triton_images_onnxruntime(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
 
-    model, transform, _ = load_version(trained, 2)
     frame = day_shards(drift_days, 5).scan().head(500).collect()
     dense = frame.select([pl.col(c).cast(pl.Float32) for c in DENSE_COLUMNS]).to_numpy()
     sparse = frame.select([pl.col(c).cast(pl.Int64).fill_null(-1) for c in SPARSE_COLUMNS]).to_numpy()
-    x, ids = transform.transform(dense.astype(np.float64), sparse)
-    with torch.no_grad():
-        expected = torch.sigmoid(model.eval()(torch.from_numpy(x), torch.from_numpy(ids))).squeeze(1).numpy()
-    int8 = tmp_path / "int8.onnx"
+    by_torch = {}
+    for v in trained.versions():
+        model, transform, _ = load_version(trained, v)
+        x, ids = transform.transform(dense.astype(np.float64), sparse)
+        with torch.no_grad():
+            logits = model.eval()(torch.from_numpy(x), torch.from_numpy(ids))
+        by_torch[v] = torch.sigmoid(logits).squeeze(1).numpy()
+    expected = by_torch[2]
+    model, transform, _ = load_version(trained, 2)
+    int8 = tmp_path / "int8.onnx"  # version 2's network served in int8
     export_serving_onnx(model, transform, int8, version=2, precision="int8")
     graphs = [str(trained.version_dir(v) / "model.onnx") for v in trained.versions()] + [str(int8)]
     np.savez(tmp_path / "in.npz", dense=dense, sparse=sparse)
@@ -324,7 +329,8 @@ def test_served_graphs_load_in_the_triton_images_onnxruntime(
     assert json.loads(ran.stdout.strip().splitlines()[-1]) == {"onnxruntime": TRITON_ORT_VERSION}
     out = np.load(tmp_path / "out.npz")
     assert len(out.files) == len(graphs) == 3
-    np.testing.assert_allclose(out["1"], expected, atol=1e-5, rtol=0)  # version 2, fp32, vs PyTorch
+    for k, v in enumerate(trained.versions()):  # every published fp32 graph vs PyTorch
+        np.testing.assert_allclose(out[str(k)], by_torch[v], atol=1e-5, rtol=0)
     here, _ = onnx_predict(onnx_session(int8), dense, sparse)
     np.testing.assert_allclose(out["2"], here, atol=1e-5, rtol=0)  # int8: the same graph here and there
     assert float(np.abs(out["2"] - expected).mean()) < 0.01  # and int8 stays near fp32 (max 0.07 here)
