@@ -237,3 +237,15 @@ def onnx_predict(
     )
     # ORT hands back C ``long long`` for INT64, a distinct numpy type from ``np.int64`` on Linux
     return pctr.reshape(-1).astype(np.float32, copy=False), version.reshape(-1).astype(np.int64)
+
+
+SCORE_CHUNK = 65_536  # rows per ONNX Runtime call when scoring many rows
+
+
+def onnx_score(session: ort.InferenceSession, dense: NDArray[Any], sparse: NDArray[Any]) -> NDArray[Any]:
+    """pCTR ``(n,)`` float32 of any number of rows, ``SCORE_CHUNK`` rows per ONNX Runtime call."""
+    parts = [
+        onnx_predict(session, dense[i : i + SCORE_CHUNK], sparse[i : i + SCORE_CHUNK])[0]
+        for i in range(0, len(dense), SCORE_CHUNK)
+    ]
+    return np.concatenate(parts) if parts else np.empty(0, np.float32)

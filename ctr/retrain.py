@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from ctr.data.dataset import DayShards
 
 log = logging.getLogger(__name__)
-SCORE_CHUNK = 65_536  # rows per ONNX Runtime call when scoring a day
 
 
 @dataclass(frozen=True)
@@ -185,16 +184,13 @@ def score_served_graph(graph: Path, day: DayShards) -> tuple[NDArray[Any], NDArr
     import polars as pl
 
     from ctr.data.dataset import raw_arrays
-    from ctr.onnx_export import onnx_predict, onnx_session
+    from ctr.onnx_export import onnx_score, onnx_session
 
     session = onnx_session(graph, threads=os.cpu_count() or 1)  # a batch job: every core
     labels, probs = [], []
     for shard in day.shards:
         frame = pl.read_parquet(shard)
-        dense, sparse = raw_arrays(frame)
-        for start in range(0, frame.height, SCORE_CHUNK):
-            pctr, _ = onnx_predict(session, dense[start : start + SCORE_CHUNK], sparse[start : start + SCORE_CHUNK])
-            probs.append(pctr)
+        probs.append(onnx_score(session, *raw_arrays(frame)))
         labels.append(frame["label"].to_numpy())
     return np.concatenate(labels), np.concatenate(probs)
 

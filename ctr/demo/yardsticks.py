@@ -41,8 +41,6 @@ from ctr.timeutil import to_us
 if TYPE_CHECKING:
     from ctr.data.world import Impressions
 
-SCORE_CHUNK = 65_536  # rows per ONNX Runtime call
-
 
 @dataclass(frozen=True)
 class Shown:
@@ -109,14 +107,9 @@ class ShownLog:
 
 def score_graph(graph: Path, shown: Shown) -> NDArray[Any]:
     """pCTR ``(n,)`` float32 of ``graph`` (a served ``model.onnx``) on the shown impressions."""
-    from ctr.onnx_export import onnx_predict, onnx_session
+    from ctr.onnx_export import onnx_score, onnx_session
 
-    session = onnx_session(graph, threads=os.cpu_count() or 1)
-    parts = [
-        onnx_predict(session, shown.dense[i : i + SCORE_CHUNK], shown.sparse[i : i + SCORE_CHUNK])[0]
-        for i in range(0, len(shown.at_us), SCORE_CHUNK)
-    ]
-    return np.concatenate(parts) if parts else np.empty(0, np.float32)
+    return onnx_score(onnx_session(graph, threads=os.cpu_count() or 1), shown.dense, shown.sparse)
 
 
 def counterfactual_full(

@@ -33,6 +33,18 @@ def rendered(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
     return render(request.param)
 
 
+def render_with(overlay: str, component: str, workdir: Path) -> list[dict[str, Any]]:
+    """``kubectl kustomize`` of an overlay plus one of ``k8s/components`` (a kustomization in ``workdir``)."""
+    up = Path(os.path.relpath(ROOT / "k8s", workdir))
+    (workdir / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {up / 'overlays' / overlay}\ncomponents:\n  - {up / 'components' / component}\n"
+    )
+    done = subprocess.run(["kubectl", "kustomize", str(workdir)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
 def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
 
@@ -201,13 +213,8 @@ def test_checkov_passes_with_every_skip_justified(tmp_path: Path) -> None:
     # the optional loadtest component's own objects, as an overlay renders them
     wrapper = tmp_path / "with-loadtest"
     wrapper.mkdir()
-    up = Path(os.path.relpath(ROOT / "k8s", wrapper))
-    (wrapper / "kustomization.yaml").write_text(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        f"resources:\n  - {up / 'overlays' / OVERLAYS[0]}\ncomponents:\n  - {up / 'components' / 'loadtest'}\n"
-    )
-    rendered = subprocess.run(["kubectl", "kustomize", str(wrapper)], capture_output=True, text=True, check=True)
-    loadtest = [d for d in yaml.safe_load_all(rendered.stdout) if d and "ctr-loadtest" in json.dumps(d["metadata"])]
+    rendered = render_with(OVERLAYS[0], "loadtest", wrapper)
+    loadtest = [d for d in rendered if "ctr-loadtest" in json.dumps(d["metadata"])]
     assert loadtest
     (tmp_path / "loadtest.yaml").write_text(yaml.safe_dump_all(loadtest))
     (wrapper / "kustomization.yaml").unlink()
@@ -227,14 +234,7 @@ def test_checkov_passes_with_every_skip_justified(tmp_path: Path) -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_cpu_serving_component_takes_triton_off_the_gpu(overlay: str, tmp_path: Path) -> None:
     """An overlay plus ``k8s/components/cpu-serving``: no GPU, the CPU pool, the CPU config."""
-    up = Path(os.path.relpath(ROOT / "k8s", tmp_path))
-    (tmp_path / "kustomization.yaml").write_text(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        f"resources:\n  - {up / 'overlays' / overlay}\ncomponents:\n  - {up / 'components' / 'cpu-serving'}\n"
-    )
-    done = subprocess.run(["kubectl", "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    objects = [d for d in yaml.safe_load_all(done.stdout) if d]
+    objects = render_with(overlay, "cpu-serving", tmp_path)
     spec = by_kind(objects, "Deployment")["triton"]["spec"]["template"]["spec"]
     container = spec["containers"][0]
     assert spec["nodeSelector"] == {"ctr-loop/pool": "cpu"} and "tolerations" not in spec
@@ -248,14 +248,7 @@ def test_the_loadtest_component_runs_the_scenario_against_the_api_service(overla
     """An overlay plus ``k8s/components/loadtest``: a locust master Job and a worker Job of the
     ctr-loadtest image, workers finding the master by its Service, the host the API's Service,
     a network policy that lets exactly that traffic through, strict schema validation."""
-    up = Path(os.path.relpath(ROOT / "k8s", tmp_path))
-    (tmp_path / "kustomization.yaml").write_text(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        f"resources:\n  - {up / 'overlays' / overlay}\ncomponents:\n  - {up / 'components' / 'loadtest'}\n"
-    )
-    done = subprocess.run(["kubectl", "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    objects = [d for d in yaml.safe_load_all(done.stdout) if d]
+    objects = render_with(overlay, "loadtest", tmp_path)
     jobs, services = by_kind(objects, "Job"), by_kind(objects, "Service")
     master, worker = jobs["locust-master"], jobs["locust-worker"]
     for job in (master, worker):
