@@ -729,6 +729,9 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the generated world and traffic.")] = 7,
     requests_per_tick: Annotated[int, typer.Option(help="Score requests per 30 simulated minutes.")] = 60,
     config: Annotated[str, typer.Option(help="Experiment id for both pipeline runs.")] = "dcn_v2_demo",
+    exploration: Annotated[
+        str, typer.Option(help="The score API's exploration policy: none or epsilon:E (CTR_EXPLORATION).")
+    ] = "none",
     keep_running: Annotated[bool, typer.Option("--keep-running", help="Leave Triton and the API up.")] = False,
 ) -> None:
     """The closed loop on this machine: drift, retrains, recovery against the yardsticks (writes demo-report/)."""
@@ -754,6 +757,7 @@ def demo(
             db_url=db,
             requests_per_tick=requests_per_tick,
             experiment=config,
+            exploration=exploration,
             keep_running=keep_running,
         )
     )

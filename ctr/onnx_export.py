@@ -217,15 +217,35 @@ def stamp_version(path: Path, version: int) -> None:
     tmp.replace(path)
 
 
-def onnx_session(path: Path, threads: int = 1) -> ort.InferenceSession:
-    """An ONNX Runtime CPU session on ``path``; ``ArtifactError`` if the file is corrupt."""
+def onnx_session(path: Path, threads: int = 1, device: str = "cpu") -> ort.InferenceSession:
+    """An ONNX Runtime session on ``path``; ``ArtifactError`` if the file is corrupt.
+
+    ``device`` ``cpu``: the CPU provider with ``threads`` intra-op threads. ``cuda``: ONNX
+    Runtime's CUDA provider first (as Triton's onnxruntime backend runs a ``KIND_GPU``
+    instance); nodes it has no kernel for (the ``ai.onnx.ml`` vocabulary lookups) run on the CPU
+    provider. ``ArtifactError`` too when this ONNX Runtime has no CUDA provider (the CPU-only
+    ``onnxruntime`` wheel) or it could not start (no GPU, CUDA libraries missing): never a
+    silent fallback to the CPU.
+    """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    if device not in ("cpu", "cuda"):
+        raise ArtifactError(f"ONNX Runtime device must be cpu or cuda, got {device!r}")
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ArtifactError(f"this ONNX Runtime ({ort.__version__}) has no CUDA provider; install onnxruntime-gpu")
+        if hasattr(ort, "preload_dlls"):  # CUDA and cuDNN from the nvidia-* wheels, where installed
+            ort.preload_dlls()
+        providers = ["CUDAExecutionProvider", *providers]
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
         raise ArtifactError(f"cannot load ONNX model {path}: {exc}") from exc
+    if session.get_providers()[0] != providers[0]:
+        raise ArtifactError(f"ONNX Runtime could not start {providers[0]} for {path} (got {session.get_providers()})")
+    return session
 
 
 def onnx_predict(

@@ -46,6 +46,7 @@ class Prepared:
     valid_day: int
     holdout_day: int
     replay_days: list[int] | None
+    recent_days: list[int] | None = None  # a full run with history: the exported days alone (its second candidate)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -92,7 +93,8 @@ def prepare(request: RetrainRequest, job_name: str = "") -> Prepared:
     day are trained on, the last is split in time into a validation half and a holdout half
     (a single exported day: 70 % train, 15 % validation, 15 % holdout, in time order). An
     incremental run replays the history; a full run trains on it, from scratch, with the
-    exported days.
+    exported days — and, where there is history, also on the exported days alone
+    (``recent_days``): ``train`` keeps whichever validates better.
     """
     from ctr.data.dataset import available_days, check_days, parse_days
     from ctr.events.store import EventStore
@@ -146,29 +148,51 @@ def prepare(request: RetrainRequest, job_name: str = "") -> Prepared:
         split_day(
             last, [(target / day_name(base), 0.7), (target / day_name(valid), 0.15), (target / day_name(hold), 0.15)]
         )
-    if mode == "full":  # from scratch on everything there is: history, then the exported days
-        return Prepared(run_id, mode, str(work / "data"), [*history, *new_days], valid, hold, None)
+    if mode == "full":  # from scratch on everything there is (history, then the exported days), or the recent alone
+        recent = new_days if history else None
+        return Prepared(run_id, mode, str(work / "data"), [*history, *new_days], valid, hold, None, recent)
     return Prepared(run_id, mode, str(work / "data"), new_days, valid, hold, history)
 
 
 def train(prepared: Prepared, request: RetrainRequest) -> str:
-    """Train per ``prepared`` and stage the candidate; returns its staged path."""
+    """Train per ``prepared`` and stage the candidate; returns its staged path.
+
+    A full run with ``recent_days`` trains two candidates from scratch, on the history and the
+    exported days, and on the exported days alone, and keeps the one with the higher
+    validation AUC (both validate on the same exported rows; the other is discarded). Old days
+    help while the click model holds (new ads: the old ads' rows stay true) and hurt once it has
+    changed (concept drift: their labels now mislead); the validation rows, newer than both,
+    decide. The choice and both AUCs are recorded in the metadata as ``window``.
+    """
     from ctr.train import TrainSpec, train_candidate
 
     gpus = torch_gpus()
-    spec = TrainSpec(
-        Path(prepared.data_dir),
-        prepared.train_days,
-        prepared.valid_day,
-        experiment=request.experiment,
-        mode=prepared.mode,  # type: ignore[arg-type]  # full or incremental, set by prepare
-        replay_days=prepared.replay_days,
-        seed=None if request.seed < 0 else request.seed,
-        nproc=gpus if gpus > 1 else 1,  # the pod's GPUs (the pipeline's train_gpus): one process each
-    )
-    candidate = train_candidate(spec, ModelRepository(Path(request.repo)))
-    (candidate.staged / METADATA).write_text(json.dumps(candidate.metadata, indent=2) + "\n")
-    return str(candidate.staged)
+    repository = ModelRepository(Path(request.repo))
+
+    def candidate(days: list[int]) -> Any:
+        spec = TrainSpec(
+            Path(prepared.data_dir),
+            days,
+            prepared.valid_day,
+            experiment=request.experiment,
+            mode=prepared.mode,  # type: ignore[arg-type]  # full or incremental, set by prepare
+            replay_days=prepared.replay_days,
+            seed=None if request.seed < 0 else request.seed,
+            nproc=gpus if gpus > 1 else 1,  # the pod's GPUs (the pipeline's train_gpus): one process each
+        )
+        return train_candidate(spec, repository)
+
+    chosen = candidate(prepared.train_days)
+    if prepared.recent_days:
+        recent = candidate(prepared.recent_days)
+        aucs = {"history+recent": chosen.metrics.get("auc"), "recent": recent.metrics.get("auc")}
+        keep_recent = (aucs["recent"] or 0.0) > (aucs["history+recent"] or 0.0)
+        chosen, other = (recent, chosen) if keep_recent else (chosen, recent)
+        repository.discard(other.staged)
+        chosen.metadata["window"] = {"chosen": "recent" if keep_recent else "history+recent", "validation_auc": aucs}
+        log.info("full run: %s", chosen.metadata["window"])
+    (chosen.staged / METADATA).write_text(json.dumps(chosen.metadata, indent=2) + "\n")
+    return str(chosen.staged)
 
 
 def torch_gpus() -> int:

@@ -12,13 +12,16 @@ the result. The rule table, in order:
 4. the serving version was published after the last trigger and has not yet served a whole
    window of its own → ``settling`` (it is judged on its own impressions, not its parent's);
 5. the last trigger is younger than the cooldown (whatever became of its run) → ``cooldown``;
-6. otherwise → ``trigger``, naming the signal(s) that breached. With ``retrain.escalate``, a
-   trigger while the serving version is incremental (``History.serving_mode``) and either is not
-   the version the last trigger fired on (a newer one serves: that trigger's run, or any later
-   publish, put it there) or is that very version (the last run did not replace it: rejected by
-   the gate, or failed) is an escalation (``Decision.escalate``): warm starts did not repair the
-   breach, so the run asked for is a full retrain (from scratch, on the history and the event log
-   since the breach began). A first trigger ever, or one while a full version serves, is not.
+6. the current breach (``History.breach_since``) already had ``retrain.max_per_episode``
+   triggers → ``exhausted``: retrains did not repair it and a person must look (the record is
+   the alert); the episode, and the count, end with the first window without a breach;
+7. otherwise → ``trigger``, naming the signal(s) that breached. With ``retrain.escalate``, a
+   trigger in an episode that already had one (``History.episode_triggers``) is an escalation
+   (``Decision.escalate``): the retrain before did not repair the breach — its candidate was
+   published and the breach outlived it, or the gate refused it, or it failed — so the run
+   asked for is a full retrain (from scratch, on the history and the event log since the breach
+   began, or on that log alone: ``ctr.retrain.train`` keeps the window that validates better).
+   The first trigger of an episode asks for the ordinary (incremental) run.
 
 The threshold is the highest of: ``auc.absolute``; the serving version's validation AUC −
 ``auc.relative_drop`` (not comparable with a windowed AUC on served traffic, kept for
@@ -40,7 +43,7 @@ from typing import Literal
 
 from monitor.rules import Rules
 
-DecisionKind = Literal["insufficient-data", "no-trigger", "in-flight", "settling", "cooldown", "trigger"]
+DecisionKind = Literal["insufficient-data", "no-trigger", "in-flight", "settling", "cooldown", "exhausted", "trigger"]
 
 
 @dataclass(frozen=True)
@@ -71,13 +74,8 @@ class History:
     last_run_state: str | None = None  # what became of that run: succeeded, failed, running, unknown
     last_trigger_version: int | None = None  # the version serving when the last trigger fired
     breach_since: datetime | None = None  # as_of of the first record of the current streak of breaches
+    episode_triggers: int = 0  # triggers issued since breach_since (this breach's episode)
     serving_version: int | None = None
-    serving_mode: str | None = None  # how the serving version was trained: full or incremental
-
-    @property
-    def serving_retried(self) -> bool:
-        """The last trigger already fired on the serving version: its run did not replace it."""
-        return self.last_trigger_at is not None and self.serving_version == self.last_trigger_version
 
     @property
     def serving_is_retrain(self) -> bool:
@@ -172,6 +170,14 @@ def decide(evidence: Evidence, history: History, rules: Rules, as_of: datetime) 
             f"cooldown {rules.cooldown}"
         )
         return Decision("cooldown", reason, limit, breach, streak, signals)
+    cap = rules.max_per_episode
+    if cap is not None and history.episode_triggers >= cap:
+        since = history.breach_since.isoformat() if history.breach_since else "this run"
+        reason = (
+            f"{_describe(e, limit)}: {history.episode_triggers} retrain(s) since the breach began at {since} "
+            f"did not repair it (retrain.max_per_episode {cap}); a person must look"
+        )
+        return Decision("exhausted", reason, limit, breach, streak, signals)
     why = []
     if "auc" in signals:
         why.append(f"AUC upper bound {e.auc_upper:.4f} < threshold {limit:.4f}")
@@ -180,9 +186,8 @@ def decide(evidence: Evidence, history: History, rules: Rules, as_of: datetime) 
         why.append(
             f"calibration {e.calibration:.3f} [{e.calibration_lower:.3f}, {e.calibration_upper:.3f}] outside 1 ± {d}"
         )
-    h = history
-    escalate = rules.escalate and h.serving_mode == "incremental" and (h.serving_is_retrain or h.serving_retried)
+    escalate = rules.escalate and history.episode_triggers >= 1
     if escalate:
-        how = "did not repair it" if h.serving_is_retrain else "still serves: the last run did not replace it"
-        why.append(f"escalated to a full retrain: incremental version {h.serving_version} {how}")
+        n = history.episode_triggers
+        why.append(f"escalated to a full retrain: {n} earlier retrain(s) of this breach did not repair it")
     return Decision("trigger", "; ".join(why), limit, breach, streak, signals, escalate)

@@ -21,6 +21,7 @@ Every key (``monitor/rules.example.yaml`` ships these without ``relative_drop``)
     cooldown: 6h                # no second trigger (or alert) within this
     retrain:
       escalate: true            # a breach outliving an incremental retrain asks for a full one
+      max_per_episode: 2        # triggers per breach episode; then the monitor pages a person
     lease_ttl: 10m              # a crashed monitor run's lease expires after this
     drift:
       enabled: true
@@ -59,6 +60,7 @@ class Rules:
     calibration_max_deviation: float | None = None  # calibration.max_deviation; None: not a signal
     cooldown: timedelta = timedelta(hours=6)
     escalate: bool = True  # retrain.escalate
+    max_per_episode: int | None = None  # retrain.max_per_episode; None: no limit
     lease_ttl: timedelta = timedelta(minutes=10)
     drift_enabled: bool = True
     drift_sample_rows: int = 5_000
@@ -90,7 +92,7 @@ LAYOUT: dict[str, frozenset[str] | None] = {
     "auc": frozenset({"absolute", "relative_drop", "baseline", "margin"}),
     "calibration": frozenset({"max_deviation"}),
     "cooldown": None,
-    "retrain": frozenset({"escalate"}),
+    "retrain": frozenset({"escalate", "max_per_episode"}),
     "lease_ttl": None,
     "drift": frozenset({"enabled", "sample_rows"}),
 }
@@ -159,6 +161,7 @@ def load_rules(path: Path | None) -> Rules:
             calibration_max_deviation=None if cal.get("max_deviation") is None else float(cal["max_deviation"]),
             cooldown=parse_duration(str(raw.get("cooldown", "6h")), "cooldown", allow_zero=True),
             escalate=retrain.get("escalate", defaults.escalate),
+            max_per_episode=None if retrain.get("max_per_episode") is None else int(retrain["max_per_episode"]),
             lease_ttl=parse_duration(str(raw.get("lease_ttl", "10m")), "lease_ttl"),
             drift_enabled=drift.get("enabled", True),
             drift_sample_rows=int(drift.get("sample_rows", defaults.drift_sample_rows)),
@@ -173,7 +176,8 @@ def load_rules(path: Path | None) -> Rules:
     if d is not None and not 0.0 < d < 1.0:
         raise InputError(f"rules file {path}: calibration.max_deviation must lie in (0, 1), got {d}")
     counts = (rules.consecutive_breaches, rules.min_positives, rules.min_negatives, rules.max_labelled)
-    if min(counts) < 1 or rules.drift_sample_rows < 1:
+    cap = rules.max_per_episode
+    if min(counts) < 1 or rules.drift_sample_rows < 1 or (cap is not None and cap < 1):
         raise InputError(f"rules file {path}: counts must be at least 1")
     if rules.absolute_auc is not None and not 0.0 < rules.absolute_auc <= 1.0:  # nan fails every comparison
         raise InputError(f"rules file {path}: auc.absolute must lie in (0, 1], got {rules.absolute_auc}")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import desc, insert, select
+from sqlalchemy import desc, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ctr.errors import CtrError
@@ -156,6 +156,17 @@ def _breach_since(store: EventStore, as_of: datetime) -> datetime:
     return as_of if found is None else from_us(int(found))
 
 
+def _episode_triggers(store: EventStore, since: datetime) -> int:
+    """Triggers issued (submitted, or recorded without submission) at or after ``since``."""
+    query = select(func.count()).where(
+        monitor_runs.c.decision == "trigger",
+        monitor_runs.c.submission.in_(["ok", "none"]),
+        monitor_runs.c.as_of_us >= to_us(since),
+    )
+    with store.engine.connect() as conn:
+        return int(conn.execute(query).scalar() or 0)
+
+
 def _run_state(req: MonitorRequest, last: dict[str, Any]) -> str:
     """What became of the run the last trigger started (recorded as ``last_run``)."""
     if last["trigger"] == "local" and req.target is not None:
@@ -165,14 +176,11 @@ def _run_state(req: MonitorRequest, last: dict[str, Any]) -> str:
     return "unknown"
 
 
-def _learned_baseline(store: EventStore, serving: int | None, rules: Rules) -> float | None:
-    """The serving version's own windowed AUC: the first record whose whole window it served,
-    with enough labels (the ``auc.baseline: learned`` rule)."""
-    if serving is None or not rules.learned_baseline:
-        return None
+def _own_auc(store: EventStore, version: int) -> float | None:
+    """A version's own windowed AUC: the first record whose whole window it served, with enough labels."""
     query = (
         select(monitor_runs.c.record)
-        .where(monitor_runs.c.serving_version == serving, monitor_runs.c.auc.is_not(None))
+        .where(monitor_runs.c.serving_version == version, monitor_runs.c.auc.is_not(None))
         .order_by(monitor_runs.c.as_of_us, monitor_runs.c.id)
         .limit(200)
     )
@@ -180,9 +188,38 @@ def _learned_baseline(store: EventStore, serving: int | None, rules: Rules) -> f
         for (raw,) in conn.execute(query):
             record = json.loads(str(raw))
             own = record.get("per_version", {})
-            if list(own) == [str(serving)] and record["decision"] != "insufficient-data":
+            if list(own) == [str(version)] and record["decision"] != "insufficient-data":
                 return float(record["auc"])
     return None
+
+
+def _full_ancestor(repo: ModelRepository, version: int) -> int:
+    """The newest full version in ``version``'s lineage (itself if full): incremental versions
+    name their warm start as ``parent_version``. The walk stops at an ancestor pruned from the
+    repository (its child is returned) and at a cycle in hand-edited metadata."""
+    seen, published = {version}, set(repo.versions())
+    while True:
+        meta = repo.metadata(version)
+        parent = meta.get("parent_version")
+        if meta.get("mode") != "incremental" or parent is None or int(parent) in seen:
+            return version
+        if int(parent) not in published:
+            return version
+        version = int(parent)
+        seen.add(version)
+
+
+def _learned_baseline(store: EventStore, repo: ModelRepository, serving: int | None, rules: Rules) -> float | None:
+    """The ``auc.baseline: learned`` rule: the windowed AUC of the newest full version in the
+    serving version's lineage, once it had served a whole window with enough labels; else the
+    serving version's own. A warm start is judged against the level its full ancestor reached
+    (an incremental retrain that only half repairs a breach must not lower the bar); a full
+    retrain sets a new level."""
+    if serving is None or not rules.learned_baseline:
+        return None
+    anchor = _full_ancestor(repo, serving)
+    found = _own_auc(store, anchor) if anchor != serving else None
+    return found if found is not None else _own_auc(store, serving)
 
 
 def _history(
@@ -193,17 +230,17 @@ def _history(
     lease = repository_lease(repo)
     in_flight = lease is not None and int(lease.get("expires_us", 0)) > to_us(utcnow())
     last = _last_trigger(store)
-    mode = repo.metadata(serving).get("mode") if serving is not None else None
+    since = _breach_since(store, as_of) if last else None
     history = History(
         previous_breaches=tuple(bool(p["breach"]) for p in _previous(store, req.rules.consecutive_breaches - 1)),
-        learned_baseline=_learned_baseline(store, serving, req.rules),
+        learned_baseline=_learned_baseline(store, repo, serving, req.rules),
         lease_run_id=str(lease.get("run_id")) if in_flight and lease else None,
         last_trigger_at=from_us(last["as_of_us"]) if last else None,
         last_trigger_run=last.get("run_id") if last else None,
         last_trigger_version=last.get("serving_version") if last else None,
-        breach_since=_breach_since(store, as_of) if last else None,
+        breach_since=since,
+        episode_triggers=_episode_triggers(store, since) if since is not None else 0,
         serving_version=serving,
-        serving_mode=None if mode is None else str(mode),
     )
     return history, last
 

@@ -274,6 +274,18 @@ class SyntheticWorld:
                 hi = mid
         return (lo + hi) / 2.0
 
+    @property
+    def ad_id_feature(self) -> int:
+        """The ad-side feature with the most values: the one that plays the ad's id."""
+        return max(AD_FEATURES, key=lambda j: int(self.cardinality[j]))
+
+    def shows_new_ad(self, sparse: NDArray[Any]) -> NDArray[Any]:
+        """``(n,)`` bool: rows of ``sparse`` (``(n, 26)`` hashes as in ``Impressions.sparse``) whose
+        ad id (``ad_id_feature``) is a new ad, one that exists only under ``new-ads`` drift."""
+        j = self.ad_id_feature
+        card = int(self.cardinality[j])
+        return np.isin(sparse[:, j], self.hash_table[j][card : card + int(self.n_new[j])])
+
     def sample(self, day: int, n: int, rng: np.random.Generator) -> Impressions:
         """Draw ``n`` impressions of ``day`` with labels from the planted click model."""
         counts, missing, z = self._dense(rng, n)

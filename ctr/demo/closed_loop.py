@@ -24,12 +24,21 @@ from ctr.data.world import SyntheticWorld
 from ctr.demo.report import decision_line, sim_time, summarize, write_report
 from ctr.demo.scenario import EPOCH, DemoConfig, Timeline
 from ctr.demo.traffic import TrafficSimulator
-from ctr.demo.yardsticks import Shown, counterfactual_full, recovery, score_graph, scores_of, window_aucs
+from ctr.demo.yardsticks import (
+    Shown,
+    counterfactual_full,
+    new_ads_calibration,
+    recovery,
+    score_graph,
+    scores_of,
+    window_aucs,
+)
 from ctr.events.store import EventStore
 from ctr.net import free_port
 from ctr.paths import output_dir
 from ctr.repository import ONNX_FILE, ModelRepository
 from ctr.retrain_request import RetrainRequest, event_window_since
+from ctr.serving.exploration import Exploration
 from ctr.serving.local import LocalStack
 from monitor.rules import SHIPPED, Rules, load_rules
 from monitor.run import MonitorRequest, run_monitor
@@ -78,6 +87,7 @@ def demo_rules(cfg: DemoConfig) -> Rules:
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the loop end to end; returns the summary (also written to ``report_dir/summary.json``)."""
     rules = demo_rules(cfg)  # a bad rules file fails before anything is generated
+    Exploration.parse(cfg.exploration)  # so does a malformed policy
     cfg = replace(cfg, attribution_window=rules.attribution_window)  # one label rule: the monitor's
     shutil.rmtree(cfg.workdir, ignore_errors=True)
     shutil.rmtree(cfg.report_dir, ignore_errors=True)
@@ -132,6 +142,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         poll_seconds=1.0,
         log_dir=cfg.workdir / "logs",
         spool_dir=cfg.workdir / "spool",
+        env={"CTR_EXPLORATION": cfg.exploration},
     )
     start, end = EPOCH + timedelta(days=holdout), EPOCH + timedelta(days=cfg.days)
     run_logs = Path(target.work_dir) / "logs"
@@ -179,7 +190,14 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         finally:
             sim.close()
         _wait_for_pipeline(repo, run_logs, timeout=900)
-        yardsticks = measure_yardsticks(cfg, repo, db_url, timeline, sim.shown.arrays(), start)
+        shown = sim.shown.arrays()
+        yardsticks = measure_yardsticks(cfg, repo, db_url, timeline, shown, start)
+        yardsticks["exploration"] = {"policy": cfg.exploration} | new_ads_calibration(
+            shown,
+            world.shows_new_ad(shown.sparse),
+            EPOCH + timedelta(days=cfg.drift_day),
+            [_window(e) for e in timeline.entries],
+        )
         summary = summarize(cfg, repo, store, timeline, start, yardsticks)
         write_report(cfg, timeline, summary)
         print(json.dumps(summary, indent=2))
@@ -239,6 +257,11 @@ def measure_yardsticks(
         "v1_offline_vs_served_max_abs": None if mismatch is None else round(mismatch, 7),
         "recovery": recovery(shown, scores, recovery_from),
     }
+
+
+def _window(e: dict[str, Any]) -> tuple[datetime, datetime, datetime]:
+    """A monitor record's (as of, window start, window end)."""
+    return tuple(datetime.fromisoformat(e[k]) for k in ("as_of", "window_start", "window_end"))  # type: ignore[return-value]  # three keys, three instants
 
 
 def _triggered(e: dict[str, Any]) -> bool:

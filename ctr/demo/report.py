@@ -59,7 +59,9 @@ def summarize(
     ]
     after = [e for e in timeline.entries if swap_at is not None and window_start(e) >= swap_at]
     triggers = [e for e in timeline.entries if e["decision"] == "trigger" and e["submission"] == "ok"]
-    detected = [e for e in timeline.entries if e["decision"] in ("trigger", "in-flight", "settling", "cooldown")]
+    detected = [
+        e for e in timeline.entries if e["decision"] in ("trigger", "in-flight", "settling", "cooldown", "exhausted")
+    ]
     baselines = {str(e["serving_version"]): e.get("learned_baseline") for e in timeline.entries}
     versions = [
         {"version": v, "parent_version": repo.metadata(v)["parent_version"], "mode": repo.metadata(v)["mode"]}
@@ -74,8 +76,12 @@ def summarize(
         "triggers_in_episode": sum(after_onset(e) for e in triggers),
         "false_alarms_before_onset": sum(not after_onset(e) for e in triggers),
         "escalations": sum(bool(e.get("escalate")) for e in triggers),
+        "pages": sum(e["decision"] == "exhausted" for e in timeline.entries),  # breached, retrains spent
         "trigger_signals": [e.get("signals", []) for e in triggers],
         "versions": versions,
+        "full_windows": {
+            str(v): repo.metadata(v)["window"]["chosen"] for v in repo.versions() if "window" in repo.metadata(v)
+        },
         "swaps": timeline.swaps,
         "auc_before_drift": _mean_auc(before),
         "auc_after_drift": _mean_auc(between),

@@ -37,6 +37,7 @@ class DemoConfig:
     attribution_window: timedelta = ATTRIBUTION
     pipeline_latency: timedelta = timedelta(hours=2)  # simulated time a triggered run may take at most
     recovery_after: timedelta = timedelta(hours=24)  # recovery is measured from drift onset + this
+    exploration: str = "none"  # the score API's policy (CTR_EXPLORATION): none or epsilon:E
     keep_running: bool = False
     clients: int = 4
 

@@ -11,6 +11,12 @@ windowed AUC of the served pCTR the report carries, on the **same shown impressi
   retrain could have done instead of the first incremental one), ``counterfactual_24h`` up to
   the start of the recovery window (what a full retrain with that much drifted data reaches).
 
+New ads (``new_ads_calibration``): per monitor window, the served pCTR of the impressions whose
+ad id is new (``SyntheticWorld.shows_new_ad``) against their true click probability (expected
+clicks, free of label noise), and
+when that ratio entered 1 ± 10 % for good. With exploration on (``CTR_EXPLORATION``) the same
+figures, and the shown impressions' CTR, say what exploring cost and bought.
+
 Recovery = (served − drifted) / (counterfactual_24h − drifted), for AUC and for log loss (a
 base-rate shift moves log loss, not AUC), on the impressions shown from ``recovery_from`` on.
 It is ``None`` when the counterfactual is not better than the drifted model (no gap to close),
@@ -209,4 +215,61 @@ def recovery(
         "logloss": loss,
         "auc_recovery": recovery_share(auc["served"], auc["drifted"], auc.get(ceiling)),
         "logloss_recovery": recovery_share(neg["served"], neg["drifted"], neg.get(ceiling)),
+    }
+
+
+def new_ads_calibration(
+    shown: Shown,
+    new: NDArray[Any],
+    onset: datetime,
+    windows: list[tuple[datetime, datetime, datetime]],
+    tolerance: float = 0.10,
+    min_impressions: int = 50,
+) -> dict[str, Any]:
+    """How well the served pCTR of new ads matched the truth, window by window.
+
+    ``new``: ``(n,)`` bool, the shown impressions carrying a new ad; ``windows``: (as of, start,
+    end) of each monitor window. Per window from the onset on: new-ad impressions, and the
+    ratio Σ served pCTR / Σ true probability (``None`` under ``min_impressions``).
+    ``calibrated_at``: the first window from which every later measured ratio lies within
+    1 ± ``tolerance`` (``None`` if the last one does not); ``hours_to_calibrated`` counts from the
+    onset. ``ctr``: observed and expected (mean true probability) CTR of all impressions shown
+    from the onset on — what a policy's choices earn.
+
+    >>> from datetime import UTC
+    >>> t = datetime(2026, 1, 5, tzinfo=UTC)
+    >>> n = 4
+    >>> s = Shown(np.array([to_us(t)] * n), np.zeros((n, 13), np.float32), np.zeros((n, 26), np.int64),
+    ...           np.full(n, 0.2), np.full(n, 0.21, np.float32), np.ones(n, np.int64), np.zeros(n, np.int8))
+    >>> new_ads_calibration(s, np.ones(n, bool), t, [(t, t, t)], min_impressions=1)["calibrated_at"]
+    '2026-01-05T00:00:00+00:00'
+    """
+    after = shown.at_us >= to_us(onset)
+    series: list[dict[str, Any]] = []
+    for as_of, start, end in windows:
+        if as_of < onset:
+            continue
+        mask = shown.between(start, end) & new
+        count = int(mask.sum())
+        truth = float(shown.p_true[mask].sum())
+        ratio = round(float(shown.pctr[mask].sum()) / truth, 4) if count >= min_impressions and truth > 0 else None
+        series.append({"as_of": as_of.isoformat(), "impressions": count, "pctr_over_truth": ratio})
+    measured = [e for e in series if e["pctr_over_truth"] is not None]
+    calibrated_at: str | None = None
+    for e in reversed(measured):
+        if abs(e["pctr_over_truth"] - 1.0) > tolerance:
+            break
+        calibrated_at = e["as_of"]
+    hours = None if calibrated_at is None else (datetime.fromisoformat(calibrated_at) - onset).total_seconds() / 3600
+    return {
+        "tolerance": tolerance,
+        "series": series,
+        "calibrated_at": calibrated_at,
+        "hours_to_calibrated": hours,
+        "new_ad_share": round(float(new[after].mean()), 4) if after.any() else None,
+        "ctr": {
+            "impressions": int(after.sum()),
+            "observed": round(float(shown.label[after].mean()), 5) if after.any() else None,
+            "expected": round(float(shown.p_true[after].mean()), 5) if after.any() else None,
+        },
     }

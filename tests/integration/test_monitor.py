@@ -419,3 +419,60 @@ def test_the_breach_began_at_the_first_record_of_the_current_streak(db_url: str)
     assert _breach_since(store, now) == T0 + timedelta(hours=4)
     record(10, False, "no-trigger")
     assert _breach_since(store, now) == now  # calm again: a breach now is the first of a new streak
+
+
+def _monitor_record(store: EventStore, hours: int, decision: str, version: int, auc: float | None = None) -> None:
+    from sqlalchemy import insert
+
+    from ctr.events.tables import monitor_runs
+
+    at = to_us(T0 + timedelta(hours=hours))
+    record = {"auc": auc, "decision": decision, "per_version": {str(version): {}}}
+    with store.engine.begin() as conn:
+        conn.execute(
+            insert(monitor_runs).values(
+                started_at_us=at, as_of_us=at, window_start_us=at, window_end_us=at, labelled=1000,
+                positives=100, breach=decision != "no-trigger", decision=decision, reason="", trigger="local",
+                submission="ok", serving_version=version, auc=auc, record=json.dumps(record),
+            )
+        )  # fmt: skip
+
+
+def test_a_warm_start_is_judged_against_its_full_ancestors_level(db_url: str, tmp_path: Path) -> None:
+    """The learned baseline of an incremental version is the one its newest full ancestor learned
+    on its own traffic: a retrain that half repairs a breach does not lower the bar. A full
+    version learns its own; a lineage whose full ancestor never had a window of its own falls
+    back to the version's own."""
+    from monitor.run import _learned_baseline
+
+    store = EventStore(db_url)
+    repo = ModelRepository(tmp_path / "repo")
+    lineage = {1: ("full", None), 2: ("incremental", 1), 3: ("incremental", 2)}
+    lineage |= {4: ("full", None), 5: ("incremental", 9)}
+    for version, (mode, parent) in lineage.items():
+        (repo.model_dir / str(version)).mkdir(parents=True)
+        meta = {"mode": mode, "parent_version": parent}
+        (repo.model_dir / str(version) / "metadata.json").write_text(json.dumps(meta))
+    rules = Rules(learned_baseline=True)
+    _monitor_record(store, 0, "no-trigger", 1, 0.75)  # version 1's own level
+    _monitor_record(store, 10, "trigger", 3, 0.70)
+    _monitor_record(store, 20, "no-trigger", 4, 0.72)
+    _monitor_record(store, 30, "no-trigger", 5, 0.69)
+    assert _learned_baseline(store, repo, 3, rules) == 0.75  # 3 → 2 → 1 (full)
+    assert _learned_baseline(store, repo, 4, rules) == 0.72  # a full version sets its own level
+    assert _learned_baseline(store, repo, 5, rules) == 0.69  # its parent 9 was pruned: its own
+    assert _learned_baseline(store, repo, 3, Rules(learned_baseline=False)) is None
+
+
+def test_an_episode_counts_the_triggers_since_its_breach_began(db_url: str) -> None:
+    from monitor.run import _breach_since, _episode_triggers
+
+    store = EventStore(db_url)
+    _monitor_record(store, 0, "trigger", 1)  # an earlier episode
+    _monitor_record(store, 2, "no-trigger", 2)  # it ended
+    _monitor_record(store, 4, "trigger", 2)  # this one began here
+    _monitor_record(store, 6, "settling", 3)
+    _monitor_record(store, 10, "trigger", 3)
+    now = T0 + timedelta(hours=12)
+    since = _breach_since(store, now)
+    assert since == T0 + timedelta(hours=4) and _episode_triggers(store, since) == 2

@@ -240,8 +240,30 @@ def test_an_event_log_run_lays_out_history_and_exported_days(
     )
     prepared = prepare(request)
     history = list(range(7))
-    if mode == "full":
-        assert (prepared.train_days, prepared.replay_days) == ([*history, 7], None)
+    if mode == "full":  # and its second candidate: the exported day alone
+        assert (prepared.train_days, prepared.replay_days, prepared.recent_days) == ([*history, 7], None, [7])
     else:
-        assert (prepared.train_days, prepared.replay_days) == ([7], history)
+        assert (prepared.train_days, prepared.replay_days, prepared.recent_days) == ([7], history, None)
     assert (prepared.valid_day, prepared.holdout_day) == (8, 9)
+
+
+@pytest.mark.parametrize(("drift", "kept"), [("concept", "recent"), (None, "history+recent")])
+def test_a_full_run_keeps_the_data_window_that_validates_better(drift: str | None, kept: str, tmp_path: Path) -> None:
+    """After a concept drift the old days' labels mislead and the recent day alone validates
+    better; without drift the history helps. Either way one candidate stays staged."""
+    from ctr.data.synth import SynthArgs, synthesize
+    from ctr.retrain import Prepared, train
+
+    data = tmp_path / "data"  # days 0-1: history; day 2: the recent (exported) day; day 3 validates
+    drift_day = 2 if drift else None
+    synthesize(SynthArgs(days=4, rows_per_day=12_000, seed=3, drift_day=drift_day, drift=drift), data)  # type: ignore[arg-type]
+    repo = ModelRepository(tmp_path / "repo")
+    request = RetrainRequest(repo=str(repo.root), train_days="0-2", experiment="dcn_v2_demo", mode="full")
+    staged = Path(train(Prepared("r1", "full", str(data), [0, 1, 2], 3, 3, None, [2]), request))
+    meta = json.loads((staged / "metadata.json").read_text())
+    window = meta["window"]
+    aucs = window["validation_auc"]
+    assert window["chosen"] == kept, window
+    assert aucs[kept] > aucs[({"recent", "history+recent"} - {kept}).pop()], aucs
+    assert meta["data"]["train_days"] == ([2] if kept == "recent" else [0, 1, 2])
+    assert [p for p in staged.parent.iterdir() if p.is_dir()] == [staged]  # the other candidate was discarded

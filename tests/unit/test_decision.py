@@ -16,6 +16,7 @@ NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 RULES = Rules(absolute_auc=0.70, min_positives=100, min_negatives=100, cooldown=timedelta(hours=6))
 GOOD = Evidence(positives=400, negatives=9600, auc=0.74, auc_lower=0.72, auc_upper=0.76)
 BAD = replace(GOOD, auc=0.66, auc_lower=0.64, auc_upper=0.68)
+CAPPED = replace(RULES, max_per_episode=2)
 
 
 @pytest.mark.parametrize(
@@ -39,6 +40,12 @@ BAD = replace(GOOD, auc=0.66, auc_lower=0.64, auc_upper=0.68)
         ),  # a failed run still holds the cooldown
         (BAD, History(last_trigger_at=NOW - timedelta(hours=6), last_trigger_run="r1"), RULES, "trigger"),
         (BAD, History(lease_run_id="run-7", last_trigger_at=NOW - timedelta(hours=1)), RULES, "in-flight"),
+        # a breach that outlived max_per_episode retrains pages a person instead of a third retrain
+        (BAD, History(last_trigger_at=NOW - timedelta(hours=6), episode_triggers=2), CAPPED, "exhausted"),
+        (BAD, History(last_trigger_at=NOW - timedelta(hours=6), episode_triggers=1), CAPPED, "trigger"),
+        (BAD, History(last_trigger_at=NOW - timedelta(hours=1), episode_triggers=2), CAPPED, "cooldown"),
+        (BAD, History(last_trigger_at=NOW - timedelta(hours=6), episode_triggers=9), RULES, "trigger"),  # no cap
+        (GOOD, History(last_trigger_at=NOW - timedelta(hours=6), episode_triggers=2), CAPPED, "no-trigger"),
     ],
 )
 def test_the_rule_table(evidence: Evidence, history: History, rules: Rules, want: str) -> None:
@@ -52,6 +59,15 @@ def test_reasons_and_streaks_are_recorded() -> None:
     cooling = decide(BAD, History(last_trigger_at=NOW - timedelta(hours=1), last_trigger_run="r1",
                                   last_run_state="failed"), RULES, NOW)  # fmt: skip
     assert "run r1, which failed" in cooling.reason and "cooldown 6:00:00" in cooling.reason
+
+
+def test_an_exhausted_episode_says_since_when_and_why() -> None:
+    since = NOW - timedelta(hours=14)
+    history = History(last_trigger_at=NOW - timedelta(hours=7), episode_triggers=2, breach_since=since)
+    out = decide(BAD, history, CAPPED, NOW)
+    assert out.decision == "exhausted" and out.breach and not out.escalate
+    assert f"2 retrain(s) since the breach began at {since.isoformat()}" in out.reason
+    assert "retrain.max_per_episode 2" in out.reason
 
 
 def test_the_threshold_is_the_highest_rule() -> None:
@@ -108,7 +124,6 @@ AFTER_RETRAIN = History(
     last_trigger_run="r1",
     last_trigger_version=1,
     serving_version=2,
-    serving_mode="incremental",
 )
 
 
@@ -124,19 +139,19 @@ def test_a_retrain_is_judged_on_a_window_of_its_own() -> None:
     assert decide(replace(GOOD, serving_share=0.6), AFTER_RETRAIN, RULES, NOW).decision == "no-trigger"
 
 
-def test_a_breach_that_outlives_an_incremental_retrain_escalates_to_a_full_one() -> None:
-    out = decide(BAD, AFTER_RETRAIN, RULES, NOW)
+def test_a_breach_that_outlives_a_retrain_escalates_to_a_full_one() -> None:
+    """Whatever became of the episode's first retrain (published and the breach outlived it,
+    refused by the gate, failed), the next trigger of the same breach asks for a full one."""
+    episode = replace(AFTER_RETRAIN, episode_triggers=1)
+    out = decide(BAD, episode, RULES, NOW)
     assert out.decision == "trigger" and out.escalate
-    assert out.reason.endswith("escalated to a full retrain: incremental version 2 did not repair it")
-    assert not decide(BAD, replace(AFTER_RETRAIN, serving_mode="full"), RULES, NOW).escalate  # full already
-    assert not decide(BAD, AFTER_RETRAIN, replace(RULES, escalate=False), NOW).escalate  # rule off
+    assert out.reason.endswith("escalated to a full retrain: 1 earlier retrain(s) of this breach did not repair it")
+    refused = replace(episode, serving_version=1)  # the gate kept version 1 serving
+    assert decide(BAD, refused, RULES, NOW).escalate
+    assert not decide(BAD, episode, replace(RULES, escalate=False), NOW).escalate  # rule off
     assert not decide(BAD, History(), RULES, NOW).escalate  # a first trigger is the ordinary run
-    # the last trigger fired on incremental version 2 and its run did not replace it: escalate again
-    retried = decide(BAD, replace(AFTER_RETRAIN, last_trigger_version=2), RULES, NOW)
-    assert retried.escalate and retried.reason.endswith("version 2 still serves: the last run did not replace it")
-    # ... but not for a full version that a trigger fired on (its retrain is the incremental one)
-    on_full = replace(AFTER_RETRAIN, last_trigger_version=2, serving_mode="full")
-    assert not decide(BAD, on_full, RULES, NOW).escalate
-    assert decide(BAD, replace(AFTER_RETRAIN, last_trigger_at=NOW - timedelta(hours=1)), RULES, NOW).decision == (
+    # a new episode (a calm window since): its first trigger is the ordinary run again
+    assert not decide(BAD, replace(AFTER_RETRAIN, episode_triggers=0), RULES, NOW).escalate
+    assert decide(BAD, replace(episode, last_trigger_at=NOW - timedelta(hours=1)), RULES, NOW).decision == (
         "cooldown"
     )  # the cooldown still applies to the escalation

@@ -21,7 +21,7 @@ def test_the_shipped_rules_files_load_as_written(shipped: str) -> None:
     assert (rules.min_positives, rules.min_negatives, rules.confidence) == (100, 100, 0.95)
     assert rules.absolute_auc == 0.70 and rules.cooldown == timedelta(hours=6)
     assert rules.learned_baseline and rules.relative_drop is None and rules.escalate
-    assert rules.calibration_max_deviation == 0.15
+    assert rules.calibration_max_deviation == 0.15 and rules.max_per_episode == 2
     assert rules == load_rules(ROOT / "monitor/rules.example.yaml")  # the cluster runs what the README shows
 
 
@@ -45,7 +45,8 @@ def test_a_partial_file_keeps_the_defaults_it_does_not_name(tmp_path: Path) -> N
         ("evidence:\n  min_negatives: 0\n", "counts must be at least 1"),
         ("drift:\n  enabled: 'no'\n", "drift.enabled must be true or false, got 'no'"),
         ("retrain:\n  escalate: 1\n", "retrain.escalate must be true or false, got 1"),
-        ("retrain:\n  full: true\n", "unknown key retrain.full; known: escalate"),
+        ("retrain:\n  full: true\n", "unknown key retrain.full; known: escalate, max_per_episode"),
+        ("retrain:\n  max_per_episode: 0\n", "counts must be at least 1"),
         ("auc:\n  absolute: null\n", "set auc.absolute, auc.relative_drop and/or auc.baseline: learned"),
         ("cooldown: soon\n", "rules file {path}: bad cooldown 'soon': use forms like 30s"),
         ("auc:\n  absolute: 0\n", "auc.absolute must lie in (0, 1], got 0.0"),

@@ -108,3 +108,19 @@ def test_bad_arguments_are_input_errors(tmp_path: Path) -> None:
         synthesize(SynthArgs(days=3, rows_per_day=10, seed=1, drift_day=1, drift="sideways"), tmp_path)  # type: ignore[arg-type]
     with pytest.raises(InputError, match="go together"):
         synthesize(SynthArgs(days=3, rows_per_day=10, seed=1, drift_day=1), tmp_path)
+
+
+def test_new_ads_are_recognised_from_their_hashes_alone() -> None:
+    """The demo's new-ads yardstick tells new ads by the hashes the score API receives."""
+    world = SyntheticWorld(WorldConfig(seed=4, total_rows=100_000, drift_day=1, drift="new-ads"))
+    rng = np.random.default_rng(0)
+    before, after = world.sample(0, 5_000, rng), world.sample(1, 5_000, rng)
+    assert not world.shows_new_ad(before.sparse).any()
+    j = world.ad_id_feature
+    present = (after.sparse[:, j] >= 0).mean()
+    share = world.shows_new_ad(after.sparse).mean()
+    assert share == pytest.approx(0.6 * present, abs=0.03)  # NEW_AD_SHARE of the present ad ids
+    idx = world._value_rows(np.random.default_rng(1), 2_000, 1)  # the rows behind the hashes
+    card = int(world.cardinality[j])
+    fresh = (idx[j] >= card) & (idx[j] < card + int(world.n_new[j]))
+    assert (world.shows_new_ad(world._hashes(idx)) == fresh).all()

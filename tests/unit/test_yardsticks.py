@@ -11,6 +11,7 @@ import pytest
 
 from ctr.data.world import Impressions
 from ctr.demo.yardsticks import ShownLog, recovery, recovery_share, scores_of, window_aucs
+from ctr.timeutil import to_us
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 
@@ -100,3 +101,29 @@ def test_recovery_of_log_loss_counts_lower_as_better() -> None:
     expected = (loss["drifted"] - loss["served"]) / (loss["drifted"] - loss["counterfactual_24h"])
     assert got["logloss_recovery"] == pytest.approx(expected, abs=1e-3)
     assert got["auc"]["oracle"] == got["auc"]["counterfactual_24h"]
+
+
+def test_new_ads_calibration_says_when_the_served_pctr_entered_the_band_for_good() -> None:
+    from ctr.demo.yardsticks import Shown, new_ads_calibration
+
+    hours = np.repeat(np.arange(6), 100)  # 100 impressions in each simulated hour after the onset
+    n = hours.size
+    truth = np.full(n, 0.2)
+    ratio = np.array([0.5, 1.05, 0.8, 0.95, 1.08, 1.02])[hours]  # in, out, then in for good from hour 3
+    shown = Shown(
+        np.array([to_us(T0 + timedelta(hours=int(h), minutes=30)) for h in hours]),
+        np.zeros((n, 13), np.float32),
+        np.zeros((n, 26), np.int64),
+        truth,
+        (truth * ratio).astype(np.float32),
+        np.ones(n, np.int64),
+        (np.arange(n) % 4 == 0).astype(np.int8),
+    )
+    new = np.arange(n) % 2 == 0
+    windows = [(T0 + timedelta(hours=h + 1), T0 + timedelta(hours=h), T0 + timedelta(hours=h + 1)) for h in range(6)]
+    out = new_ads_calibration(shown, new, T0, windows, min_impressions=10)
+    assert [e["pctr_over_truth"] for e in out["series"]] == pytest.approx([0.5, 1.05, 0.8, 0.95, 1.08, 1.02], abs=1e-4)
+    assert out["calibrated_at"] == (T0 + timedelta(hours=4)).isoformat() and out["hours_to_calibrated"] == 4.0
+    assert out["new_ad_share"] == 0.5 and out["ctr"] == {"impressions": n, "observed": 0.25, "expected": 0.2}
+    still_off = new_ads_calibration(shown, new, T0, windows[:3], min_impressions=10)
+    assert still_off["calibrated_at"] is None and still_off["hours_to_calibrated"] is None
