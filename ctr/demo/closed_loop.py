@@ -224,19 +224,25 @@ def measure_yardsticks(
         (e for e in timeline.entries if _triggered(e) and datetime.fromisoformat(e["as_of"]) >= onset),
         None,
     )
-    cuts = {"counterfactual": None if first is None else datetime.fromisoformat(first["as_of"])}
-    cuts["counterfactual_24h"] = recovery_from
+    history = list(range(cfg.drift_day))
+    cuts: dict[str, tuple[datetime, datetime, list[int]] | None] = {  # since, until, history days
+        "counterfactual": None if first is None else (start, datetime.fromisoformat(first["as_of"]), history),
+        "counterfactual_24h": (start, recovery_from, history),
+        "counterfactual_24h_recent": (onset, recovery_from, []),
+    }
     counterfactuals: dict[str, NDArray[Any] | None] = {}
-    for name, until in cuts.items():
-        if until is None:
+    for name, cut in cuts.items():
+        if cut is None:
             counterfactuals[name] = None
             continue
-        print(f"[yardstick] {name}: full retrain on days 0-{cfg.drift_day - 1} + events to {sim_time(until)}")
+        since, until, days = cut
+        what = f"days 0-{days[-1]} + " if days else ""
+        print(f"[yardstick] {name}: full retrain on {what}events {sim_time(since)} to {sim_time(until)}")
         graph = counterfactual_full(
             db_url,
             cfg.workdir / "data",
-            list(range(cfg.drift_day)),
-            start,
+            days,
+            since,
             until,
             cfg.experiment,
             cfg.workdir / name,
@@ -248,12 +254,12 @@ def measure_yardsticks(
     for e in timeline.entries:
         begin = datetime.fromisoformat(e["window_start"])
         aucs = window_aucs(shown, scores, begin, datetime.fromisoformat(e["window_end"]))
-        for name, until in cuts.items():
-            if until is not None and begin < until:
+        for name, cut in cuts.items():
+            if cut is not None and begin < cut[1]:
                 aucs[name] = None  # it trained on these impressions: no yardstick in sample
         timeline.yardsticks.append(aucs)
     return {
-        "counterfactual_trained_to": {k: None if v is None else v.isoformat() for k, v in cuts.items()},
+        "counterfactual_trained_to": {k: None if v is None else v[1].isoformat() for k, v in cuts.items()},
         "v1_offline_vs_served_max_abs": None if mismatch is None else round(mismatch, 7),
         "recovery": recovery(shown, scores, recovery_from),
     }

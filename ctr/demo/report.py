@@ -121,6 +121,7 @@ def write_report(cfg: DemoConfig, timeline: Timeline, summary: dict[str, Any]) -
     styles = {"oracle": ("k", "oracle (true probabilities)"), "drifted": ("tab:gray", "version 1, never replaced")}
     styles["counterfactual"] = ("tab:olive", "counterfactual full retrain at the first trigger")
     styles["counterfactual_24h"] = ("tab:brown", "counterfactual full retrain at onset + 24 h")
+    styles["counterfactual_24h_recent"] = ("tab:purple", "the same on the 24 h after the onset alone")
     pairs = [(e, y) for e, y in zip(timeline.entries, timeline.yardsticks, strict=False) if e["auc"] is not None]
     for name, (color, label) in styles.items():
         points = [(hours(e["as_of"]), y[name]) for e, y in pairs if y.get(name) is not None]
@@ -164,7 +165,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}</style></head><bod
 <h2>Drift</h2>{drift}
 <h2>Monitor decision records</h2><table><tr><th>as of</th><th>served</th><th>labelled</th><th>AUC</th>
 <th>95% CI</th><th>calibration</th><th>oracle AUC</th><th>v1 AUC</th><th>counterfactual AUC (first trigger)</th>
-<th>counterfactual AUC (onset + 24 h)</th>
+<th>counterfactual AUC (onset + 24 h)</th><th>counterfactual AUC (the 24 h after the onset alone)</th>
 <th>drift share</th><th>decision</th><th>reason</th></tr>{rows}</table></body></html>""")
 
 
@@ -185,6 +186,7 @@ def _row(e: dict[str, Any], y: dict[str, Any]) -> str:
         num(y.get("drifted")),
         num(y.get("counterfactual")),
         num(y.get("counterfactual_24h")),
+        num(y.get("counterfactual_24h_recent")),
         drift,
         e["decision"],
         e["reason"],

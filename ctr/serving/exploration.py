@@ -12,12 +12,23 @@ with ``n`` candidates and ``k = min(top_k, n)``: in ``[ε·k/n, 1]``, and 1 for 
 ε = 0 (no exploration, the default). The propensities of all ``n`` candidates sum to ``k``.
 Configured as data: ``CTR_EXPLORATION=none`` or ``epsilon:0.05`` (``ApiSettings.exploration``).
 
-Where the propensity matters (selection bias): an estimate over shown impressions that should
-speak for all candidates weights each by 1 / propensity (inverse propensity scoring), which the
-logged column makes possible offline. Nothing consumes it yet: the monitor's windowed AUC stays
-the AUC of what was shown (the quantity the ranking is judged on), training does not weight by
-it, and neither the explore/exploit draw, the unshown candidates nor the display position are
-logged (an unbiased view of new ads would need the first of these).
+Where the propensity matters (selection bias), and how it is used:
+
+- **Training: not weighted, on purpose.** The policy picks from the candidates' features alone
+  (their pCTR and a coin), and the user clicks by the features, so among shown rows P(click | x)
+  is the P(click | x) a pointwise CTR model estimates: selection changes which ``x`` are covered,
+  not the label given ``x``. What it starves is coverage — a new ad that is never shown has no
+  rows — and that is what ε buys back. Weighting by 1 / propensity would only re-weight the loss
+  towards rarely shown ads, at the price of variance.
+- **Monitor: the AUC of what was shown.** The windowed AUC and calibration are over shown
+  impressions, the quantity the served ranking is judged on; under exploration they include the
+  explored slots as shown. An estimate that must speak for all candidates — the CTR another
+  policy would get — weights each shown impression by 1 / propensity (inverse propensity
+  scoring) offline, from the logged column. Neither the explore/exploit draw, the unshown
+  candidates nor the display position are logged.
+- **Measured in the demo** (``ctr demo --exploration epsilon:E``): new ads' served pCTR against
+  their true click probability per window, and the CTR of what was shown (``summary.json``,
+  ``exploration``).
 
 >>> import numpy as np
 >>> policy = Exploration.parse("epsilon:0.1")

@@ -5,6 +5,7 @@ yardsticks scoring exactly what was served, nothing lost or left."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +25,12 @@ def tritonservers() -> set[int]:
 def test_shortened_demo(tmp_path: Path) -> None:
     before = tritonservers()
     cfg = DemoConfig(
-        workdir=tmp_path / "run", report_dir=tmp_path / "report", days=6, rows_per_day=20_000, requests_per_tick=50
+        workdir=tmp_path / "run",
+        report_dir=tmp_path / "report",
+        days=6,
+        rows_per_day=20_000,
+        requests_per_tick=50,
+        exploration="epsilon:0.1",
     )
     summary = run_demo(cfg)
     assert tritonservers() - before == set()  # no tritonserver (or stub) left behind
@@ -47,3 +53,13 @@ def test_shortened_demo(tmp_path: Path) -> None:
     assert auc["served"] > auc["drifted"] and rec["auc_recovery"] is not None and rec["auc_recovery"] > 0
     assert summary["impressions_sent"] == summary["impressions_logged"] > 0
     assert summary["requests_failed"] == 0
+    # the API explored as configured: every impression logged its propensity, (1 - ε) + ε·k/n for an
+    # ad of the greedy top k, ε·k/n for one only an exploring draw shows
+    with sqlite3.connect(tmp_path / "run" / "events.db") as db:
+        low, high, missing = db.execute(
+            "SELECT min(propensity), max(propensity), sum(propensity IS NULL) FROM impressions"
+        ).fetchone()
+    assert missing == 0 and (low, high) == (pytest.approx(0.1 * 5 / 10), pytest.approx(0.9 + 0.1 * 5 / 10))
+    explored = summary["exploration"]
+    assert explored["policy"] == "epsilon:0.1" and explored["series"]  # new ads' pCTR vs truth, per window
+    assert 0.0 < explored["ctr"]["expected"] < 1.0 and explored["new_ad_share"] > 0

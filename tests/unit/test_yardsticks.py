@@ -103,6 +103,21 @@ def test_recovery_of_log_loss_counts_lower_as_better() -> None:
     assert got["auc"]["oracle"] == got["auc"]["counterfactual_24h"]
 
 
+def test_the_best_recovery_is_measured_against_the_better_full_retrain() -> None:
+    shown = _log().arrays()
+    rng = np.random.default_rng(5)
+    drifted = rng.random(len(shown.p_true)).astype(np.float32)  # no skill
+    weak = np.clip(shown.p_true + rng.normal(0, 0.3, shown.p_true.size), 0.001, 0.999).astype(np.float32)
+    strong = shown.p_true.astype(np.float32)
+    both = {"counterfactual_24h": weak, "counterfactual_24h_recent": strong}
+    got = recovery(shown, scores_of(shown, drifted, both), T0)
+    auc = got["auc"]
+    assert auc["counterfactual_24h"] < auc["counterfactual_24h_recent"]
+    assert got["auc_recovery"] == recovery_share(auc["served"], auc["drifted"], auc["counterfactual_24h"])
+    assert got["auc_recovery_best"] == recovery_share(auc["served"], auc["drifted"], auc["counterfactual_24h_recent"])
+    assert got["auc_recovery_best"] < got["auc_recovery"]
+
+
 def test_new_ads_calibration_says_when_the_served_pctr_entered_the_band_for_good() -> None:
     from ctr.demo.yardsticks import Shown, new_ads_calibration
 
