@@ -243,6 +243,24 @@ def test_load_errors_are_typed(trained: ModelRepository, tmp_path: Path) -> None
         load_version(broken, 1)
 
 
+def test_a_cuda_session_never_falls_back_to_the_cpu_in_silence(trained: ModelRepository) -> None:
+    """``onnx_session(device="cuda")`` is what a GPU benchmark or a GPU pod asks for: where this
+    ONNX Runtime has no CUDA provider (the CPU wheel, as here) it says so instead of scoring on
+    the CPU under a GPU label; a device it does not know is refused too."""
+    import onnxruntime as ort
+
+    from ctr.onnx_export import onnx_session
+
+    graph = trained.version_dir(1) / "model.onnx"
+    assert onnx_session(graph, device="cpu").get_providers() == ["CPUExecutionProvider"]
+    with pytest.raises(ArtifactError, match="device must be cpu or cuda, got 'tpu'"):
+        onnx_session(graph, device="tpu")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this ONNX Runtime has a CUDA provider: the GPU benchmark measures it (RESULTS)")
+    with pytest.raises(ArtifactError, match=r"has no CUDA provider; install onnxruntime-gpu"):
+        onnx_session(graph, device="cuda")
+
+
 def test_cpu_bf16_training_matches_fp32_quality(drift_days: Path, tmp_path: Path) -> None:
     """``cpu_precision: bf16`` (autocast; fp32 on CPUs without native bf16) trains as well as fp32."""
     config = tmp_path / "experiments.yaml"
