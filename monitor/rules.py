@@ -16,6 +16,7 @@ Every key (``monitor/rules.example.yaml`` ships these without ``relative_drop``)
       relative_drop: 0.03       # ... or < validation AUC - 0.03 (offline: not comparable) ...
       baseline: learned         # ... or < the serving version's own windowed AUC - margin
       margin: 0.02
+      baseline_windows: 3       # learned as the median of the version's first 3 windows of its own
     calibration:
       max_deviation: 0.15       # breach when predicted/observed clicks lie outside 1 ± 0.15
     cooldown: 6h                # no second trigger (or alert) within this
@@ -57,6 +58,7 @@ class Rules:
     relative_drop: float | None = None
     learned_baseline: bool = False  # auc.baseline: learned
     baseline_margin: float = 0.02  # auc.margin
+    baseline_windows: int = 3  # auc.baseline_windows: the learned baseline is the median of this many own windows
     calibration_max_deviation: float | None = None  # calibration.max_deviation; None: not a signal
     cooldown: timedelta = timedelta(hours=6)
     escalate: bool = True  # retrain.escalate
@@ -89,7 +91,7 @@ LAYOUT: dict[str, frozenset[str] | None] = {
     "attribution_window": None,
     "window": frozenset({"max_age", "max_labelled"}),
     "evidence": frozenset({"min_positives", "min_negatives", "confidence", "consecutive_breaches"}),
-    "auc": frozenset({"absolute", "relative_drop", "baseline", "margin"}),
+    "auc": frozenset({"absolute", "relative_drop", "baseline", "margin", "baseline_windows"}),
     "calibration": frozenset({"max_deviation"}),
     "cooldown": None,
     "retrain": frozenset({"escalate", "max_per_episode"}),
@@ -158,6 +160,7 @@ def load_rules(path: Path | None) -> Rules:
             relative_drop=None if auc.get("relative_drop") is None else float(auc["relative_drop"]),
             learned_baseline=auc.get("baseline") == "learned",
             baseline_margin=float(auc.get("margin", defaults.baseline_margin)),
+            baseline_windows=int(auc.get("baseline_windows", defaults.baseline_windows)),
             calibration_max_deviation=None if cal.get("max_deviation") is None else float(cal["max_deviation"]),
             cooldown=parse_duration(str(raw.get("cooldown", "6h")), "cooldown", allow_zero=True),
             escalate=retrain.get("escalate", defaults.escalate),
@@ -175,7 +178,13 @@ def load_rules(path: Path | None) -> Rules:
     d = rules.calibration_max_deviation
     if d is not None and not 0.0 < d < 1.0:
         raise InputError(f"rules file {path}: calibration.max_deviation must lie in (0, 1), got {d}")
-    counts = (rules.consecutive_breaches, rules.min_positives, rules.min_negatives, rules.max_labelled)
+    counts = (
+        rules.consecutive_breaches,
+        rules.min_positives,
+        rules.min_negatives,
+        rules.max_labelled,
+        rules.baseline_windows,
+    )
     cap = rules.max_per_episode
     if min(counts) < 1 or rules.drift_sample_rows < 1 or (cap is not None and cap < 1):
         raise InputError(f"rules file {path}: counts must be at least 1")

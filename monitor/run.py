@@ -176,20 +176,24 @@ def _run_state(req: MonitorRequest, last: dict[str, Any]) -> str:
     return "unknown"
 
 
-def _own_auc(store: EventStore, version: int) -> float | None:
-    """A version's own windowed AUC: the first record whose whole window it served, with enough labels."""
+def _own_auc(store: EventStore, version: int, windows: int) -> float | None:
+    """A version's own windowed AUC: the median of the first ``windows`` records whose whole
+    window it served, each with enough labels; None until there are that many."""
     query = (
         select(monitor_runs.c.record)
         .where(monitor_runs.c.serving_version == version, monitor_runs.c.auc.is_not(None))
         .order_by(monitor_runs.c.as_of_us, monitor_runs.c.id)
         .limit(200)
     )
+    found: list[float] = []
     with store.engine.connect() as conn:
         for (raw,) in conn.execute(query):
             record = json.loads(str(raw))
             own = record.get("per_version", {})
             if list(own) == [str(version)] and record["decision"] != "insufficient-data":
-                return float(record["auc"])
+                found.append(float(record["auc"]))
+                if len(found) == windows:
+                    return round(float(np.median(found)), 6)
     return None
 
 
@@ -211,15 +215,17 @@ def _full_ancestor(repo: ModelRepository, version: int) -> int:
 
 def _learned_baseline(store: EventStore, repo: ModelRepository, serving: int | None, rules: Rules) -> float | None:
     """The ``auc.baseline: learned`` rule: the windowed AUC of the newest full version in the
-    serving version's lineage, once it had served a whole window with enough labels; else the
-    serving version's own. A warm start is judged against the level its full ancestor reached
-    (an incremental retrain that only half repairs a breach must not lower the bar); a full
-    retrain sets a new level."""
+    serving version's lineage (the median of its first ``auc.baseline_windows`` windows of its
+    own, with enough labels: the very first window after a fresh start holds a fraction of the
+    traffic and reads high or low by chance); else the serving version's own. A warm start is
+    judged against the level its full ancestor reached (an incremental retrain that only half
+    repairs a breach must not lower the bar); a full retrain sets a new level."""
     if serving is None or not rules.learned_baseline:
         return None
     anchor = _full_ancestor(repo, serving)
-    found = _own_auc(store, anchor) if anchor != serving else None
-    return found if found is not None else _own_auc(store, serving)
+    n = rules.baseline_windows
+    found = _own_auc(store, anchor, n) if anchor != serving else None
+    return found if found is not None else _own_auc(store, serving, n)
 
 
 def _history(

@@ -7,6 +7,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -453,7 +454,7 @@ def test_a_warm_start_is_judged_against_its_full_ancestors_level(db_url: str, tm
         (repo.model_dir / str(version)).mkdir(parents=True)
         meta = {"mode": mode, "parent_version": parent}
         (repo.model_dir / str(version) / "metadata.json").write_text(json.dumps(meta))
-    rules = Rules(learned_baseline=True)
+    rules = Rules(learned_baseline=True, baseline_windows=1)
     _monitor_record(store, 0, "no-trigger", 1, 0.75)  # version 1's own level
     _monitor_record(store, 10, "trigger", 3, 0.70)
     _monitor_record(store, 20, "no-trigger", 4, 0.72)
@@ -462,6 +463,12 @@ def test_a_warm_start_is_judged_against_its_full_ancestors_level(db_url: str, tm
     assert _learned_baseline(store, repo, 4, rules) == 0.72  # a full version sets its own level
     assert _learned_baseline(store, repo, 5, rules) == 0.69  # its parent 9 was pruned: its own
     assert _learned_baseline(store, repo, 3, Rules(learned_baseline=False)) is None
+    # the median of the first three own windows: one lucky small first window does not set the bar
+    _monitor_record(store, 22, "no-trigger", 4, 0.70)
+    assert _learned_baseline(store, repo, 4, replace(rules, baseline_windows=3)) is None  # two so far
+    _monitor_record(store, 24, "no-trigger", 4, 0.66)
+    _monitor_record(store, 26, "no-trigger", 4, 0.50)  # a fourth is not used
+    assert _learned_baseline(store, repo, 4, replace(rules, baseline_windows=3)) == 0.70
 
 
 def test_an_episode_counts_the_triggers_since_its_breach_began(db_url: str) -> None:

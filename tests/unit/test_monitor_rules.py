@@ -21,7 +21,7 @@ def test_the_shipped_rules_files_load_as_written(shipped: str) -> None:
     assert (rules.min_positives, rules.min_negatives, rules.confidence) == (100, 100, 0.95)
     assert rules.absolute_auc == 0.70 and rules.cooldown == timedelta(hours=6)
     assert rules.learned_baseline and rules.relative_drop is None and rules.escalate
-    assert rules.calibration_max_deviation == 0.15 and rules.max_per_episode == 2
+    assert rules.calibration_max_deviation == 0.15 and rules.max_per_episode == 2 and rules.baseline_windows == 3
     assert rules == load_rules(ROOT / "monitor/rules.example.yaml")  # the cluster runs what the README shows
 
 
@@ -40,13 +40,14 @@ def test_a_partial_file_keeps_the_defaults_it_does_not_name(tmp_path: Path) -> N
         ("evidence:\n  min_positive: 20\n", "unknown key evidence.min_positive; known: confidence, consecutive_"),
         ("treshold: 0.7\n", "unknown key 'treshold'; known: attribution_window, window, evidence"),
         ("- 1\n- 2\n", "expected a mapping of rules, got list"),
-        ("auc: 0.7\n", "auc must be a mapping of absolute, baseline, margin, relative_drop"),
+        ("auc: 0.7\n", "auc must be a mapping of absolute, baseline, baseline_windows, margin, relative_drop"),
         ("evidence:\n  confidence: 95\n", "evidence.confidence must lie between 0 and 1, got 95.0"),
         ("evidence:\n  min_negatives: 0\n", "counts must be at least 1"),
         ("drift:\n  enabled: 'no'\n", "drift.enabled must be true or false, got 'no'"),
         ("retrain:\n  escalate: 1\n", "retrain.escalate must be true or false, got 1"),
         ("retrain:\n  full: true\n", "unknown key retrain.full; known: escalate, max_per_episode"),
         ("retrain:\n  max_per_episode: 0\n", "counts must be at least 1"),
+        ("auc:\n  baseline_windows: 0\n", "counts must be at least 1"),
         ("auc:\n  absolute: null\n", "set auc.absolute, auc.relative_drop and/or auc.baseline: learned"),
         ("cooldown: soon\n", "rules file {path}: bad cooldown 'soon': use forms like 30s"),
         ("auc:\n  absolute: 0\n", "auc.absolute must lie in (0, 1], got 0.0"),
