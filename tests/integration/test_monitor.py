@@ -422,13 +422,16 @@ def test_the_breach_began_at_the_first_record_of_the_current_streak(db_url: str)
     assert _breach_since(store, now) == now  # calm again: a breach now is the first of a new streak
 
 
-def _monitor_record(store: EventStore, hours: int, decision: str, version: int, auc: float | None = None) -> None:
+def _monitor_record(
+    store: EventStore, hours: int, decision: str, version: int, auc: float | None = None, shared_with: int | None = None
+) -> None:
     from sqlalchemy import insert
 
     from ctr.events.tables import monitor_runs
 
     at = to_us(T0 + timedelta(hours=hours))
-    record = {"auc": auc, "decision": decision, "per_version": {str(version): {}}}
+    per_version = {str(version): {}} | ({} if shared_with is None else {str(shared_with): {}})
+    record = {"auc": auc, "decision": decision, "per_version": per_version}
     with store.engine.begin() as conn:
         conn.execute(
             insert(monitor_runs).values(
@@ -483,3 +486,9 @@ def test_an_episode_counts_the_triggers_since_its_breach_began(db_url: str) -> N
     now = T0 + timedelta(hours=12)
     since = _breach_since(store, now)
     assert since == T0 + timedelta(hours=4) and _episode_triggers(store, since) == 2
+    # a calm window that versions 3 and 4 shared does not end it: 4 was not yet judged on its own
+    _monitor_record(store, 12, "no-trigger", 4, shared_with=3)
+    _monitor_record(store, 14, "trigger", 4)
+    assert _breach_since(store, now) == T0 + timedelta(hours=4)
+    _monitor_record(store, 16, "no-trigger", 4)  # its own calm window ends it
+    assert _breach_since(store, now) == now
