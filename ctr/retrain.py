@@ -184,7 +184,11 @@ def train(prepared: Prepared, request: RetrainRequest) -> str:
 
     chosen = candidate(prepared.train_days)
     if prepared.recent_days:
-        recent = candidate(prepared.recent_days)
+        try:
+            recent = candidate(prepared.recent_days)
+        except BaseException:
+            repository.discard(chosen.staged)  # nothing of a failed run stays staged
+            raise
         aucs = {"history+recent": chosen.metrics.get("auc"), "recent": recent.metrics.get("auc")}
         keep_recent = (aucs["recent"] or 0.0) > (aucs["history+recent"] or 0.0)
         chosen, other = (recent, chosen) if keep_recent else (chosen, recent)
