@@ -164,12 +164,12 @@ def train(prepared: Prepared, request: RetrainRequest) -> str:
     changed (concept drift: their labels now mislead); the validation rows, newer than both,
     decide. The choice and both AUCs are recorded in the metadata as ``window``.
     """
-    from ctr.train import TrainSpec, train_candidate
+    from ctr.train import StagedVersion, TrainSpec, train_candidate
 
     gpus = torch_gpus()
     repository = ModelRepository(Path(request.repo))
 
-    def candidate(days: list[int]) -> Any:
+    def candidate(days: list[int]) -> StagedVersion:
         spec = TrainSpec(
             Path(prepared.data_dir),
             days,

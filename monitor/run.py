@@ -212,9 +212,7 @@ def _full_ancestor(repo: ModelRepository, version: int) -> int:
     while True:
         meta = repo.metadata(version)
         parent = meta.get("parent_version")
-        if meta.get("mode") != "incremental" or parent is None or int(parent) in seen:
-            return version
-        if int(parent) not in published:
+        if meta.get("mode") != "incremental" or parent is None or int(parent) in seen or int(parent) not in published:
             return version
         version = int(parent)
         seen.add(version)

@@ -63,10 +63,8 @@ def summarize(
         e for e in timeline.entries if e["decision"] in ("trigger", "in-flight", "settling", "cooldown", "exhausted")
     ]
     baselines = {str(e["serving_version"]): e.get("learned_baseline") for e in timeline.entries}
-    versions = [
-        {"version": v, "parent_version": repo.metadata(v)["parent_version"], "mode": repo.metadata(v)["mode"]}
-        for v in repo.versions()
-    ]
+    metadata = {v: repo.metadata(v) for v in repo.versions()}  # one read of each version's file
+    versions = [{"version": v, "parent_version": m["parent_version"], "mode": m["mode"]} for v, m in metadata.items()]
     return {
         "config": {k: str(v) for k, v in asdict(cfg).items()},
         "drift_onset": drift_at.isoformat(),
@@ -79,9 +77,7 @@ def summarize(
         "pages": sum(e["decision"] == "exhausted" for e in timeline.entries),  # breached, retrains spent
         "trigger_signals": [e.get("signals", []) for e in triggers],
         "versions": versions,
-        "full_windows": {
-            str(v): repo.metadata(v)["window"]["chosen"] for v in repo.versions() if "window" in repo.metadata(v)
-        },
+        "full_windows": {str(v): m["window"]["chosen"] for v, m in metadata.items() if "window" in m},
         "swaps": timeline.swaps,
         "auc_before_drift": _mean_auc(before),
         "auc_after_drift": _mean_auc(between),

@@ -256,7 +256,7 @@ def test_a_cuda_session_never_falls_back_to_the_cpu_in_silence(trained: ModelRep
     with pytest.raises(ArtifactError, match="device must be cpu or cuda, got 'tpu'"):
         onnx_session(graph, device="tpu")
     if "CUDAExecutionProvider" in ort.get_available_providers():
-        pytest.skip("this ONNX Runtime has a CUDA provider: the GPU benchmark measures it (RESULTS)")
+        pytest.skip("this ONNX Runtime has a CUDA provider: the missing-provider error cannot occur here")
     with pytest.raises(ArtifactError, match=r"has no CUDA provider; install onnxruntime-gpu"):
         onnx_session(graph, device="cuda")
 
