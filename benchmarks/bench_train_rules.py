@@ -6,6 +6,8 @@ sqrt(16) with a 20-step linear warm-up) and two other scaling rules, on the 7 ×
 every run). Then (issue 18, item 3, rows 10-16) rules for 64k against instability and too few
 steps: gradient clipping by global norm, a cosine decay after the warm-up with a higher peak,
 Adam's beta2 at 0.99; ``--best-at 32768`` then runs the best 64k row of the run at batch 32k.
+Rows 17-23 follow CowClip (``ctr.cowclip``): the embedding table keeps the reference rate, the
+dense weights are scaled, a one-epoch warm-up, column-wise clipping of the table's gradient.
 
 Min count: ``dcn`` with vocabulary thresholds 2, 10, 50, 200 and 500 on 2 × 60k, 2 × 300k and
 6 × 500k training rows; the gap to the Bayes AUC (the AUC of the true click probabilities on the
@@ -13,6 +15,7 @@ same day).
 
     python benchmarks/bench_train_rules.py --device cuda --out train-rules.json
     python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,1,10-16 --best-at 32768
+    python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,1,10,17-23 --best-at 32768
 """
 
 from __future__ import annotations
@@ -46,6 +49,15 @@ LARGE_BATCH: list[tuple[str, dict[str, object]]] = [
     ("dcn_v2_gpu", {"lr_decay": "cosine", "lr_scaling": "linear", "grad_clip_norm": 0.1}),
     ("dcn_v2_gpu", {"lr_decay": "cosine", "learning_rate": 0.002, "adam_beta2": 0.99}),
     ("dcn_v2_gpu", {"adam_beta2": 0.99}),
+    # third round (rows 17-23), after CowClip: the embedding table at the reference rate while the
+    # dense weights are scaled, a one-epoch warm-up (46 steps at 64k), column-wise clipping
+    ("dcn_v2_gpu", {"embedding_lr_scaling": "none"}),
+    ("dcn_v2_gpu", {"embedding_lr_scaling": "none", "warmup_steps": 46}),
+    ("dcn_v2_gpu", {"embedding_lr_scaling": "none", "lr_scaling": "linear", "warmup_steps": 46}),
+    ("dcn_v2_gpu", {"embedding_lr_scaling": "none", "grad_clip_norm": 0.1}),
+    ("dcn_v2_gpu", {"embedding_lr_scaling": "none", "cowclip_ratio": 1e-4}),
+    ("dcn_v2_gpu", {"embedding_lr_scaling": "none", "cowclip_ratio": 3e-5, "warmup_steps": 46}),
+    ("dcn_v2_gpu", {"cowclip_ratio": 1e-4, "grad_clip_norm": 0.1}),
 ]
 MIN_COUNTS = (2, 10, 50, 200, 500)
 

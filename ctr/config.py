@@ -53,6 +53,9 @@ class Experiment:
     lr_decay: str = "none"  # after the warm-up: none, or cosine / linear decay to 0 at the last step
     grad_clip_norm: float | None = None  # clip the gradients' global norm before each step; None: no clipping
     adam_beta2: float = 0.999  # Adam's second-moment decay
+    embedding_lr_scaling: str | None = None  # the embedding table's rate rule; None: lr_scaling's
+    cowclip_ratio: float | None = None  # CowClip on the embedding gradient (ctr.cowclip); None: off
+    cowclip_bound: float = 1e-5  # CowClip's floor on a row's norm
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -72,6 +75,10 @@ class Experiment:
         if d.get("lr_decay", "none") not in LR_DECAYS:
             raise InputError(f"lr_decay must be one of {LR_DECAYS}, got {d.get('lr_decay')!r}")
         clip = d.get("grad_clip_norm")
+        emb_scaling = d.get("embedding_lr_scaling")
+        if emb_scaling is not None and emb_scaling not in LR_SCALINGS:
+            raise InputError(f"embedding_lr_scaling must be one of {LR_SCALINGS} or null, got {emb_scaling!r}")
+        cowclip = d.get("cowclip_ratio")
         try:
             exp = cls(
                 name=d["name"],
@@ -92,11 +99,18 @@ class Experiment:
                 lr_decay=d.get("lr_decay", "none"),
                 grad_clip_norm=None if clip is None else float(clip),
                 adam_beta2=float(d.get("adam_beta2", 0.999)),
+                embedding_lr_scaling=emb_scaling,
+                cowclip_ratio=None if cowclip is None else float(cowclip),
+                cowclip_bound=float(d.get("cowclip_bound", 1e-5)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"experiment {d.get('name', '?')!r} is incomplete or invalid: {exc}") from exc
         if exp.grad_clip_norm is not None and not exp.grad_clip_norm > 0:
             raise InputError(f"grad_clip_norm must be > 0 or null, got {exp.grad_clip_norm}")
+        if exp.cowclip_ratio is not None and not (exp.cowclip_ratio > 0 and exp.cowclip_bound > 0):
+            raise InputError(
+                f"cowclip_ratio and cowclip_bound must be > 0, got {exp.cowclip_ratio} and {exp.cowclip_bound}"
+            )
         if not 0.0 < exp.adam_beta2 < 1.0:
             raise InputError(f"adam_beta2 must be in (0, 1), got {exp.adam_beta2}")
         return exp

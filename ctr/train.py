@@ -38,6 +38,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from ctr.config import Experiment, load_experiment
+from ctr.cowclip import clip_embedding_grad_
 from ctr.data.dataset import DayShards, available_days, check_days, iter_days, truth_auc
 from ctr.data.encoded import CACHE_DIR_NAME, EncodedCache, check_cache_root
 from ctr.data.feed import Part, ShardFeed, default_workers
@@ -219,9 +220,13 @@ def scaled_learning_rate(exp: Experiment, rate: float | None = None) -> float:
     >>> scaled_learning_rate(load_experiment("dcn_v2_gpu")) / load_experiment("dcn_v2_gpu").learning_rate
     4.0
     """
+    return float((exp.learning_rate if rate is None else rate) * scaling_factor(exp, exp.lr_scaling))
+
+
+def scaling_factor(exp: Experiment, rule: str) -> float:
+    """The factor of ``rule`` (none / sqrt / linear) at ``k = batch_size / lr_reference_batch``."""
     k = exp.batch_size / exp.lr_reference_batch
-    factor = {"none": 1.0, "sqrt": k**0.5, "linear": k}[exp.lr_scaling]
-    return float((exp.learning_rate if rate is None else rate) * factor)
+    return float({"none": 1.0, "sqrt": k**0.5, "linear": k}[rule])
 
 
 def warmup_factor(step: int, warmup_steps: int) -> float:
@@ -261,8 +266,17 @@ def _fit(
     With several ranks ``model`` is the DDP wrapper; rank 0 validates and decides, the others
     follow its decision (the best state is the same on every rank).
     """
-    core = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, exp.adam_beta2), fused=device.type == "cuda")
+    core: DCN = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model  # type: ignore[assignment]  # a DCN or its DDP wrapper
+    table = core.embedding.weight
+    offsets: torch.Tensor = core.offsets
+    # the embedding table may follow its own rate rule (CowClip keeps it at the reference rate)
+    emb_rule = exp.embedding_lr_scaling or exp.lr_scaling
+    base_lrs = [lr * scaling_factor(exp, emb_rule) / scaling_factor(exp, exp.lr_scaling), lr]
+    groups = [
+        {"params": [table], "lr": base_lrs[0]},
+        {"params": [p for p in model.parameters() if p is not table], "lr": base_lrs[1]},
+    ]
+    optimizer = torch.optim.Adam(groups, betas=(0.9, exp.adam_beta2), fused=device.type == "cuda")
     # the schedule's length: every epoch's batches (a shard's last one may be short)
     total_steps = epochs * sum(math.ceil(p.expected_rows / feed.batch_size) for p in feed.parts)
     loss_fn = nn.BCEWithLogitsLoss()
@@ -280,12 +294,14 @@ def _fit(
                 if (exp.warmup_steps and step <= exp.warmup_steps) or exp.lr_decay != "none":
                     factor = warmup_factor(step, exp.warmup_steps)
                     factor *= decay_factor(step, exp.warmup_steps, total_steps, exp.lr_decay)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr * factor
+                    for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
+                        group["lr"] = base_lr * factor
                 with _autocast(device, exp.cpu_precision):
                     loss = loss_fn(model(dense, ids).float().squeeze(1), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if exp.cowclip_ratio is not None and table.grad is not None:
+                    clip_embedding_grad_(table, table.grad, ids + offsets, exp.cowclip_ratio, exp.cowclip_bound)
                 if exp.grad_clip_norm is not None:
                     nn.utils.clip_grad_norm_(model.parameters(), exp.grad_clip_norm, foreach=True)
                 optimizer.step()
