@@ -429,9 +429,12 @@ def _user_experiment(base: str, overrides: dict[str, object], workdir: Path) -> 
     from ctr.config import BUILTIN
 
     blocks = yaml.safe_load((Path(__file__).parents[1] / "ctr" / "configs" / BUILTIN).read_text())
-    merged = {**(blocks.get(base) or {}), **overrides}
+    merged = dict(blocks.get(base) or {})
     if "<<" in merged:
         merged = {**merged.pop("<<"), **merged}
+    for key, value in overrides.items():  # a nested block (model, incremental) merges key by key
+        nested = merged.get(key)
+        merged[key] = {**nested, **value} if isinstance(nested, dict) and isinstance(value, dict) else value
     path = workdir / f"{base}-bench.yaml"
     path.write_text(yaml.safe_dump({"Base": blocks["Base"], base: merged}))
     return f"{path}#{base}"
