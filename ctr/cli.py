@@ -732,12 +732,17 @@ def demo(
     exploration: Annotated[
         str, typer.Option(help="The score API's exploration policy: none or epsilon:E (CTR_EXPLORATION).")
     ] = "none",
+    update_every: Annotated[
+        str,
+        typer.Option(help="Scheduled incremental updates every this much simulated time (e.g. 5h), or none."),
+    ] = "none",
     keep_running: Annotated[bool, typer.Option("--keep-running", help="Leave Triton and the API up.")] = False,
 ) -> None:
     """The closed loop on this machine: drift, retrains, recovery against the yardsticks (writes demo-report/)."""
     from ctr.demo import DemoConfig, run_demo
     from ctr.errors import InputError
     from ctr.signals import sigterm_as_interrupt
+    from ctr.timeutil import parse_duration
 
     if drift not in ("new-ads", "concept", "popularity"):
         raise InputError(f"--drift must be new-ads, concept or popularity, got {drift!r}")
@@ -758,6 +763,7 @@ def demo(
             requests_per_tick=requests_per_tick,
             experiment=config,
             exploration=exploration,
+            update_every=None if update_every == "none" else parse_duration(update_every, "--update-every"),
             keep_running=keep_running,
         )
     )

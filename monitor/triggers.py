@@ -26,13 +26,14 @@ class SubmissionFailed(CtrError):
     """The pipeline could not be started; the monitor records it and retries next run."""
 
 
-def _for_run(template: RetrainRequest, as_of: datetime) -> RetrainRequest:
-    return template.replace(now=as_of.isoformat(), run_id=f"monitor-{uuid7()}")
+def _for_run(template: RetrainRequest, as_of: datetime, source: str = "monitor") -> RetrainRequest:
+    return template.replace(now=as_of.isoformat(), run_id=f"{source}-{uuid7()}")
 
 
-def start_local(template: RetrainRequest, as_of: datetime, db_url: str, log_dir: Path) -> str:
-    """Start the local pipeline detached; returns the run id it was given."""
-    request = _for_run(template, as_of)
+def start_local(template: RetrainRequest, as_of: datetime, db_url: str, log_dir: Path, source: str = "monitor") -> str:
+    """Start the local pipeline detached; returns the run id it was given (``SOURCE-<uuid7>``:
+    ``monitor`` for a trigger, ``scheduled`` for a periodic update)."""
+    request = _for_run(template, as_of, source)
     run_id = request.run_id
     try:
         log_dir.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,10 @@
    trigger: a breach starts the incremental pipeline (a full one when an incremental retrain
    did not repair it); the gate publishes; Triton swaps. A triggered run may take at most
    ``pipeline_latency`` of simulated time: past it the clock waits for the pipeline.
+   With ``update_every`` set (``ctr demo --update-every 5h``), a scheduled incremental update
+   (what ``ctr pipeline schedule`` runs on Kubeflow) also starts at that cadence from the start
+   of traffic, one run at a time: skipped while another run is in flight, and finished before
+   the next monitor run.
 6. Yardsticks (``ctr.demo.yardsticks``): every shown impression is scored offline by version 1
    and by a counterfactual full retrain at the first trigger after the onset; with the true
    probabilities (the oracle) they give the recovery share of the gap the retrains closed.

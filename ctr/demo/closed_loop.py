@@ -42,6 +42,7 @@ from ctr.serving.exploration import Exploration
 from ctr.serving.local import LocalStack
 from monitor.rules import SHIPPED, Rules, load_rules
 from monitor.run import MonitorRequest, run_monitor
+from monitor.triggers import local_run_state, start_local
 from pipelines.runner import run_local
 
 
@@ -55,25 +56,29 @@ def _stop_triggered_runs(log_dir: Path) -> Iterator[None]:
                 os.killpg(int(pid_file.read_text()), signal.SIGKILL)
 
 
-def _wait_for_pipeline(repo: ModelRepository, log_dir: Path, timeout: float) -> None:
-    """Wait until no triggered pipeline process is alive; past ``timeout`` seconds say so and go on
-    (the run stays alive and is stopped on exit)."""
+def _alive_runs(log_dir: Path) -> list[int]:
+    """Pids of the pipeline runs started into ``log_dir`` that are still alive (reaped if done)."""
+    alive = []
+    for pid in [int(p.read_text()) for p in log_dir.glob("*.pid")] if log_dir.exists() else []:
+        with suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        try:
+            os.kill(pid, 0)
+            alive.append(pid)
+        except ProcessLookupError:
+            pass
+    return alive
+
+
+def _wait_for_pipeline(log_dir: Path, timeout: float) -> None:
+    """Wait until no pipeline run started into ``log_dir`` is alive; past ``timeout`` seconds say so
+    and go on (the run stays alive and is stopped on exit)."""
     deadline = time.monotonic() + timeout
-    pids = [int(p.read_text()) for p in log_dir.glob("*.pid")] if log_dir.exists() else []
     while time.monotonic() < deadline:
-        alive = []
-        for pid in pids:
-            with suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            try:
-                os.kill(pid, 0)
-                alive.append(pid)
-            except ProcessLookupError:
-                pass
-        if not alive:
+        if not _alive_runs(log_dir):
             return
         time.sleep(1)
-    print(f"[warn] a triggered pipeline run is still running after {timeout:.0f} s; the simulated clock goes on")
+    print(f"[warn] a pipeline run is still running after {timeout:.0f} s; the simulated clock goes on")
 
 
 def demo_rules(cfg: DemoConfig) -> Rules:
@@ -155,11 +160,13 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         next_monitor = start + cfg.monitor_every
         monitor_runs = 0
         run_due: datetime | None = None  # a triggered run must have finished by this simulated time
+        next_update = start + cfg.update_every if cfg.update_every else None
+        update_running = False
         try:
             while _keep_going(cfg, rules, timeline, now, end):
                 if run_due is not None and now >= run_due:
-                    _wait_for_pipeline(repo, run_logs, timeout=900)  # the clock waits for the pipeline
-                    run_due = None
+                    _wait_for_pipeline(run_logs, timeout=900)  # the clock waits for the pipeline
+                    run_due, update_running = None, False
                 sim.tick(now)
                 now += cfg.tick
                 if repo.served() != served:
@@ -168,6 +175,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                     print(f"{sim_time(now)}  Triton now serves version {served}")
                 if now >= next_monitor:
                     next_monitor += cfg.monitor_every
+                    if update_running:  # the monitor never races a scheduled run for the lease
+                        _wait_for_pipeline(run_logs, timeout=900)
+                        update_running = False
                     monitor_runs += 1
                     # Evidently's report takes seconds: the demo asks for one every drift_every runs
                     wants_drift = monitor_runs % cfg.drift_every == 0
@@ -186,10 +196,23 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                     print(decision_line(now, record))
                     if record["decision"] == "trigger" and record["submission"] == "ok":
                         run_due = now + cfg.pipeline_latency
+                if next_update is not None and cfg.update_every is not None and now >= next_update:
+                    next_update += cfg.update_every
+                    if _alive_runs(run_logs):  # one run at a time (a recurring run's max_concurrency 1)
+                        timeline.updates.append({"at": now.isoformat(), "skipped": "a run is in flight"})
+                    else:
+                        run_id = start_local(target, now, db_url, run_logs, source="scheduled")
+                        timeline.updates.append({"at": now.isoformat(), "run_id": run_id})
+                        print(f"{sim_time(now)}  scheduled incremental update {run_id} started")
+                        update_running = True
+                        run_due = run_due or now + cfg.pipeline_latency
             sim.post_due_clicks(now + timedelta(days=1))
         finally:
             sim.close()
-        _wait_for_pipeline(repo, run_logs, timeout=900)
+        _wait_for_pipeline(run_logs, timeout=900)
+        for update in timeline.updates:
+            if "run_id" in update:
+                update["state"] = local_run_state(run_logs, update["run_id"])
         shown = sim.shown.arrays()
         yardsticks = measure_yardsticks(cfg, repo, db_url, timeline, shown, start)
         yardsticks["exploration"] = {"policy": cfg.exploration} | new_ads_calibration(

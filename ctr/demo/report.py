@@ -64,7 +64,17 @@ def summarize(
     ]
     baselines = {str(e["serving_version"]): e.get("learned_baseline") for e in timeline.entries}
     metadata = {v: repo.metadata(v) for v in repo.versions()}  # one read of each version's file
-    versions = [{"version": v, "parent_version": m["parent_version"], "mode": m["mode"]} for v, m in metadata.items()]
+    versions = [
+        {
+            "version": v,
+            "parent_version": m["parent_version"],
+            "mode": m["mode"],
+            # who asked for it, the run id's prefix: local (a run started by hand: the setup's),
+            # monitor (a trigger) or scheduled (a periodic update)
+            "source": str(m.get("pipeline", {}).get("run_id") or "unknown").split("-")[0],
+        }
+        for v, m in metadata.items()
+    ]
     return {
         "config": {k: str(v) for k, v in asdict(cfg).items()},
         "drift_onset": drift_at.isoformat(),
@@ -79,6 +89,12 @@ def summarize(
         "versions": versions,
         "full_windows": {str(v): m["window"]["chosen"] for v, m in metadata.items() if "window" in m},
         "swaps": timeline.swaps,
+        "scheduled_updates": {
+            "every": str(cfg.update_every) if cfg.update_every else None,
+            "started": sum("run_id" in u for u in timeline.updates),
+            "skipped": sum("skipped" in u for u in timeline.updates),
+            "completed": sum(u.get("state") == "succeeded" for u in timeline.updates),  # published or refused
+        },
         "auc_before_drift": _mean_auc(before),
         "auc_after_drift": _mean_auc(between),
         "auc_after_swap": _mean_auc(after),
@@ -133,7 +149,8 @@ def write_report(cfg: DemoConfig, timeline: Timeline, summary: dict[str, Any]) -
         if e["decision"] == "trigger" and e["submission"] == "ok":
             ax.axvline(hours(e["as_of"]), color="tab:purple", linestyle=":", label="retraining triggered")
     for s in timeline.swaps:
-        ax.axvline(hours(s["at"]), color="tab:green", linestyle="-.", label=f"version {s['version']} served")
+        label = "a new version served" if cfg.update_every else f"version {s['version']} served"
+        ax.axvline(hours(s["at"]), color="tab:green", linestyle="-.", alpha=0.6, label=label)
     ax.set_xlabel("simulated day")
     ax.set_ylabel("AUC-ROC")
     ax.set_title(f"ctr-loop demo: {cfg.drift} drift, retrains, recovery against the yardsticks")

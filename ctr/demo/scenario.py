@@ -38,6 +38,9 @@ class DemoConfig:
     pipeline_latency: timedelta = timedelta(hours=2)  # simulated time a triggered run may take at most
     recovery_after: timedelta = timedelta(hours=24)  # recovery is measured from drift onset + this
     exploration: str = "none"  # the score API's policy (CTR_EXPLORATION): none or epsilon:E
+    # scheduled incremental updates (what `ctr pipeline schedule` runs on Kubeflow), replayed here
+    # every this much simulated time from the start of traffic; None: only the monitor's triggers
+    update_every: timedelta | None = None
     keep_running: bool = False
     clients: int = 4
 
@@ -49,6 +52,7 @@ class Timeline:
     impressions_sent: int = 0
     requests_failed: int = 0
     yardsticks: list[dict[str, Any]] = field(default_factory=list)  # per entry: oracle, drifted, counterfactual AUC
+    updates: list[dict[str, Any]] = field(default_factory=list)  # scheduled updates: at, run_id or skipped
 
 
 class DemoError(CtrError):
