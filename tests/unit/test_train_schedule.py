@@ -53,9 +53,6 @@ def test_bad_values_are_refused_by_name(key: str, value: object) -> None:
 
 
 def test_clipping_bounds_the_gradient_norm_and_the_rate_decays(tmp_path: Path, monkeypatch: Any) -> None:
-    data = tmp_path / "data"
-    synthesize(SynthArgs(days=3, rows_per_day=2_000, seed=3), data)
-    config = tmp_path / "exp.yaml"
     settings = {
         "grad_clip_norm": 0.05,
         "lr_decay": "linear",
@@ -64,7 +61,6 @@ def test_clipping_bounds_the_gradient_norm_and_the_rate_decays(tmp_path: Path, m
         "epochs": 2,
         "early_stopping_patience": 2,  # both epochs run: the last step is the schedule's last
     }
-    config.write_text(yaml.safe_dump({"tiny": {**yaml.safe_load(_builtin())["dcn_v2_small"], **settings}}))
     before: list[float] = []
     after: list[float] = []
     rates: list[float] = []
@@ -88,17 +84,13 @@ def test_clipping_bounds_the_gradient_norm_and_the_rate_decays(tmp_path: Path, m
 
     monkeypatch.setattr(nn.utils, "clip_grad_norm_", spy)
     monkeypatch.setattr(torch.optim.Adam, "step", spy_step)
-    spec = TrainSpec(data, [0, 1], 2, experiment=f"{config}#tiny", device="cpu", workers=0)
-    train_candidate(spec, ModelRepository(tmp_path / "repo"))
+    train_candidate(_tiny_spec(tmp_path, settings), ModelRepository(tmp_path / "repo"))
     assert before and max(before) > 0.05  # the gradients were larger than the bound...
     assert max(after) <= 0.05 * 1.001  # ...and every step saw them clipped to it
     assert rates[1] == pytest.approx(0.001) and rates[-1] < 0.1 * rates[1]  # warm-up done, then decayed
 
 
 def test_cowclip_runs_on_the_table_which_keeps_the_reference_rate(tmp_path: Path, monkeypatch: Any) -> None:
-    data = tmp_path / "data"
-    synthesize(SynthArgs(days=3, rows_per_day=2_000, seed=3), data)
-    config = tmp_path / "exp.yaml"
     settings = {
         "batch_size": 4096,
         "lr_reference_batch": 1024,  # k = 4: dense ×2 under sqrt, the table ×1
@@ -108,7 +100,6 @@ def test_cowclip_runs_on_the_table_which_keeps_the_reference_rate(tmp_path: Path
         "cowclip_bound": 1e-5,
         "epochs": 1,
     }
-    config.write_text(yaml.safe_dump({"tiny": {**yaml.safe_load(_builtin())["dcn_v2_small"], **settings}}))
     calls: list[tuple[float, float]] = []  # (gradient norm before, after) of the table
     rates: list[tuple[float, float]] = []
     import ctr.train as train_module
@@ -127,11 +118,19 @@ def test_cowclip_runs_on_the_table_which_keeps_the_reference_rate(tmp_path: Path
 
     monkeypatch.setattr(train_module, "clip_embedding_grad_", spy)
     monkeypatch.setattr(torch.optim.Adam, "step", spy_step)
-    spec = TrainSpec(data, [0, 1], 2, experiment=f"{config}#tiny", device="cpu", workers=0)
-    train_candidate(spec, ModelRepository(tmp_path / "repo"))
+    train_candidate(_tiny_spec(tmp_path, settings), ModelRepository(tmp_path / "repo"))
     assert calls and len(calls) == len(rates)  # every step
     assert any(after < before for before, after in calls)  # and it clipped
     assert all(r == (pytest.approx(0.001), pytest.approx(0.002)) for r in rates)
+
+
+def _tiny_spec(tmp_path: Path, settings: dict[str, Any]) -> TrainSpec:
+    """``dcn_v2_small`` with ``settings`` on 2 generated days of 2k rows (day 2 validates), on CPU."""
+    data = tmp_path / "data"
+    synthesize(SynthArgs(days=3, rows_per_day=2_000, seed=3), data)
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump({"tiny": {**yaml.safe_load(_builtin())["dcn_v2_small"], **settings}}))
+    return TrainSpec(data, [0, 1], 2, experiment=f"{config}#tiny", device="cpu", workers=0)
 
 
 def _builtin() -> str:
