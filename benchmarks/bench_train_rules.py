@@ -8,7 +8,7 @@ steps: gradient clipping by global norm, a cosine decay after the warm-up with a
 Adam's beta2 at 0.99; ``--best-at 32768`` then runs the best 64k row of the run at batch 32k.
 Rows 17-23 follow CowClip (``ctr.cowclip``): the embedding table keeps the reference rate, the
 dense weights are scaled, a one-epoch warm-up, column-wise clipping of the table's gradient;
-rows 24-29 add less dropout and a higher dense rate to it.
+rows 24-29 add less dropout, and a 1.5× base rate (dense and table) to it.
 
 Min count: ``dcn`` with vocabulary thresholds 2, 10, 50, 200 and 500 on 2 × 60k, 2 × 300k and
 6 × 500k training rows; the gap to the Bayes AUC (the AUC of the true click probabilities on the
@@ -61,7 +61,7 @@ LARGE_BATCH: list[tuple[str, dict[str, object]]] = [
     ("dcn_v2_gpu", {"embedding_lr_scaling": "none", "cowclip_ratio": 3e-5, "warmup_steps": 46}),
     ("dcn_v2_gpu", {"cowclip_ratio": 1e-4, "grad_clip_norm": 0.1}),
     # fourth round (rows 24-29): 64k under-fits in 3 epochs (AUC still climbing): less dropout,
-    # a higher dense rate with CowClip, the clippings together
+    # a 1.5× base rate with CowClip (dense and table), the clippings together
     ("dcn_v2_gpu", {"embedding_lr_scaling": "none", "cowclip_ratio": 1e-4, "model": {"dropout": 0.1}}),
     ("dcn_v2_gpu", {"embedding_lr_scaling": "none", "cowclip_ratio": 1e-4, "model": {"dropout": 0.0}}),
     ("dcn_v2_gpu", {"embedding_lr_scaling": "none", "cowclip_ratio": 1e-4, "grad_clip_norm": 0.1, "warmup_steps": 46}),

@@ -17,8 +17,10 @@ samples; measured on a 2k-row smoke run of ``dcn_v2_small`` (batch 4096), ‖g_i
 ~5e-5 (median) to 2e-4 (max): the paper's r = 1 never binds at this scale, r ~ 1e-4 does.
 
 Shapes: ``weight`` and ``grad`` (R, d) fp32, ``rows`` any shape of int64 in [0, R). Rows absent
-from the batch have a zero gradient and stay zero. Cost: one pass over the table (norms) and one
-``bincount`` per step.
+from the batch have a zero gradient and stay zero. The counts are this process's batch: with
+data-parallel training the gradient would be all ranks', so ``ctr train --nproc N`` refuses it.
+Cost per step: three passes over the table (weight norms, gradient norms, the scaling) and a
+table-sized ``bincount``; measured on an H200 at batch 64k, ~20 % of the step's speed.
 
 >>> w = torch.tensor([[3.0, 4.0], [0.0, 0.0]])
 >>> g = torch.tensor([[30.0, 40.0], [1.0, 0.0]])

@@ -271,7 +271,10 @@ def _fit(
     offsets: torch.Tensor = core.offsets
     # the embedding table may follow its own rate rule (CowClip keeps it at the reference rate)
     emb_rule = exp.embedding_lr_scaling or exp.lr_scaling
-    base_lrs = [lr * scaling_factor(exp, emb_rule) / scaling_factor(exp, exp.lr_scaling), lr]
+    emb_lr = lr
+    if emb_rule != exp.lr_scaling:
+        emb_lr = lr * scaling_factor(exp, emb_rule) / scaling_factor(exp, exp.lr_scaling)
+    base_lrs = [emb_lr, lr]
     groups = [
         {"params": [table], "lr": base_lrs[0]},
         {"params": [p for p in model.parameters() if p is not table], "lr": base_lrs[1]},
@@ -385,6 +388,8 @@ def train_candidate(spec: TrainSpec, repo: ModelRepository) -> StagedVersion:
     exp = load_experiment(spec.experiment, seed=spec.seed)
     if spec.nproc < 1 or exp.batch_size % spec.nproc:
         raise InputError(f"--nproc must be >= 1 and divide the batch size {exp.batch_size}, got {spec.nproc}")
+    if spec.nproc > 1 and exp.cowclip_ratio is not None:  # its counts would be one rank's, its gradient all ranks'
+        raise InputError(f"cowclip_ratio is not supported with --nproc > 1 (experiment {exp.name!r})")
     if spec.mode not in ("full", "incremental"):
         raise InputError(f"--mode must be full or incremental, got {spec.mode!r}")
     days = [*spec.train_days, spec.valid_day, *(spec.replay_days or [])]

@@ -197,15 +197,20 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                     if record["decision"] == "trigger" and record["submission"] == "ok":
                         run_due = now + cfg.pipeline_latency
                 if next_update is not None and cfg.update_every is not None and now >= next_update:
-                    next_update += cfg.update_every
-                    if _alive_runs(run_logs):  # one run at a time (a recurring run's max_concurrency 1)
+                    while next_update <= now:
+                        next_update += cfg.update_every
+                    if run_due is not None and now >= run_due:  # a run due by now is waited for first
+                        _wait_for_pipeline(run_logs, timeout=900)
+                        run_due, update_running = None, False
+                    # one run at a time (a recurring run's max_concurrency 1), decided on the simulated
+                    # clock: a run started less than pipeline_latency ago is in flight
+                    if run_due is not None:
                         timeline.updates.append({"at": now.isoformat(), "skipped": "a run is in flight"})
                     else:
                         run_id = start_local(target, now, db_url, run_logs, source="scheduled")
                         timeline.updates.append({"at": now.isoformat(), "run_id": run_id})
                         print(f"{sim_time(now)}  scheduled incremental update {run_id} started")
-                        update_running = True
-                        run_due = run_due or now + cfg.pipeline_latency
+                        update_running, run_due = True, now + cfg.pipeline_latency
             sim.post_due_clicks(now + timedelta(days=1))
         finally:
             sim.close()

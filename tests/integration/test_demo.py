@@ -32,7 +32,7 @@ def test_shortened_demo(tmp_path: Path) -> None:
         rows_per_day=20_000,
         requests_per_tick=50,
         exploration="epsilon:0.1",
-        update_every=timedelta(hours=30),  # scheduled updates: day 4 06:00 and day 5 12:00
+        update_every=timedelta(hours=30),  # due day 4 06:00, day 5 12:00: each started or skipped (a run in flight)
     )
     summary = run_demo(cfg)
     assert tritonservers() - before == set()  # no tritonserver (or stub) left behind

@@ -6,6 +6,7 @@ reference batch's rate while the dense weights are scaled."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,13 @@ def test_cowclip_runs_on_the_table_which_keeps_the_reference_rate(tmp_path: Path
     assert calls and len(calls) == len(rates)  # every step
     assert any(after < before for before, after in calls)  # and it clipped
     assert all(r == (pytest.approx(0.001), pytest.approx(0.002)) for r in rates)
+
+
+def test_cowclip_is_refused_with_several_processes(tmp_path: Path) -> None:
+    # each rank would clip the all-reduced gradient by its own batch's counts
+    spec = replace(_tiny_spec(tmp_path, {"cowclip_ratio": 1e-4}), nproc=2)
+    with pytest.raises(InputError, match="cowclip_ratio is not supported with --nproc > 1"):
+        train_candidate(spec, ModelRepository(tmp_path / "repo"))
 
 
 def _tiny_spec(tmp_path: Path, settings: dict[str, Any]) -> TrainSpec:
