@@ -56,26 +56,22 @@ def _stop_triggered_runs(log_dir: Path) -> Iterator[None]:
                 os.killpg(int(pid_file.read_text()), signal.SIGKILL)
 
 
-def _alive_runs(log_dir: Path) -> list[int]:
-    """Pids of the pipeline runs started into ``log_dir`` that are still alive (reaped if done)."""
-    alive = []
-    for pid in [int(p.read_text()) for p in log_dir.glob("*.pid")] if log_dir.exists() else []:
-        with suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        try:
-            os.kill(pid, 0)
-            alive.append(pid)
-        except ProcessLookupError:
-            pass
-    return alive
-
-
 def _wait_for_pipeline(log_dir: Path, timeout: float) -> None:
     """Wait until no pipeline run started into ``log_dir`` is alive; past ``timeout`` seconds say so
     and go on (the run stays alive and is stopped on exit)."""
     deadline = time.monotonic() + timeout
+    pids = [int(p.read_text()) for p in log_dir.glob("*.pid")] if log_dir.exists() else []
     while time.monotonic() < deadline:
-        if not _alive_runs(log_dir):
+        alive = []
+        for pid in pids:
+            with suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            try:
+                os.kill(pid, 0)
+                alive.append(pid)
+            except ProcessLookupError:
+                pass
+        if not alive:
             return
         time.sleep(1)
     print(f"[warn] a pipeline run is still running after {timeout:.0f} s; the simulated clock goes on")
@@ -159,14 +155,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         now = start
         next_monitor = start + cfg.monitor_every
         monitor_runs = 0
-        run_due: datetime | None = None  # a triggered run must have finished by this simulated time
+        run_due: datetime | None = None  # the started run (triggered or scheduled) must be done by then
         next_update = start + cfg.update_every if cfg.update_every else None
         update_running = False
         try:
             while _keep_going(cfg, rules, timeline, now, end):
-                if run_due is not None and now >= run_due:
-                    _wait_for_pipeline(run_logs, timeout=900)  # the clock waits for the pipeline
-                    run_due, update_running = None, False
                 sim.tick(now)
                 now += cfg.tick
                 if repo.served() != served:
@@ -196,12 +189,12 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                     print(decision_line(now, record))
                     if record["decision"] == "trigger" and record["submission"] == "ok":
                         run_due = now + cfg.pipeline_latency
+                if run_due is not None and now >= run_due:
+                    _wait_for_pipeline(run_logs, timeout=900)  # the clock waits for the pipeline
+                    run_due, update_running = None, False
                 if next_update is not None and cfg.update_every is not None and now >= next_update:
                     while next_update <= now:
                         next_update += cfg.update_every
-                    if run_due is not None and now >= run_due:  # a run due by now is waited for first
-                        _wait_for_pipeline(run_logs, timeout=900)
-                        run_due, update_running = None, False
                     # one run at a time (a recurring run's max_concurrency 1), decided on the simulated
                     # clock: a run started less than pipeline_latency ago is in flight
                     if run_due is not None:
