@@ -12,6 +12,7 @@ shows it) so a failure can be replayed with ``CTR_FUZZ_SEED=<seed>``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -38,7 +39,20 @@ from tests.conftest import free_port
 pytestmark = pytest.mark.slow
 
 FIXED_SEEDS = [12345]
-FRESH_SEED = int(os.environ.get("CTR_FUZZ_SEED") or random.SystemRandom().randrange(2**32))
+
+
+def _fresh_seed() -> int:
+    """``CTR_FUZZ_SEED``, else one drawn per test run: pytest-xdist's workers share the run's uid, so
+    they collect the same test ids (a seed drawn per worker would differ and stop the run)."""
+    if os.environ.get("CTR_FUZZ_SEED"):
+        return int(os.environ["CTR_FUZZ_SEED"])
+    run_uid = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run_uid:
+        return int(hashlib.sha256(run_uid.encode()).hexdigest()[:8], 16)
+    return random.SystemRandom().randrange(2**32)
+
+
+FRESH_SEED = _fresh_seed()
 EXAMPLES = {"/v1/score": 100, "/v1/clicks": 40}  # per generation mode; 25 for the rest
 
 
