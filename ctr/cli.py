@@ -247,11 +247,17 @@ def triton(
     address: Annotated[
         str, typer.Option(help="Address the HTTP, gRPC and metrics ports bind (they have no auth); 0.0.0.0 for all.")
     ] = "127.0.0.1",
+    kind: Annotated[
+        str, typer.Option(help="Instance kind: cpu, or gpu (KIND_GPU, ONNX Runtime's CUDA provider).")
+    ] = "cpu",
 ) -> None:
     """Serve the repository's dcn model on a real tritonserver (nvidia-pytriton's build, Python backend)."""
     from ctr.serving.triton import TritonSettings, serve
 
-    serve(TritonSettings(repo, http_port, grpc_port, metrics_port, poll_seconds, instances=instances, address=address))
+    settings = TritonSettings(
+        repo, http_port, grpc_port, metrics_port, poll_seconds, instances=instances, address=address, kind=kind
+    )
+    serve(settings)
 
 
 @app.command()

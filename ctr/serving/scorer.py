@@ -37,9 +37,12 @@ class NoModelError(CtrError):
 class RepositoryScorer:
     """Scores raw feature arrays with the repository's served version."""
 
-    def __init__(self, repo: ModelRepository, threads: int = 1) -> None:
+    def __init__(self, repo: ModelRepository, threads: int = 1, device: str = "cpu") -> None:
+        """``device``: ``cpu``, or ``cuda`` (ONNX Runtime's CUDA provider; ``ArtifactError`` on the
+        first ``refresh`` when this ONNX Runtime has none)."""
         self.repo = repo
         self.threads = threads
+        self.device = device
         self._current: LoadedVersion | None = None
         self._lock = threading.Lock()  # one refresh at a time; scoring never takes it
 
@@ -54,7 +57,7 @@ class RepositoryScorer:
             wanted = self.repo.served()
             if wanted is None or (self._current and self._current.version == wanted):
                 return False
-            session = onnx_session(self.repo.version_dir(wanted) / ONNX_FILE, self.threads)
+            session = onnx_session(self.repo.version_dir(wanted) / ONNX_FILE, self.threads, self.device)
             onnx_predict(session, np.zeros((1, N_DENSE), np.float32), -np.ones((1, N_SPARSE), np.int64))
             previous = self._current.version if self._current else None
             self._current = LoadedVersion(wanted, session)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.util
 import os
 import shutil
 import signal
@@ -38,16 +39,26 @@ from ctr.errors import CtrError, InputError
 from ctr.repository import MAX_BATCH_SIZE, MODEL_NAME, TENSORS_PBTXT
 
 
+def _pytriton_root() -> Path:
+    """The installed ``pytriton`` package directory, found without importing it (its ``__init__``
+    pulls in its client stack: gevent, zmq, opentelemetry, none of which the server needs)."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("ctr triton needs the tritonserver build of nvidia-pytriton: pip install 'ctr-loop[triton]'")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def _pytriton_dist() -> Path:
     """The tritonserver build inside the nvidia-pytriton package (binary, backends, caches)."""
-    try:
-        from pytriton.utils.distribution import get_root_module_path
-    except ImportError as exc:
-        raise InputError(
-            "ctr triton needs the tritonserver build of nvidia-pytriton: pip install 'ctr-loop[triton]'"
-        ) from exc
+    return _pytriton_root() / "tritonserver"
 
-    return Path(get_root_module_path()) / "tritonserver"
+
+def _pytriton_libs() -> Path:
+    """The shared libraries tritonserver links: ``nvidia_pytriton.libs`` beside the package (a wheel
+    install, ``--target`` installs too), else ``tritonserver/external_libs`` (a source checkout)."""
+    root = _pytriton_root()
+    wheel_libs = root.parent / "nvidia_pytriton.libs"
+    return wheel_libs if wheel_libs.is_dir() else root / "tritonserver" / "external_libs"
 
 
 class TritonFailed(CtrError):
@@ -66,6 +77,12 @@ class TritonSettings:
     threads_per_instance: int = 1
     address: str = "127.0.0.1"
     """Where the HTTP, gRPC and metrics endpoints bind: loopback unless asked (they have no auth)."""
+    kind: str = "cpu"
+    """``cpu`` (``KIND_CPU``) or ``gpu`` (``KIND_GPU``: ``instances`` per GPU, ONNX Runtime's CUDA provider)."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("cpu", "gpu"):
+            raise InputError(f"Triton instance kind must be cpu or gpu, got {self.kind!r}")
 
 
 def backend_config(settings: TritonSettings) -> str:
@@ -77,7 +94,7 @@ max_batch_size: {MAX_BATCH_SIZE}
 dynamic_batching {{
   max_queue_delay_microseconds: {settings.max_queue_delay_us}
 }}
-instance_group [ {{ count: {settings.instances}, kind: KIND_CPU }} ]
+instance_group [ {{ count: {settings.instances}, kind: KIND_{settings.kind.upper()} }} ]
 parameters [
   {{ key: "ctr_repository", value: {{ string_value: "{settings.repo.resolve()}" }} }},
   {{ key: "ctr_poll_seconds", value: {{ string_value: "{settings.poll_seconds}" }} }},
@@ -89,13 +106,14 @@ parameters [
 def _backends(dist: Path, target: Path) -> Path:
     """A backend directory for tritonserver: pytriton's Python backend, links to its files, plus the
     backend stub built for this interpreter's version (pytriton ships one per Python version)."""
-    from pytriton.utils.distribution import get_stub_path
-
     python_backend = target / "python"
     python_backend.mkdir(parents=True)
     for shipped in (dist / "backends" / "python").glob("*.*"):
         (python_backend / shipped.name).symlink_to(shipped)
-    stub = get_stub_path(f"{sys.version_info.major}.{sys.version_info.minor}")
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = dist / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise InputError(f"nvidia-pytriton ships no Python-backend stub for Python {version} ({stub})")
     (python_backend / "triton_python_backend_stub").symlink_to(stub)
     return target
 
@@ -110,11 +128,9 @@ def _model_store(target: Path, settings: TritonSettings) -> Path:
 
 def server_environment() -> dict[str, str]:
     """This interpreter's libpython and packages for the stub; pytriton's libraries for the server."""
-    from pytriton.utils.distribution import get_libs_path
-
     env = dict(os.environ)
     libdir = sysconfig.get_config_var("LIBDIR")
-    libs = [p for p in (libdir, str(get_libs_path())) if p]
+    libs = [p for p in (libdir, str(_pytriton_libs())) if p]
     env["LD_LIBRARY_PATH"] = ":".join([*libs, *[p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]])
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     return env

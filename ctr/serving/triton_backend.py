@@ -7,22 +7,32 @@ Runtime call, so a batch never mixes versions, and split back per request. A pol
 picks up newly published versions (or a rollback) every ``ctr_poll_seconds``.
 
 Parameters (``config.pbtxt``): ``ctr_repository`` (path of the ctr model repository),
-``ctr_poll_seconds``, ``ctr_threads`` (ONNX Runtime intra-op threads).
+``ctr_poll_seconds``, ``ctr_threads`` (ONNX Runtime intra-op threads). A ``KIND_GPU`` instance
+scores through ONNX Runtime's CUDA provider (as the official image's onnxruntime backend does for
+a GPU instance) and fails to load when this ONNX Runtime has none; a ``KIND_CPU`` one on the CPU.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import triton_python_backend_utils as pb_utils  # only inside Triton's Python-backend stub
+# The stub embeds an isolated interpreter: it finds its prefix's site-packages but ignores
+# PYTHONPATH, which the server's environment may need (packages installed with --target).
+for _entry in reversed(os.environ.get("PYTHONPATH", "").split(os.pathsep)):
+    if _entry and _entry not in sys.path:
+        sys.path.insert(0, _entry)
 
-from ctr.repository import ModelRepository
-from ctr.serving.scorer import RepositoryScorer
+import numpy as np  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402  (only inside Triton's Python-backend stub)
+
+from ctr.repository import ModelRepository  # noqa: E402
+from ctr.serving.scorer import RepositoryScorer  # noqa: E402
 
 log = logging.getLogger("ctr.triton")
 
@@ -35,7 +45,8 @@ class TritonPythonModel:
         repository = Path(parameters["ctr_repository"]["string_value"])
         every = float(parameters["ctr_poll_seconds"]["string_value"])
         threads = int(parameters["ctr_threads"]["string_value"])
-        self.scorer = RepositoryScorer(ModelRepository(repository), threads=threads)
+        device = "cuda" if args.get("model_instance_kind") == "GPU" else "cpu"
+        self.scorer = RepositoryScorer(ModelRepository(repository), threads=threads, device=device)
         self.scorer.refresh()
         self.stop = threading.Event()
         self.poller = threading.Thread(target=self._poll, args=(every,), daemon=True)
