@@ -6,7 +6,9 @@ the result. The rule table, in order:
 
 1. fewer positives or negatives than the rules ask for → ``insufficient-data``;
 2. a breach is the AUC interval's upper bound below the threshold, or the calibration
-   interval (predicted / observed clicks) entirely outside ``1 ± calibration.max_deviation``;
+   interval (predicted / observed clicks) entirely outside ``1 ± calibration.max_deviation``,
+   or (``calibration.baseline: learned``) entirely outside the serving lineage's own level
+   ``× (1 ± calibration.margin)`` — a base-rate shift moves calibration, not AUC;
    no breach, or fewer breaches in a row than ``consecutive_breaches`` → ``no-trigger``;
 3. a pipeline run holds the repository lease → ``in-flight``;
 4. the serving version was published after the last trigger and has not yet served a whole
@@ -68,6 +70,7 @@ class History:
 
     previous_breaches: tuple[bool, ...] = ()  # earlier records' breach flags, newest first
     learned_baseline: float | None = None  # the serving version's own windowed AUC, once it had enough labels
+    learned_calibration: float | None = None  # the same lineage's own windowed calibration, learned alike
     lease_run_id: str | None = None  # the pipeline run holding the repository lease, if unexpired
     last_trigger_at: datetime | None = None
     last_trigger_run: str | None = None
@@ -108,13 +111,27 @@ def threshold(rules: Rules, evidence: Evidence, history: History) -> float | Non
     return round(max(candidates), 6) if candidates else None
 
 
-def _breaches(rules: Rules, e: Evidence, limit: float | None) -> tuple[str, ...]:
+def calibration_band(rules: Rules, history: History) -> tuple[float, float] | None:
+    """The narrowest band of the calibration rules: ``1 ± max_deviation`` and, once learned,
+    ``level × (1 ± margin)``; a breach is an interval entirely outside either. None: no rule."""
+    bands = []
+    if rules.calibration_max_deviation is not None:
+        bands.append((1.0 - rules.calibration_max_deviation, 1.0 + rules.calibration_max_deviation))
+    if rules.calibration_learned and history.learned_calibration is not None:
+        level, m = history.learned_calibration, rules.calibration_margin
+        bands.append((level * (1.0 - m), level * (1.0 + m)))
+    if not bands:
+        return None
+    return round(max(b[0] for b in bands), 6), round(min(b[1] for b in bands), 6)
+
+
+def _breaches(rules: Rules, e: Evidence, history: History, limit: float | None) -> tuple[str, ...]:
     found = []
     if limit is not None and e.auc_upper is not None and e.auc_upper < limit:
         found.append("auc")
-    d = rules.calibration_max_deviation
+    band = calibration_band(rules, history)
     lower, upper = e.calibration_lower, e.calibration_upper
-    if d is not None and lower is not None and upper is not None and (lower > 1.0 + d or upper < 1.0 - d):
+    if band is not None and lower is not None and upper is not None and (lower > band[1] or upper < band[0]):
         found.append("calibration")
     return tuple(found)
 
@@ -140,7 +157,7 @@ def decide(evidence: Evidence, history: History, rules: Rules, as_of: datetime) 
             f"need {rules.min_positives} / {rules.min_negatives}",
             limit,
         )
-    signals = _breaches(rules, e, limit)
+    signals = _breaches(rules, e, history, limit)
     breach = bool(signals)
     streak = 0
     if breach:
@@ -182,9 +199,10 @@ def decide(evidence: Evidence, history: History, rules: Rules, as_of: datetime) 
     if "auc" in signals:
         why.append(f"AUC upper bound {e.auc_upper:.4f} < threshold {limit:.4f}")
     if "calibration" in signals:
-        d = rules.calibration_max_deviation
+        lo, hi = calibration_band(rules, history) or (0.0, 0.0)
         why.append(
-            f"calibration {e.calibration:.3f} [{e.calibration_lower:.3f}, {e.calibration_upper:.3f}] outside 1 ± {d}"
+            f"calibration {e.calibration:.3f} [{e.calibration_lower:.3f}, {e.calibration_upper:.3f}] "
+            f"outside [{lo:.3f}, {hi:.3f}]"
         )
     escalate = rules.escalate and history.episode_triggers >= 1
     if escalate:

@@ -18,7 +18,9 @@ Every key (``monitor/rules.example.yaml`` ships these without ``relative_drop``)
       margin: 0.02
       baseline_windows: 3       # learned as the median of the version's first 3 windows of its own
     calibration:
-      max_deviation: 0.15       # breach when predicted/observed clicks lie outside 1 ± 0.15
+      max_deviation: 0.15       # breach when predicted/observed clicks lie outside 1 ± 0.15 ...
+      baseline: learned         # ... or outside the serving lineage's own level × (1 ± margin)
+      margin: 0.05              # (learned like the AUC's: median of auc.baseline_windows own windows)
     cooldown: 6h                # no second trigger (or alert) within this
     retrain:
       escalate: true            # a breach outliving an incremental retrain asks for a full one
@@ -60,6 +62,8 @@ class Rules:
     baseline_margin: float = 0.02  # auc.margin
     baseline_windows: int = 3  # auc.baseline_windows: the learned baseline is the median of this many own windows
     calibration_max_deviation: float | None = None  # calibration.max_deviation; None: not a signal
+    calibration_learned: bool = False  # calibration.baseline: learned
+    calibration_margin: float = 0.05  # calibration.margin, relative to the learned level
     cooldown: timedelta = timedelta(hours=6)
     escalate: bool = True  # retrain.escalate
     max_per_episode: int | None = None  # retrain.max_per_episode; None: no limit
@@ -92,7 +96,7 @@ LAYOUT: dict[str, frozenset[str] | None] = {
     "window": frozenset({"max_age", "max_labelled"}),
     "evidence": frozenset({"min_positives", "min_negatives", "confidence", "consecutive_breaches"}),
     "auc": frozenset({"absolute", "relative_drop", "baseline", "margin", "baseline_windows"}),
-    "calibration": frozenset({"max_deviation"}),
+    "calibration": frozenset({"max_deviation", "baseline", "margin"}),
     "cooldown": None,
     "retrain": frozenset({"escalate", "max_per_episode"}),
     "lease_ttl": None,
@@ -143,8 +147,9 @@ def load_rules(path: Path | None) -> Rules:
         window, evidence, auc, drift, cal, retrain = (
             raw.get(k, {}) or {} for k in ("window", "evidence", "auc", "drift", "calibration", "retrain")
         )
-        if auc.get("baseline") not in (None, "learned"):
-            raise InputError(f"auc.baseline must be learned (or absent), got {auc.get('baseline')!r}")
+        for section, block in (("auc", auc), ("calibration", cal)):
+            if block.get("baseline") not in (None, "learned"):
+                raise InputError(f"{section}.baseline must be learned (or absent), got {block.get('baseline')!r}")
         defaults = Rules()
         rules = Rules(
             attribution_window=parse_duration(
@@ -162,6 +167,8 @@ def load_rules(path: Path | None) -> Rules:
             baseline_margin=float(auc.get("margin", defaults.baseline_margin)),
             baseline_windows=int(auc.get("baseline_windows", defaults.baseline_windows)),
             calibration_max_deviation=None if cal.get("max_deviation") is None else float(cal["max_deviation"]),
+            calibration_learned=cal.get("baseline") == "learned",
+            calibration_margin=float(cal.get("margin", defaults.calibration_margin)),
             cooldown=parse_duration(str(raw.get("cooldown", "6h")), "cooldown", allow_zero=True),
             escalate=retrain.get("escalate", defaults.escalate),
             max_per_episode=None if retrain.get("max_per_episode") is None else int(retrain["max_per_episode"]),
@@ -178,6 +185,8 @@ def load_rules(path: Path | None) -> Rules:
     d = rules.calibration_max_deviation
     if d is not None and not 0.0 < d < 1.0:
         raise InputError(f"rules file {path}: calibration.max_deviation must lie in (0, 1), got {d}")
+    if not 0.0 < rules.calibration_margin < 1.0:
+        raise InputError(f"rules file {path}: calibration.margin must lie in (0, 1), got {rules.calibration_margin}")
     counts = (
         rules.consecutive_breaches,
         rules.min_positives,

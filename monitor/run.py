@@ -183,12 +183,14 @@ def _run_state(req: MonitorRequest, last: dict[str, Any]) -> str:
     return "unknown"
 
 
-def _own_auc(store: EventStore, version: int, windows: int) -> float | None:
-    """A version's own windowed AUC: the median of the first ``windows`` records whose whole
-    window it served, each with enough labels; None until there are that many."""
+def _own_level(store: EventStore, version: int, windows: int, metric: str = "auc") -> float | None:
+    """A version's own windowed ``metric`` (``auc`` or ``calibration``): the median of the first
+    ``windows`` records whose whole window it served, each with enough labels; None until there
+    are that many."""
+    column = monitor_runs.c.auc  # recorded whenever calibration is (both need positives and negatives)
     query = (
         select(monitor_runs.c.record)
-        .where(monitor_runs.c.serving_version == version, monitor_runs.c.auc.is_not(None))
+        .where(monitor_runs.c.serving_version == version, column.is_not(None))
         .order_by(monitor_runs.c.as_of_us, monitor_runs.c.id)
         .limit(200)
     )
@@ -197,8 +199,9 @@ def _own_auc(store: EventStore, version: int, windows: int) -> float | None:
         for (raw,) in conn.execute(query):
             record = json.loads(str(raw))
             own = record.get("per_version", {})
-            if list(own) == [str(version)] and record["decision"] != "insufficient-data":
-                found.append(float(record["auc"]))
+            measured = record["decision"] != "insufficient-data" and record.get(metric) is not None
+            if list(own) == [str(version)] and measured:
+                found.append(float(record[metric]))
                 if len(found) == windows:
                     return round(float(np.median(found)), 6)
     return None
@@ -218,19 +221,23 @@ def _full_ancestor(repo: ModelRepository, version: int) -> int:
         seen.add(version)
 
 
-def _learned_baseline(store: EventStore, repo: ModelRepository, serving: int | None, rules: Rules) -> float | None:
-    """The ``auc.baseline: learned`` rule: the windowed AUC of the newest full version in the
-    serving version's lineage (the median of its first ``auc.baseline_windows`` windows of its
-    own, with enough labels: the very first window after a fresh start holds a fraction of the
-    traffic and reads high or low by chance); else the serving version's own. A warm start is
-    judged against the level its full ancestor reached (an incremental retrain that only half
-    repairs a breach must not lower the bar); a full retrain sets a new level."""
-    if serving is None or not rules.learned_baseline:
+def _learned_baseline(
+    store: EventStore, repo: ModelRepository, serving: int | None, rules: Rules, metric: str = "auc"
+) -> float | None:
+    """The ``baseline: learned`` rules (``auc``, and ``calibration`` alike): the windowed metric of
+    the newest full version in the serving version's lineage (the median of its first
+    ``auc.baseline_windows`` windows of its own, with enough labels: the very first window after a
+    fresh start holds a fraction of the traffic and reads high or low by chance); else the serving
+    version's own. A warm start is judged against the level its full ancestor reached (an
+    incremental retrain that only half repairs a breach must not move the bar); a full retrain sets
+    a new level."""
+    wanted = rules.learned_baseline if metric == "auc" else rules.calibration_learned
+    if serving is None or not wanted:
         return None
     anchor = _full_ancestor(repo, serving)
     n = rules.baseline_windows
-    found = _own_auc(store, anchor, n) if anchor != serving else None
-    return found if found is not None else _own_auc(store, serving, n)
+    found = _own_level(store, anchor, n, metric) if anchor != serving else None
+    return found if found is not None else _own_level(store, serving, n, metric)
 
 
 def _history(
@@ -245,6 +252,7 @@ def _history(
     history = History(
         previous_breaches=tuple(bool(p["breach"]) for p in _previous(store, req.rules.consecutive_breaches - 1)),
         learned_baseline=_learned_baseline(store, repo, serving, req.rules),
+        learned_calibration=_learned_baseline(store, repo, serving, req.rules, "calibration"),
         lease_run_id=str(lease.get("run_id")) if in_flight and lease else None,
         last_trigger_at=from_us(last["as_of_us"]) if last else None,
         last_trigger_run=last.get("run_id") if last else None,
@@ -288,6 +296,7 @@ def _decide(
         "consecutive_breaches": outcome.consecutive_breaches,
         "signals": list(outcome.signals),
         "learned_baseline": history.learned_baseline,
+        "learned_calibration": history.learned_calibration,
         "escalate": outcome.escalate,
     }
     if history.last_run_state is not None and outcome.decision in ("cooldown", "trigger"):

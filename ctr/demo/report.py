@@ -63,6 +63,7 @@ def summarize(
         e for e in timeline.entries if e["decision"] in ("trigger", "in-flight", "settling", "cooldown", "exhausted")
     ]
     baselines = {str(e["serving_version"]): e.get("learned_baseline") for e in timeline.entries}
+    levels = {str(e["serving_version"]): e.get("learned_calibration") for e in timeline.entries}
     metadata = {v: repo.metadata(v) for v in repo.versions()}  # one read of each version's file
     versions = [
         {
@@ -79,6 +80,7 @@ def summarize(
         "config": {k: str(v) for k, v in asdict(cfg).items()},
         "drift_onset": drift_at.isoformat(),
         "learned_baselines": {v: b for v, b in baselines.items() if b is not None},
+        "learned_calibrations": {v: b for v, b in levels.items() if b is not None},
         "first_detection": next((e["as_of"] for e in detected if after_onset(e)), None),
         "triggers": len(triggers),
         "triggers_in_episode": sum(after_onset(e) for e in triggers),

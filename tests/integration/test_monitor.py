@@ -423,7 +423,13 @@ def test_the_breach_began_at_the_first_record_of_the_current_streak(db_url: str)
 
 
 def _monitor_record(
-    store: EventStore, hours: int, decision: str, version: int, auc: float | None = None, shared_with: int | None = None
+    store: EventStore,
+    hours: int,
+    decision: str,
+    version: int,
+    auc: float | None = None,
+    shared_with: int | None = None,
+    calibration: float | None = None,
 ) -> None:
     from sqlalchemy import insert
 
@@ -431,7 +437,7 @@ def _monitor_record(
 
     at = to_us(T0 + timedelta(hours=hours))
     per_version = {str(version): {}} | ({} if shared_with is None else {str(shared_with): {}})
-    record = {"auc": auc, "decision": decision, "per_version": per_version}
+    record = {"auc": auc, "calibration": calibration, "decision": decision, "per_version": per_version}
     with store.engine.begin() as conn:
         conn.execute(
             insert(monitor_runs).values(
@@ -472,6 +478,26 @@ def test_a_warm_start_is_judged_against_its_full_ancestors_level(db_url: str, tm
     _monitor_record(store, 24, "no-trigger", 4, 0.66)
     _monitor_record(store, 26, "no-trigger", 4, 0.50)  # a fourth is not used
     assert _learned_baseline(store, repo, 4, replace(rules, baseline_windows=3)) == 0.70
+
+
+def test_the_calibration_level_is_learned_like_the_auc(db_url: str, tmp_path: Path) -> None:
+    """``calibration.baseline: learned``: the full ancestor's own windowed calibration (median of
+    its first windows), not 1 — a model serving its top-scored ads over-predicts them a little."""
+    from monitor.run import _learned_baseline
+
+    store = EventStore(db_url)
+    repo = ModelRepository(tmp_path / "repo")
+    for version, (mode, parent) in {1: ("full", None), 2: ("incremental", 1)}.items():
+        (repo.model_dir / str(version)).mkdir(parents=True)
+        meta = {"mode": mode, "parent_version": parent}
+        (repo.model_dir / str(version) / "metadata.json").write_text(json.dumps(meta))
+    rules = Rules(calibration_learned=True, baseline_windows=3)
+    for hours, cal in ((0, 1.04), (2, 1.10), (4, 1.06), (6, 0.90)):
+        _monitor_record(store, hours, "no-trigger", 1, 0.75, calibration=cal)
+    _monitor_record(store, 10, "trigger", 2, 0.70, calibration=1.30)
+    assert _learned_baseline(store, repo, 2, rules, "calibration") == 1.06  # version 1's first three
+    assert _learned_baseline(store, repo, 2, rules) is None  # the AUC rule is not asked for
+    assert _learned_baseline(store, repo, 2, replace(rules, calibration_learned=False), "calibration") is None
 
 
 def test_an_episode_counts_the_triggers_since_its_breach_began(db_url: str) -> None:

@@ -100,6 +100,31 @@ def test_a_base_rate_shift_triggers_on_calibration_where_auc_sees_nothing() -> N
     assert decide(evidence, History(), RULES, NOW).decision == "no-trigger"
 
 
+@pytest.mark.parametrize(
+    ("interval", "level", "want"),
+    [
+        ((1.11, 1.16), 1.05, "trigger"),  # above 1.05 × 1.05 = 1.1025, inside 1 ± 0.15
+        ((1.11, 1.16), None, "no-trigger"),  # not yet learned: only the absolute band holds
+        ((0.99, 1.04), 1.05, "no-trigger"),  # the interval reaches into [0.9975, 1.1025]
+        ((0.93, 0.99), 1.05, "trigger"),  # below 0.9975
+        ((1.16, 1.20), None, "trigger"),  # the absolute band still holds on its own
+    ],
+)
+def test_a_learned_calibration_level_narrows_the_band(
+    interval: tuple[float, float], level: float | None, want: str
+) -> None:
+    """``calibration.baseline: learned``: a base-rate shift of ~10 % (the demo's ``popularity``
+    drift: 1.00 → 1.10) stays inside ``1 ± 0.15`` but leaves the level the model had learned."""
+    rules = replace(RULES, calibration_max_deviation=0.15, calibration_learned=True, calibration_margin=0.05)
+    lower, upper = interval
+    evidence = replace(GOOD, calibration=(lower + upper) / 2, calibration_lower=lower, calibration_upper=upper)
+    out = decide(evidence, History(learned_calibration=level), rules, NOW)
+    assert out.decision == want
+    assert ("calibration" in out.signals) == (want == "trigger")
+    if want == "trigger":
+        assert "outside [" in out.reason
+
+
 def test_the_calibration_interval_covers_the_truth() -> None:
     misses = 0
     for seed in range(200):

@@ -22,6 +22,7 @@ def test_the_shipped_rules_files_load_as_written(shipped: str) -> None:
     assert rules.absolute_auc == 0.70 and rules.cooldown == timedelta(hours=6)
     assert rules.learned_baseline and rules.relative_drop is None and rules.escalate
     assert rules.calibration_max_deviation == 0.15 and rules.max_per_episode == 2 and rules.baseline_windows == 3
+    assert rules.calibration_learned and rules.calibration_margin == 0.05
     assert rules == load_rules(ROOT / "monitor/rules.example.yaml")  # the cluster runs what the README shows
 
 
@@ -53,6 +54,9 @@ def test_a_partial_file_keeps_the_defaults_it_does_not_name(tmp_path: Path) -> N
         ("auc:\n  absolute: 0\n", "auc.absolute must lie in (0, 1], got 0.0"),
         ("auc:\n  absolute: .nan\n", "auc.absolute must lie in (0, 1], got nan"),
         ("auc:\n  relative_drop: 1.5\n", "auc.relative_drop must lie in [0, 1), got 1.5"),
+        ("calibration:\n  baseline: offline\n", "calibration.baseline must be learned (or absent), got 'offline'"),
+        ("calibration:\n  margin: 0\n", "calibration.margin must lie in (0, 1), got 0.0"),
+        ("calibration:\n  level: 1\n", "unknown key calibration.level; known: baseline, margin, max_deviation"),
         ("drift:\n  sample_rows: 0\n", "counts must be at least 1"),
         ("attribution_window: 366d\n", "attribution_window must be more than 0 and at most 365d, got '366d'"),
         ("window:\n  max_age: -1h\n", "bad window.max_age '-1h'"),
