@@ -39,6 +39,7 @@ enough labels) − ``auc.margin`` when ``auc.baseline: learned``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -111,37 +112,55 @@ def threshold(rules: Rules, evidence: Evidence, history: History) -> float | Non
     return round(max(candidates), 6) if candidates else None
 
 
-def calibration_band(rules: Rules, history: History) -> tuple[float, float] | None:
-    """The narrowest band of the calibration rules: ``1 ± max_deviation`` and, once learned,
-    ``level × (1 ± margin)``; a breach is an interval entirely outside either. None: no rule."""
+def calibration_bands(rules: Rules, history: History) -> list[tuple[str, float, float]]:
+    """The calibration rules' bands, each ``(name, low, high)``: ``1 ± max_deviation`` and, once
+    learned, ``level × (1 ± margin)``. A breach is an interval entirely outside any of them (the
+    two need not overlap: a model whose learned level is 1.25 is outside ``1 ± 0.15`` as well)."""
     bands = []
-    if rules.calibration_max_deviation is not None:
-        bands.append((1.0 - rules.calibration_max_deviation, 1.0 + rules.calibration_max_deviation))
+    d = rules.calibration_max_deviation
+    if d is not None:
+        bands.append((f"1 ± {d}", round(1.0 - d, 6), round(1.0 + d, 6)))
     if rules.calibration_learned and history.learned_calibration is not None:
         level, m = history.learned_calibration, rules.calibration_margin
-        bands.append((level * (1.0 - m), level * (1.0 + m)))
-    if not bands:
-        return None
-    return round(max(b[0] for b in bands), 6), round(min(b[1] for b in bands), 6)
+        bands.append((f"learned {level:.3f} × (1 ± {m})", round(level * (1.0 - m), 6), round(level * (1.0 + m), 6)))
+    return bands
+
+
+def _outside(e: Evidence, rules: Rules, history: History) -> list[str]:
+    """The bands the calibration interval lies entirely outside (an unbounded upper end: above)."""
+    lower, upper = e.calibration_lower, e.calibration_upper
+    if lower is None:
+        return []
+    high = math.inf if upper is None else upper
+    return [
+        f"{name} = [{lo:.3f}, {hi:.3f}]"
+        for name, lo, hi in calibration_bands(rules, history)
+        if lower > hi or high < lo
+    ]
 
 
 def _breaches(rules: Rules, e: Evidence, history: History, limit: float | None) -> tuple[str, ...]:
     found = []
     if limit is not None and e.auc_upper is not None and e.auc_upper < limit:
         found.append("auc")
-    band = calibration_band(rules, history)
-    lower, upper = e.calibration_lower, e.calibration_upper
-    if band is not None and lower is not None and upper is not None and (lower > band[1] or upper < band[0]):
+    if _outside(e, rules, history):
         found.append("calibration")
     return tuple(found)
 
 
+def _interval(value: float | None, lower: float | None, upper: float | None, digits: int) -> str:
+    def fmt(x: float | None) -> str:
+        return "∞" if x is None else f"{x:.{digits}f}"
+
+    return f"{fmt(value)} [{fmt(lower)}, {fmt(upper)}]"
+
+
 def _describe(e: Evidence, limit: float | None) -> str:
-    auc = "AUC n/a" if e.auc is None else f"AUC {e.auc:.4f} [{e.auc_lower:.4f}, {e.auc_upper:.4f}]"
+    auc = "AUC n/a" if e.auc is None else f"AUC {_interval(e.auc, e.auc_lower, e.auc_upper, 4)}"
     cal = (
         ""
         if e.calibration is None
-        else f", calibration {e.calibration:.3f} [{e.calibration_lower:.3f}, {e.calibration_upper:.3f}]"
+        else f", calibration {_interval(e.calibration, e.calibration_lower, e.calibration_upper, 3)}"
     )
     return f"{auc} vs threshold {limit}{cal}"
 
@@ -199,11 +218,8 @@ def decide(evidence: Evidence, history: History, rules: Rules, as_of: datetime) 
     if "auc" in signals:
         why.append(f"AUC upper bound {e.auc_upper:.4f} < threshold {limit:.4f}")
     if "calibration" in signals:
-        lo, hi = calibration_band(rules, history) or (0.0, 0.0)
-        why.append(
-            f"calibration {e.calibration:.3f} [{e.calibration_lower:.3f}, {e.calibration_upper:.3f}] "
-            f"outside [{lo:.3f}, {hi:.3f}]"
-        )
+        interval = _interval(e.calibration, e.calibration_lower, e.calibration_upper, 3)
+        why.append(f"calibration {interval} outside {' and '.join(_outside(e, rules, history))}")
     escalate = rules.escalate and history.episode_triggers >= 1
     if escalate:
         n = history.episode_triggers

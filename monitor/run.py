@@ -187,10 +187,11 @@ def _own_level(store: EventStore, version: int, windows: int, metric: str = "auc
     """A version's own windowed ``metric`` (``auc`` or ``calibration``): the median of the first
     ``windows`` records whose whole window it served, each with enough labels; None until there
     are that many."""
-    column = monitor_runs.c.auc  # recorded whenever calibration is (both need positives and negatives)
+    # A window with enough labels (not insufficient-data) has both an AUC and a calibration: the
+    # AUC column, the only one of the two indexed as a column, narrows the scan.
     query = (
         select(monitor_runs.c.record)
-        .where(monitor_runs.c.serving_version == version, column.is_not(None))
+        .where(monitor_runs.c.serving_version == version, monitor_runs.c.auc.is_not(None))
         .order_by(monitor_runs.c.as_of_us, monitor_runs.c.id)
         .limit(200)
     )

@@ -496,7 +496,9 @@ def test_the_calibration_level_is_learned_like_the_auc(db_url: str, tmp_path: Pa
         _monitor_record(store, hours, "no-trigger", 1, 0.75, calibration=cal)
     _monitor_record(store, 10, "trigger", 2, 0.70, calibration=1.30)
     assert _learned_baseline(store, repo, 2, rules, "calibration") == 1.06  # version 1's first three
-    assert _learned_baseline(store, repo, 2, rules) is None  # the AUC rule is not asked for
+    both = replace(rules, learned_baseline=True)
+    assert _learned_baseline(store, repo, 2, both) == 0.75  # the AUC level is kept apart from it
+    assert _learned_baseline(store, repo, 2, both, "calibration") == 1.06
     assert _learned_baseline(store, repo, 2, replace(rules, calibration_learned=False), "calibration") is None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -31,6 +32,7 @@ def test_the_server_and_stub_are_found_without_importing_pytriton(tmp_path: Path
     assert (dist / "bin" / "tritonserver").is_file()
     assert any(_pytriton_libs().glob("libtritonserver*.so*"))
     backends = _backends(dist, tmp_path / "backends")
-    stub = backends / "python" / "triton_python_backend_stub"
-    assert stub.resolve().parent.name == f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = (backends / "python" / "triton_python_backend_stub").resolve()
+    assert stub.is_file() and os.access(stub, os.X_OK)
+    assert (backends / "python" / "libtriton_python.so").resolve().is_file()
     assert "pytriton" not in sys.modules
