@@ -20,7 +20,7 @@ Every key (``monitor/rules.example.yaml`` ships these without ``relative_drop``)
     calibration:
       max_deviation: 0.15       # breach when predicted/observed clicks lie outside 1 ± 0.15 ...
       baseline: learned         # ... or outside the serving lineage's own level × (1 ± margin)
-      margin: 0.05              # (learned like the AUC's: median of auc.baseline_windows own windows)
+      margin: 0.04              # (learned like the AUC's: median of auc.baseline_windows own windows)
     cooldown: 6h                # no second trigger (or alert) within this
     retrain:
       escalate: true            # a breach outliving an incremental retrain asks for a full one
@@ -63,7 +63,7 @@ class Rules:
     baseline_windows: int = 3  # auc.baseline_windows: the learned baseline is the median of this many own windows
     calibration_max_deviation: float | None = None  # calibration.max_deviation; None: not a signal
     calibration_learned: bool = False  # calibration.baseline: learned
-    calibration_margin: float = 0.05  # calibration.margin, relative to the learned level
+    calibration_margin: float = 0.04  # calibration.margin, relative to the learned level
     cooldown: timedelta = timedelta(hours=6)
     escalate: bool = True  # retrain.escalate
     max_per_episode: int | None = None  # retrain.max_per_episode; None: no limit
