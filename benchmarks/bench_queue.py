@@ -59,7 +59,8 @@ def _stats(http_port: int) -> tuple[int, int, int]:
     )
 
 
-async def _offer(grpc_port: int, rate: float, seconds: float, candidates: int = 100) -> None:
+async def _offer(grpc_port: int, rate: float, seconds: float, candidates: int = 100) -> list[float]:
+    """Offer the requests on schedule (open loop); each answered request's latency in ms."""
     import tritonclient.grpc.aio as grpc
 
     client = grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
@@ -72,28 +73,38 @@ async def _offer(grpc_port: int, rate: float, seconds: float, candidates: int = 
     ]
     inputs[0].set_data_from_numpy(dense)
     inputs[1].set_data_from_numpy(sparse)
+
+    async def timed() -> float:
+        t0 = time.perf_counter()
+        await client.infer(MODEL_NAME, inputs, client_timeout=10)
+        return (time.perf_counter() - t0) * 1e3
+
     pending = []
     start = time.perf_counter()
     for k in range(int(rate * seconds)):
         delay = start + k / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        pending.append(asyncio.ensure_future(client.infer(MODEL_NAME, inputs, client_timeout=10)))
-    await asyncio.gather(*pending, return_exceptions=True)
+        pending.append(asyncio.ensure_future(timed()))
+    answered = await asyncio.gather(*pending, return_exceptions=True)
     await client.close()
+    return [a for a in answered if isinstance(a, float)]
 
 
-def _client(grpc_port: int, rate: float, seconds: float, candidates: int) -> float:
-    """One client process's share of a step; returns its CPU seconds."""
+def _client(grpc_port: int, rate: float, seconds: float, candidates: int) -> tuple[float, list[float]]:
+    """One client process's share of a step: its CPU seconds and its requests' latencies (ms)."""
     t0 = time.process_time()
-    asyncio.run(_offer(grpc_port, rate, seconds, candidates))
-    return time.process_time() - t0
+    latencies = asyncio.run(_offer(grpc_port, rate, seconds, candidates))
+    return time.process_time() - t0, latencies
 
 
-def _step(pool: ProcessPoolExecutor, clients: int, grpc_port: int, rate: float, seconds: float, n: int) -> float:
-    """Offer ``rate`` requests/s for ``seconds`` from ``clients`` processes; their mean CPU share."""
-    shares = [pool.submit(_client, grpc_port, rate / clients, seconds, n) for _ in range(clients)]
-    return sum(f.result() for f in shares) / clients / seconds
+def _step(
+    pool: ProcessPoolExecutor, clients: int, grpc_port: int, rate: float, seconds: float, n: int
+) -> tuple[float, list[float]]:
+    """Offer ``rate`` requests/s for ``seconds`` from ``clients`` processes: their mean CPU share
+    and every answered request's latency (ms, as the client saw it: gRPC, queue and compute)."""
+    shares = [f.result() for f in [pool.submit(_client, grpc_port, rate / clients, seconds, n) for _ in range(clients)]]
+    return sum(cpu for cpu, _ in shares) / clients / seconds, [x for _, lat in shares for x in lat]
 
 
 def _machine(kind: str, experiment: str) -> str:
@@ -153,7 +164,7 @@ def main() -> None:
         _step(pool, args.clients, grpc_port, 20 * args.clients, 2, args.candidates)  # warm-up
         for rate in (float(r) for r in args.rates.split(",")):
             before, t0 = _stats(http_port), time.perf_counter()
-            client_cpu = _step(pool, args.clients, grpc_port, rate, args.seconds, args.candidates)
+            client_cpu, latencies = _step(pool, args.clients, grpc_port, rate, args.seconds, args.candidates)
             after, elapsed = _stats(http_port), time.perf_counter() - t0
             done = after[0] - before[0]
             point = {
@@ -161,6 +172,8 @@ def main() -> None:
                 "achieved_rps": round(done / elapsed, 1),
                 "queue_ms": round((after[2] - before[2]) / 1e6 / max(after[1] - before[1], 1), 3),
                 "client_cpu_share": round(client_cpu, 2),
+                "latency_ms_p50": round(float(np.percentile(latencies, 50)), 3) if latencies else None,
+                "latency_ms_p99": round(float(np.percentile(latencies, 99)), 3) if latencies else None,
             }
             print(json.dumps(point), flush=True)
             curve.append(point)
