@@ -16,7 +16,10 @@ the result. The rule table, in order:
 5. the last trigger is younger than the cooldown (whatever became of its run) → ``cooldown``;
 6. the current breach (``History.breach_since``) already had ``retrain.max_per_episode``
    triggers → ``exhausted``: retrains did not repair it and a person must look (the record is
-   the alert); the episode, and the count, end with the first window without a breach;
+   the alert); the episode, and the count, end with the first *clear* window: no breach, and
+   every point estimate back inside (AUC at or above the threshold, calibration inside every
+   band) — a breach needs the whole interval outside, so a window whose interval merely
+   reaches back over the line is not yet a repair (``Decision.clear``);
 7. otherwise → ``trigger``, naming the signal(s) that breached. With ``retrain.escalate``, a
    trigger in an episode that already had one (``History.episode_triggers``) is an escalation
    (``Decision.escalate``): the retrain before did not repair the breach — its candidate was
@@ -100,6 +103,7 @@ class Decision:
     consecutive_breaches: int = 0
     signals: tuple[str, ...] = field(default_factory=tuple)  # "auc", "calibration"
     escalate: bool = False  # a trigger that asks for a full retrain (rule 6)
+    clear: bool = False  # no breach and every point estimate inside: this window ends an episode
 
 
 def threshold(rules: Rules, evidence: Evidence, history: History) -> float | None:
@@ -148,6 +152,15 @@ def _breaches(rules: Rules, e: Evidence, history: History, limit: float | None) 
     return tuple(found)
 
 
+def _clear(rules: Rules, e: Evidence, history: History, limit: float | None) -> bool:
+    """Every point estimate inside its rule: the AUC at or above the threshold, the calibration
+    inside every band (a metric that could not be measured does not hold a window back)."""
+    if limit is not None and e.auc is not None and e.auc < limit:
+        return False
+    c = e.calibration
+    return c is None or all(lo <= c <= hi for _, lo, hi in calibration_bands(rules, history))
+
+
 def _interval(value: float | None, lower: float | None, upper: float | None, digits: int) -> str:
     def fmt(x: float | None) -> str:
         return "∞" if x is None else f"{x:.{digits}f}"
@@ -187,7 +200,10 @@ def decide(evidence: Evidence, history: History, rules: Rules, as_of: datetime) 
             streak += 1
     if not breach or streak < rules.consecutive_breaches:
         status = f"breach ({', '.join(signals)}) {streak}/{rules.consecutive_breaches}" if breach else "no breach"
-        return Decision("no-trigger", f"{_describe(e, limit)}: {status}", limit, breach, streak, signals)
+        clear = not breach and _clear(rules, e, history, limit)
+        if not breach and not clear:
+            status = "no breach, but a point estimate is outside: not clear"
+        return Decision("no-trigger", f"{_describe(e, limit)}: {status}", limit, breach, streak, signals, clear=clear)
     if history.lease_run_id is not None:
         reason = f"pipeline run {history.lease_run_id} is still running"
         return Decision("in-flight", reason, limit, breach, streak, signals)

@@ -142,18 +142,20 @@ def _last_trigger(store: EventStore) -> dict[str, Any] | None:
 
 def _breach_since(store: EventStore, as_of: datetime) -> datetime:
     """When the current breach began: the first breached record after the last calm one (a record
-    with evidence, no breach, and a window served by one version), or ``as_of`` when none follows
-    it — this run's breach is the first of its streak. ``insufficient-data`` records neither start
-    nor end a streak, and neither does a calm window shared by two versions: the version a
-    retrain published has not yet been judged on its own (``settling``), so it has not yet
-    repaired anything."""
+    with evidence, no breach, every point estimate inside — ``clear`` — and a window served by one
+    version), or ``as_of`` when none follows it — this run's breach is the first of its streak.
+    ``insufficient-data`` records neither start nor end a streak, and neither does a calm window
+    shared by two versions: the version a retrain published has not yet been judged on its own
+    (``settling``), so it has not yet repaired anything."""
     calm = select(monitor_runs.c.as_of_us, monitor_runs.c.record).where(
         monitor_runs.c.breach.is_(False), monitor_runs.c.decision != "insufficient-data"
     )
     with store.engine.connect() as conn:
         last_calm = None
         for at, raw in conn.execute(calm.order_by(desc(monitor_runs.c.as_of_us)).limit(50)):
-            if len(json.loads(str(raw)).get("per_version", {})) <= 1:
+            record = json.loads(str(raw))
+            # records written before "clear" existed count as calm, as they did then
+            if len(record.get("per_version", {})) <= 1 and record.get("clear", True):
                 last_calm = at
                 break
         first = select(monitor_runs.c.as_of_us).where(monitor_runs.c.breach.is_(True))
@@ -299,6 +301,7 @@ def _decide(
         "learned_baseline": history.learned_baseline,
         "learned_calibration": history.learned_calibration,
         "escalate": outcome.escalate,
+        "clear": outcome.clear,
     }
     if history.last_run_state is not None and outcome.decision in ("cooldown", "trigger"):
         record["last_run"] = {"run_id": history.last_trigger_run, "state": history.last_run_state}

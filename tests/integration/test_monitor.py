@@ -401,14 +401,15 @@ def test_the_breach_began_at_the_first_record_of_the_current_streak(db_url: str)
     now = T0 + timedelta(hours=12)
     assert _breach_since(store, now) == now  # no record at all: this run's breach begins it
 
-    def record(hours: int, breach: bool, decision: str) -> None:
+    def record(hours: int, breach: bool, decision: str, clear: bool | None = None) -> None:
         at = to_us(T0 + timedelta(hours=hours))
+        body = "{}" if clear is None else json.dumps({"clear": clear})
         with store.engine.begin() as conn:
             conn.execute(
                 insert(monitor_runs).values(
                     started_at_us=at, as_of_us=at, window_start_us=at, window_end_us=at, labelled=1,
                     positives=1, breach=breach, decision=decision, reason="", trigger="local",
-                    submission="none", record="{}",
+                    submission="none", record=body,
                 )
             )  # fmt: skip
 
@@ -418,7 +419,9 @@ def test_the_breach_began_at_the_first_record_of_the_current_streak(db_url: str)
     record(6, False, "insufficient-data")  # no evidence either way
     record(8, True, "cooldown")
     assert _breach_since(store, now) == T0 + timedelta(hours=4)
-    record(10, False, "no-trigger")
+    record(9, False, "no-trigger", clear=False)  # the interval reached back, the estimate did not
+    assert _breach_since(store, now) == T0 + timedelta(hours=4)  # not a repair: the episode goes on
+    record(10, False, "no-trigger", clear=True)
     assert _breach_since(store, now) == now  # calm again: a breach now is the first of a new streak
 
 

@@ -185,3 +185,20 @@ def test_a_breach_that_outlives_a_retrain_escalates_to_a_full_one() -> None:
     assert decide(BAD, replace(episode, last_trigger_at=NOW - timedelta(hours=1)), RULES, NOW).decision == (
         "cooldown"
     )  # the cooldown still applies to the escalation
+
+
+def test_a_window_is_clear_only_when_every_point_estimate_is_back_inside() -> None:
+    """Hysteresis: a breach needs the whole interval outside; an episode ends only with a window
+    whose estimates are inside (the demo's ``popularity`` seed 7: calibration 1.10 [1.05, 1.15]
+    against a band edge of 1.07 flickered between breach and no breach for 10 hours)."""
+    rules = replace(RULES, calibration_learned=True, calibration_margin=0.04)
+    history = History(learned_calibration=1.03)
+    near = replace(GOOD, calibration=1.10, calibration_lower=1.05, calibration_upper=1.15)
+    out = decide(near, history, rules, NOW)
+    assert (out.decision, out.breach, out.clear) == ("no-trigger", False, False)
+    back = replace(GOOD, calibration=1.04, calibration_lower=1.00, calibration_upper=1.08)
+    assert decide(back, history, rules, NOW).clear
+    low_auc = replace(GOOD, auc=0.69, auc_lower=0.67, auc_upper=0.71)  # the interval reaches 0.70
+    assert not decide(low_auc, History(), RULES, NOW).clear
+    assert decide(GOOD, History(), RULES, NOW).clear
+    assert not decide(BAD, History(), RULES, NOW).clear  # a breach is never clear
