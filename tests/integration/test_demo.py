@@ -6,6 +6,7 @@ was served, nothing lost or left."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 from datetime import datetime, timedelta
@@ -19,8 +20,19 @@ pytestmark = pytest.mark.slow
 
 
 def tritonservers() -> set[int]:
+    """tritonserver (and stub) processes started from this pytest worker: they inherit its
+    ``PYTEST_XDIST_WORKER``, even once orphaned; the other worker's servers are not this test's."""
     out = subprocess.run(["pgrep", "-f", "tritonserver"], capture_output=True, text=True).stdout
-    return {int(p) for p in out.split()}
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    mine = set()
+    for pid in (int(p) for p in out.split()):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        if worker is None or f"PYTEST_XDIST_WORKER={worker}".encode() in env:
+            mine.add(pid)
+    return mine
 
 
 def test_shortened_demo(tmp_path: Path) -> None:
