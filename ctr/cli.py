@@ -460,7 +460,9 @@ ValidOpt = Annotated[int, typer.Option(help="Validation day.")]
 HoldoutOpt = Annotated[int | None, typer.Option(help="Fresh holdout day for the gate (default valid+1).")]
 ConfigOpt = Annotated[str, typer.Option(help="Experiment id.")]
 SeedOpt = Annotated[int | None, typer.Option(help="Override the experiment's seed.")]
-EpsilonOpt = Annotated[float, typer.Option(help="Gate tolerance on holdout AUC.")]
+EpsilonOpt = Annotated[
+    float, typer.Option(help="Gate tolerance on holdout AUC (a candidate with a lower holdout log loss passes too).")
+]
 SinceOpt = Annotated[str | None, typer.Option(help="Event window start: ISO 8601, or an offset from --now like -24h.")]
 UntilOpt = Annotated[str | None, typer.Option(help="Event window end: ISO 8601 or an offset (default --now).")]
 WindowOpt = Annotated[str, typer.Option(help="Click attribution window.")]

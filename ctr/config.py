@@ -56,6 +56,7 @@ class Experiment:
     embedding_lr_scaling: str | None = None  # the embedding table's rate rule; None: lr_scaling's
     cowclip_ratio: float | None = None  # CowClip on the embedding gradient (ctr.cowclip); None: off
     cowclip_bound: float = 1e-5  # CowClip's floor on a row's norm
+    recalibrate: bool = True  # shift the logit so the validation rows' pCTR sums to their clicks (ctr.recalibration)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -102,6 +103,7 @@ class Experiment:
                 embedding_lr_scaling=emb_scaling,
                 cowclip_ratio=None if cowclip is None else float(cowclip),
                 cowclip_bound=float(d.get("cowclip_bound", 1e-5)),
+                recalibrate=_flag(d.get("recalibrate", True), "recalibrate"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"experiment {d.get('name', '?')!r} is incomplete or invalid: {exc}") from exc
@@ -114,6 +116,12 @@ class Experiment:
         if not 0.0 < exp.adam_beta2 < 1.0:
             raise InputError(f"adam_beta2 must be in (0, 1), got {exp.adam_beta2}")
         return exp
+
+
+def _flag(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"{key} must be true or false, got {value!r}")
+    return value
 
 
 def _blocks(text: str) -> dict[str, Any]:

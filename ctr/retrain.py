@@ -224,7 +224,7 @@ def score_served_graph(graph: Path, day: DayShards) -> tuple[NDArray[Any], NDArr
 
 
 def evaluate(staged: str, repo: str, data_dir: str, holdout_day: int) -> dict[str, Any]:
-    """AUC of the candidate and of the serving version on the same holdout day.
+    """AUC and log loss of the candidate and of the serving version on the same holdout day.
 
     Both are scored by ONNX Runtime on their ``model.onnx``, the graph Triton serves (int8
     included), so the gate judges what would be served.
@@ -236,10 +236,10 @@ def evaluate(staged: str, repo: str, data_dir: str, holdout_day: int) -> dict[st
     labels, candidate = score_served_graph(Path(staged) / ONNX_FILE, holdout)
     repository = ModelRepository(Path(repo))
     serving_version = repository.served()
-    serving_auc = None
+    serving_auc = serving_logloss = None
     if serving_version is not None:
         _, serving = score_served_graph(repository.version_dir(serving_version) / ONNX_FILE, holdout)
-        serving_auc = round(roc_auc(labels, serving), 6)
+        serving_auc, serving_logloss = round(roc_auc(labels, serving), 6), round(log_loss(labels, serving), 6)
     return {
         "holdout_day": holdout_day,
         "holdout_rows": int(labels.size),
@@ -247,18 +247,35 @@ def evaluate(staged: str, repo: str, data_dir: str, holdout_day: int) -> dict[st
         "candidate_logloss": round(log_loss(labels, candidate), 6),
         "serving_version": serving_version,
         "serving_auc": serving_auc,
+        "serving_logloss": serving_logloss,
         "bayes_auc": truth_auc(holdout, labels),
     }
 
 
 def gate(evaluation: dict[str, Any], epsilon: float) -> tuple[bool, str]:
-    """Publish only if the candidate's holdout AUC ≥ the serving version's − epsilon."""
+    """Publish unless the candidate is worse than the serving version on the holdout by both
+    yardsticks: its AUC below the serving's − ``epsilon`` (ranking) and its log loss not lower
+    (ranking and calibration together: a base-rate shift moves log loss, not AUC, and a
+    candidate that repairs it may rank a few rows differently). Without the serving's log loss
+    (an evaluation recorded before it was kept), AUC alone decides.
+
+    >>> gate({"candidate_auc": 0.70, "serving_auc": 0.71, "serving_version": 1,
+    ...       "candidate_logloss": 0.45, "serving_logloss": 0.46}, 0.002)[0]
+    True
+    """
     cand, serv = evaluation["candidate_auc"], evaluation["serving_auc"]
+    version = evaluation.get("serving_version")
     if serv is None:
         return True, f"no serving version; candidate AUC {cand:.4f}"
     if cand >= serv - epsilon:
-        return True, f"candidate AUC {cand:.4f} >= serving v{evaluation['serving_version']} {serv:.4f} - {epsilon}"
-    return False, f"candidate AUC {cand:.4f} < serving v{evaluation['serving_version']} {serv:.4f} - {epsilon}"
+        return True, f"candidate AUC {cand:.4f} >= serving v{version} {serv:.4f} - {epsilon}"
+    auc_says = f"candidate AUC {cand:.4f} < serving v{version} {serv:.4f} - {epsilon}"
+    cand_ll, serv_ll = evaluation.get("candidate_logloss"), evaluation.get("serving_logloss")
+    if cand_ll is not None and serv_ll is not None:
+        if cand_ll < serv_ll:
+            return True, f"{auc_says}, but log loss {cand_ll:.5f} < serving {serv_ll:.5f}"
+        return False, f"{auc_says} and log loss {cand_ll:.5f} >= serving {serv_ll:.5f}"
+    return False, auc_says
 
 
 def publish(staged: str, repo: str, run_id: str, evaluation: dict[str, Any], reason: str) -> int:

@@ -55,7 +55,7 @@ class RetrainRequest:
     work_dir: str = "ctr-pipeline-work"  # scratch: prepared data, per run
     experiment: str = "dcn"
     seed: int = -1  # -1 = the experiment's seed
-    epsilon: float = 0.002  # gate: publish if candidate AUC >= serving AUC - epsilon
+    epsilon: float = 0.002  # gate: publish if candidate AUC >= serving AUC - epsilon (or its log loss is lower)
     events: bool = False  # export matured impressions of [since, until) from the event log
     since: str = ""
     until: str = ""

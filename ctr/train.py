@@ -48,6 +48,7 @@ from ctr.features import FeatureTransform
 from ctr.metrics import calibration, log_loss, roc_auc
 from ctr.model import DCN
 from ctr.onnx_export import export_serving_onnx
+from ctr.recalibration import fit_offset
 from ctr.repository import (
     REFERENCE_FILE,
     TRANSFORM_DIR,
@@ -182,17 +183,43 @@ def _score_encoded(
 ) -> dict[str, float | int | None]:
     """``score_day`` from the day's encoded shards (no transform pass), in the training's
     precision (bf16 autocast on CUDA, and on CPU when the experiment trains in bf16)."""
+    labels, logits = _encoded_logits(model, parts, device, cpu_precision)
+    return _day_metrics(labels, _sigmoid(logits), shards)
+
+
+def _encoded_logits(
+    model: nn.Module, parts: Sequence[Part], device: torch.device, cpu_precision: str = "fp32"
+) -> tuple[NDArray[Any], NDArray[Any]]:
+    """(labels, logits) over encoded shards, in the training's precision."""
     model.eval()
-    labels, probs = [], []
+    labels, logits = [], []
     with torch.no_grad(), _autocast(device, cpu_precision):
         for part in parts:
             dense, ids, label = part.shard.load()
             for start in range(0, label.size, EVAL_BATCH):
                 d = torch.from_numpy(dense[start : start + EVAL_BATCH]).to(device)
                 s = torch.from_numpy(ids[start : start + EVAL_BATCH]).to(device)
-                probs.append(torch.sigmoid(model(d, s).float()).squeeze(1).cpu().numpy())
+                logits.append(model(d, s).float().squeeze(1).cpu().numpy())
             labels.append(label)
-    return _day_metrics(np.concatenate(labels), np.concatenate(probs), shards)
+    return np.concatenate(labels), np.concatenate(logits)
+
+
+def _sigmoid(z: NDArray[Any]) -> NDArray[Any]:
+    return np.asarray(1.0 / (1.0 + np.exp(-z.astype(np.float64))), dtype=np.float32)
+
+
+def _recalibrate(
+    model: DCN, parts: Sequence[Part], shards: DayShards, device: torch.device, exp: Experiment
+) -> tuple[dict[str, float | int | None], dict[str, float]]:
+    """Shift ``model``'s logit so the validation rows' predicted clicks equal their clicks
+    (``ctr.recalibration``); returns the validation metrics after the shift and what it did."""
+    labels, logits = _encoded_logits(model, parts, device, exp.cpu_precision)
+    offset = fit_offset(logits, labels)
+    with torch.no_grad():
+        model.head.bias.add_(offset)
+    before, after = calibration(labels, _sigmoid(logits)), calibration(labels, _sigmoid(logits + offset))
+    done = {"offset": round(offset, 6), "valid_calibration_before": round(before, 6), "after": round(after, 6)}
+    return _day_metrics(labels, _sigmoid(logits + offset), shards), done
 
 
 def _autocast(device: torch.device, cpu_precision: str = "fp32") -> torch.autocast:
@@ -492,6 +519,10 @@ def _train(spec: TrainSpec, repo: ModelRepository, rank: Rank) -> StagedVersion 
     timings["train"] = time.perf_counter() - clock
     if not rank.leader:
         return None
+    recalibration: dict[str, float] | None = None
+    if exp.recalibrate:
+        metrics, recalibration = _recalibrate(model, valid_parts, valid, device, exp)
+        log.info("recalibrated on the validation rows: %s", recalibration)
 
     clock = time.perf_counter()
     served = DCN(exp.model, transform.sizes.tolist())  # plain modules: the trained ones may be compiled
@@ -512,6 +543,7 @@ def _train(spec: TrainSpec, repo: ModelRepository, rank: Rank) -> StagedVersion 
         "mode": spec.mode,
         "parent_version": parent,
         "metrics": metrics,
+        "recalibration": recalibration,
         "data": {
             "dir": str(spec.data_dir.resolve()),
             "train_days": list(spec.train_days),

@@ -44,7 +44,8 @@ def evaluate_op(staged: str, prepared: str, request: str) -> str:
 
 
 def gate_op(evaluation: str, request: str) -> NamedTuple("Gate", [("decision", str), ("reason", str)]):  # type: ignore[valid-type]  # KFP reads outputs from this form
-    """``publish`` if the candidate's AUC ≥ the serving version's − epsilon, else ``reject``."""
+    """``publish`` unless the candidate is worse on the holdout by AUC (− epsilon) and by log loss
+    (``ctr.retrain.gate``), else ``reject``."""
     import json
     from collections import namedtuple
 

@@ -33,6 +33,25 @@ def _mean_auc(entries: list[dict[str, Any]]) -> float | None:
     return round(float(np.mean(values)), 4) if values else None
 
 
+def episode_triggers(entries: list[dict[str, Any]], since: datetime) -> list[int]:
+    """Triggers per monitor episode from ``since`` on, in order, as the monitor counts them: an
+    episode runs from its first trigger to the first *clear* window served by one version (no
+    breach, every point estimate inside); a later trigger starts the next one."""
+    counts: list[int] = []
+    open_episode = False
+    for e in entries:
+        if datetime.fromisoformat(e["as_of"]) < since:
+            continue
+        if e["decision"] == "trigger" and e["submission"] == "ok":
+            if not open_episode:
+                counts.append(0)
+                open_episode = True
+            counts[-1] += 1
+        elif open_episode and e.get("clear") and len(e.get("per_version") or {}) <= 1:
+            open_episode = False
+    return counts
+
+
 def summarize(
     cfg: DemoConfig,
     repo: ModelRepository,
@@ -62,6 +81,7 @@ def summarize(
     detected = [
         e for e in timeline.entries if e["decision"] in ("trigger", "in-flight", "settling", "cooldown", "exhausted")
     ]
+    episodes = episode_triggers(timeline.entries, drift_at)
     baselines = {str(e["serving_version"]): e.get("learned_baseline") for e in timeline.entries}
     levels = {str(e["serving_version"]): e.get("learned_calibration") for e in timeline.entries}
     metadata = {v: repo.metadata(v) for v in repo.versions()}  # one read of each version's file
@@ -83,7 +103,9 @@ def summarize(
         "learned_calibrations": {v: b for v, b in levels.items() if b is not None},
         "first_detection": next((e["as_of"] for e in detected if after_onset(e)), None),
         "triggers": len(triggers),
-        "triggers_in_episode": sum(after_onset(e) for e in triggers),
+        # the drift's own episode: the first one the monitor opened after the onset
+        "triggers_in_episode": (episodes or [0])[0],
+        "triggers_per_episode": episodes,  # every episode after the onset (a later one is a new alarm)
         "false_alarms_before_onset": sum(not after_onset(e) for e in triggers),
         "escalations": sum(bool(e.get("escalate")) for e in triggers),
         "pages": sum(e["decision"] == "exhausted" for e in timeline.entries),  # breached, retrains spent

@@ -15,6 +15,7 @@ import yaml
 
 from ctr.data.dataset import day_shards
 from ctr.errors import ArtifactError, InputError
+from ctr.metrics import roc_auc
 from ctr.onnx_export import onnx_predict, onnx_session
 from ctr.repository import ModelRepository
 from ctr.train import TrainSpec, load_version, pick_device, score_day, train_and_publish
@@ -352,3 +353,45 @@ def test_served_graphs_load_in_the_triton_images_onnxruntime(
     here, _ = onnx_predict(onnx_session(int8), dense, sparse)
     np.testing.assert_allclose(out["2"], here, atol=1e-5, rtol=0)  # int8: the same graph here and there
     assert float(np.abs(out["2"] - expected).mean()) < 0.01  # and int8 stays near fp32 (max 0.07 here)
+
+
+def test_recalibration_undoes_a_base_rate_shift_and_keeps_the_ranking(small_days: Path, tmp_path: Path) -> None:
+    """The validation day's clicks are made 1/0.6 times as likely in odds (60 % of its negatives
+    kept, every positive): a log-odds shift of -ln 0.6 = 0.51 the training days never saw. With
+    ``recalibrate`` (the default) the published graph's predicted clicks on that day match the
+    observed ones and the offset is that shift; without it they are ~1.5x short. The ranking
+    (AUC) is the same either way: one added constant."""
+    import polars as pl
+
+    data = tmp_path / "data"
+    shutil.copytree(small_days, data, ignore=shutil.ignore_patterns("day_2.truth.parquet"))
+    rng = np.random.default_rng(0)
+    for shard in day_shards(data, 2).shards:
+        frame = pl.read_parquet(shard)
+        keep = (frame["label"].to_numpy() == 1) | (rng.random(frame.height) < 0.6)
+        frame.filter(pl.Series(keep)).write_parquet(shard)
+    config = tmp_path / "experiments.yaml"
+    base = yaml.safe_load((Path(__file__).parents[2] / "ctr" / "configs" / "experiments.yaml").read_text())["Base"]
+    small = {"batch_size": 1024, "epochs": 2, "model": {"cross_layers": 2, "mlp": [64], "dropout": 0.0}}
+    config.write_text(yaml.safe_dump({"Base": base, "on": small, "off": {**small, "recalibrate": False}}))
+    from ctr.recalibration import fit_offset
+    from ctr.retrain import score_served_graph
+
+    observed_over_predicted, aucs, meta, refit = {}, {}, {}, {}
+    for name in ("on", "off"):
+        repo = ModelRepository(tmp_path / name)
+        version, _ = train_and_publish(TrainSpec(data, [0, 1], 2, experiment=f"{config}#{name}", device="cpu"), repo)
+        labels, pctr = score_served_graph(repo.version_dir(version) / "model.onnx", day_shards(data, 2))
+        observed_over_predicted[name] = labels.sum() / pctr.sum()
+        aucs[name] = float(roc_auc(labels, pctr))
+        meta[name] = repo.metadata(version)["recalibration"]
+        refit[name] = fit_offset(np.log(pctr / (1 - pctr)), labels)  # what is left to correct
+    assert meta["off"] is None
+    # the same weights but the head's bias: the offset found is the one the plain graph needs,
+    # at least the shift made (the small model alone, on the unshifted day: offset 0.24)
+    assert meta["on"]["offset"] == pytest.approx(refit["off"], abs=0.01), (meta, refit)
+    assert meta["on"]["offset"] > -np.log(0.6) - 0.1, meta
+    assert abs(refit["on"]) < 0.01, refit
+    assert abs(observed_over_predicted["on"] - 1.0) < 0.01, observed_over_predicted
+    assert observed_over_predicted["off"] > 1.3, observed_over_predicted
+    assert aucs["on"] == pytest.approx(aucs["off"], abs=1e-4), aucs

@@ -7,7 +7,16 @@ import importlib
 
 import pytest
 
-MODULES = ["ctr.settings", "ctr.model", "ctr.train", "ctr.data.encoded", "monitor.decision", "monitor.stats"]
+MODULES = [
+    "ctr.settings",
+    "ctr.model",
+    "ctr.train",
+    "ctr.data.encoded",
+    "ctr.recalibration",
+    "ctr.retrain",
+    "monitor.decision",
+    "monitor.stats",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)
