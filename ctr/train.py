@@ -8,8 +8,10 @@
 
 Memory is bounded by one parquet shard at a time: days are never loaded whole (the
 validation day keeps only its labels and predictions, 5 bytes a row). Early stopping on
-validation AUC keeps the best epoch. CPU runs are deterministic under a seed; CUDA is used
-when present, with bf16 autocast.
+validation AUC keeps the best epoch; with ``recalibrate`` (the default) the kept model's logit is
+then shifted so that its predicted clicks on the validation rows equal their clicks
+(``ctr.recalibration``: one offset in the head's bias, the ranking unchanged). CPU runs are
+deterministic under a seed; CUDA is used when present, with bf16 autocast.
 """
 
 from __future__ import annotations
