@@ -227,10 +227,14 @@ class DCN(nn.Module):
         return nn.functional.linear(crossed, w_cross) + nn.functional.linear(self.deep(x0), w_deep, self.head.bias)
 
     @torch.no_grad()
-    def grow(self, sizes: Sequence[int]) -> None:
+    def grow(self, sizes: Sequence[int], start_from: int | None = None) -> None:
         """Give each feature ``sizes[j] - self.sizes[j]`` new trainable rows; known rows kept.
 
-        New rows start like fresh embeddings (N(0, 0.01²)). Shrinking is refused.
+        New rows of feature ``j`` start as a copy of its row ``start_from`` — the
+        out-of-vocabulary id, through which the model scored those values until now, so the
+        grown model scores every input exactly as before and training moves each new value
+        away from there on its own rows — or, with ``None``, like fresh embeddings
+        (N(0, 0.01²)). Shrinking is refused.
         """
         new = [int(s) for s in sizes]
         if any(n < o for n, o in zip(new, self.sizes, strict=True)):
@@ -241,6 +245,8 @@ class DCN(nn.Module):
         old_off, new_off = self._offsets(self.sizes).tolist(), self._offsets(new).tolist()
         for j, size in enumerate(self.sizes):
             table[new_off[j] : new_off[j] + size] = old_w[old_off[j] : old_off[j] + size]
+            if start_from is not None and new[j] > size:
+                table[new_off[j] + size : new_off[j] + new[j]] = old_w[old_off[j] + start_from]
         self.embedding = nn.Embedding.from_pretrained(table, freeze=False)  # type: ignore[no-untyped-call]  # unannotated in torch
         self.offsets = self._offsets(new).to(old_w.device)
         self.sizes = new

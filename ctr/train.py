@@ -46,7 +46,7 @@ from ctr.data.encoded import CACHE_DIR_NAME, EncodedCache, check_cache_root
 from ctr.data.feed import Part, ShardFeed, default_workers
 from ctr.distributed import SINGLE, Rank, launch
 from ctr.errors import ArtifactError, InputError, first_line
-from ctr.features import FeatureTransform
+from ctr.features import OOV_ID, FeatureTransform
 from ctr.metrics import calibration, log_loss, roc_auc
 from ctr.model import DCN
 from ctr.onnx_export import export_serving_onnx
@@ -486,7 +486,7 @@ def _train(spec: TrainSpec, repo: ModelRepository, rank: Rank) -> StagedVersion 
         transform = box[0]
         assert isinstance(transform, FeatureTransform)
         growth = (transform.sizes - base_transform.sizes).tolist()
-        model.grow(transform.sizes.tolist())
+        model.grow(transform.sizes.tolist(), start_from=OOV_ID)  # new values start where the parent scored them
         exp = Experiment.from_dict({**exp.to_dict(), "model": base_meta["experiment"]["model"]})
         if spec.replay_days is not None:
             replay_days = list(spec.replay_days)

@@ -131,6 +131,26 @@ def test_grow_keeps_known_rows_and_adds_trainable_ones() -> None:
         model.grow([SIZES[0], 1, *SIZES[2:]])
 
 
+def test_grown_rows_starting_from_the_oov_row_keep_every_score() -> None:
+    """Values the parent scored through a feature's OOV row (id 1) get rows that start there:
+    the grown model scores them, and everything else, exactly as the parent did."""
+    model = DCN(CONFIGS["dcn"], SIZES)
+    model.eval()
+    dense, sparse = inputs(16)
+    as_oov = sparse.clone()
+    as_oov[:, 3] = 1
+    parent = model(dense, as_oov)
+    bigger = [s + (5 if j == 3 else 0) for j, s in enumerate(SIZES)]
+    model.grow(bigger, start_from=1)
+    as_new = sparse.clone()
+    as_new[:, 3] = SIZES[3] + torch.arange(16) % 5  # the new ids of those values
+    torch.testing.assert_close(model(dense, as_new), parent)
+    model.grow([s + 1 for s in bigger])  # fresh rows: no longer the OOV row's score
+    as_fresh = sparse.clone()
+    as_fresh[:, 3] = bigger[3]
+    assert not torch.allclose(model(dense, as_fresh), parent)
+
+
 def test_bad_configs_are_refused() -> None:
     with pytest.raises(InputError, match="low_rank"):
         ModelConfig(low_rank=4)
