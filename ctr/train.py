@@ -3,7 +3,7 @@
 * ``full``: fit the feature transform on the training days, train from scratch.
 * ``incremental``: warm-start from a published version (default: the newest) with its
   architecture and transform; the vocabulary grows with values first frequent in the new
-  days (fresh trainable rows, known rows kept); training mixes the new days with a replay
+  days (new rows that start as the feature's OOV row, known rows kept); training mixes the new days with a replay
   share of older days (``replay_share`` of the mix, sampled row by row while streaming).
 
 Memory is bounded by one parquet shard at a time: days are never loaded whole (the
