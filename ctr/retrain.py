@@ -154,47 +154,81 @@ def prepare(request: RetrainRequest, job_name: str = "") -> Prepared:
     return Prepared(run_id, mode, str(work / "data"), new_days, valid, hold, history)
 
 
-def train(prepared: Prepared, request: RetrainRequest) -> str:
-    """Train per ``prepared`` and stage the candidate; returns its staged path.
+Candidate = tuple[str, str, list[int], list[int] | None]  # name, mode, train days, replay days
 
-    A full run with ``recent_days`` trains two candidates from scratch, on the history and the
-    exported days, and on the exported days alone, and keeps the one with the higher
-    validation AUC (both validate on the same exported rows; the other is discarded). Old days
-    help while the click model holds (new ads: the old ads' rows stay true) and hurt once it has
-    changed (concept drift: their labels now mislead); the validation rows, newer than both,
-    decide. The choice and both AUCs are recorded in the metadata as ``window``.
+
+def candidates(prepared: Prepared, request: RetrainRequest) -> list[Candidate]:
+    """The candidates a run trains, each ``(name, mode, train days, replay days)``; ``train``
+    keeps the one with the highest validation AUC, the first on a tie.
+
+    A full run trains from scratch on the history and the exported days (``history+recent``)
+    and, where there is history, on the exported days alone (``recent``). An incremental run
+    warm-starts from the serving version (``incremental``); with ``request.challenge`` (the
+    monitor's triggered runs, ``retrain.challenge``) the two full candidates challenge it.
+
+    >>> p = Prepared("r", "incremental", "d", [7, 8], 9, 10, replay_days=[0, 1, 2])
+    >>> [c[0] for c in candidates(p, RetrainRequest(repo="m", train_days="-", challenge=True))]
+    ['incremental', 'history+recent', 'recent']
+    >>> [c[0] for c in candidates(p, RetrainRequest(repo="m", train_days="-"))]
+    ['incremental']
+    """
+    found: list[Candidate]
+    if prepared.mode == "full":
+        found = [("history+recent", "full", prepared.train_days, None)]
+        if prepared.recent_days:
+            found.append(("recent", "full", prepared.recent_days, None))
+        return found
+    found = [("incremental", "incremental", prepared.train_days, prepared.replay_days)]
+    if request.challenge:
+        if prepared.replay_days:
+            found.append(("history+recent", "full", [*prepared.replay_days, *prepared.train_days], None))
+        found.append(("recent", "full", prepared.train_days, None))
+    return found
+
+
+def train(prepared: Prepared, request: RetrainRequest) -> str:
+    """Train the run's ``candidates`` and stage the one with the highest validation AUC;
+    returns its staged path.
+
+    All candidates validate on the same exported rows, newer than any of them trained on, and
+    the others are discarded. Old days help while the click model holds (new ads: the old ads'
+    rows stay true) and hurt once it has changed (concept drift: their labels now mislead); a
+    warm start keeps what the serving version learned and may not relearn what a shift moved
+    (a popularity shift makes rare values the head). The validation rows decide. With more than
+    one candidate, the choice and every AUC are recorded in the metadata as ``window``; the
+    staged version's ``mode`` is the chosen candidate's.
     """
     from ctr.train import StagedVersion, TrainSpec, train_candidate
 
     gpus = torch_gpus()
     repository = ModelRepository(Path(request.repo))
-
-    def candidate(days: list[int]) -> StagedVersion:
-        spec = TrainSpec(
-            Path(prepared.data_dir),
-            days,
-            prepared.valid_day,
-            experiment=request.experiment,
-            mode=prepared.mode,  # type: ignore[arg-type]  # full or incremental, set by prepare
-            replay_days=prepared.replay_days,
-            seed=None if request.seed < 0 else request.seed,
-            nproc=gpus if gpus > 1 else 1,  # the pod's GPUs (the pipeline's train_gpus): one process each
-        )
-        return train_candidate(spec, repository)
-
-    chosen = candidate(prepared.train_days)
-    if prepared.recent_days:
-        try:
-            recent = candidate(prepared.recent_days)
-        except BaseException:
-            repository.discard(chosen.staged)  # nothing of a failed run stays staged
-            raise
-        aucs = {"history+recent": chosen.metrics.get("auc"), "recent": recent.metrics.get("auc")}
-        keep_recent = (aucs["recent"] or 0.0) > (aucs["history+recent"] or 0.0)
-        chosen, other = (recent, chosen) if keep_recent else (chosen, recent)
-        repository.discard(other.staged)
-        chosen.metadata["window"] = {"chosen": "recent" if keep_recent else "history+recent", "validation_auc": aucs}
-        log.info("full run: %s", chosen.metadata["window"])
+    trained: dict[str, StagedVersion] = {}
+    try:
+        for name, mode, days, replay in candidates(prepared, request):
+            spec = TrainSpec(
+                Path(prepared.data_dir),
+                days,
+                prepared.valid_day,
+                experiment=request.experiment,
+                mode=mode,  # type: ignore[arg-type]  # full or incremental
+                replay_days=replay,
+                seed=None if request.seed < 0 else request.seed,
+                nproc=gpus if gpus > 1 else 1,  # the pod's GPUs (the pipeline's train_gpus): one process each
+            )
+            trained[name] = train_candidate(spec, repository)
+    except BaseException:
+        for done in trained.values():  # nothing of a failed run stays staged
+            repository.discard(done.staged)
+        raise
+    aucs = {name: done.metrics.get("auc") for name, done in trained.items()}
+    best = max(aucs, key=lambda name: aucs[name] or 0.0)  # the first of equals
+    chosen = trained[best]
+    for name, done in trained.items():
+        if name != best:
+            repository.discard(done.staged)
+    if len(trained) > 1:
+        chosen.metadata["window"] = {"chosen": best, "validation_auc": aucs}
+        log.info("%s run: %s", prepared.mode, chosen.metadata["window"])
     (chosen.staged / METADATA).write_text(json.dumps(chosen.metadata, indent=2) + "\n")
     return str(chosen.staged)
 

@@ -62,6 +62,7 @@ class RetrainRequest:
     attribution_window: str = ATTRIBUTION_WINDOW
     now: str = "now"
     fallback_to_full: bool = False  # incremental without a serving version trains from scratch
+    challenge: bool = False  # incremental: full candidates from scratch challenge the warm start (ctr.retrain)
     run_id: str = ""  # holds the repository lease; "" = the KFP job name (or a new id locally)
 
     def __post_init__(self) -> None:

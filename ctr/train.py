@@ -219,9 +219,10 @@ def _recalibrate(
     offset = fit_offset(logits, labels)
     with torch.no_grad():
         model.head.bias.add_(offset)
-    before, after = calibration(labels, _sigmoid(logits)), calibration(labels, _sigmoid(logits + offset))
+    shifted = _sigmoid(logits + offset)
+    before, after = calibration(labels, _sigmoid(logits)), calibration(labels, shifted)
     done = {"offset": round(offset, 6), "valid_calibration_before": round(before, 6), "after": round(after, 6)}
-    return _day_metrics(labels, _sigmoid(logits + offset), shards), done
+    return _day_metrics(labels, shifted, shards), done
 
 
 def _autocast(device: torch.device, cpu_precision: str = "fp32") -> torch.autocast:

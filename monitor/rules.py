@@ -25,6 +25,7 @@ Every key (``monitor/rules.example.yaml`` ships these without ``relative_drop``)
     retrain:
       escalate: true            # a breach outliving an incremental retrain asks for a full one
       max_per_episode: 2        # triggers per breach episode; then the monitor pages a person
+      challenge: true           # a triggered incremental run also trains from scratch; validation picks
     lease_ttl: 10m              # a crashed monitor run's lease expires after this
     drift:
       enabled: true
@@ -66,6 +67,7 @@ class Rules:
     calibration_margin: float = 0.04  # calibration.margin, relative to the learned level
     cooldown: timedelta = timedelta(hours=6)
     escalate: bool = True  # retrain.escalate
+    challenge: bool = False  # retrain.challenge: the triggered run's RetrainRequest.challenge
     max_per_episode: int | None = None  # retrain.max_per_episode; None: no limit
     lease_ttl: timedelta = timedelta(minutes=10)
     drift_enabled: bool = True
@@ -98,7 +100,7 @@ LAYOUT: dict[str, frozenset[str] | None] = {
     "auc": frozenset({"absolute", "relative_drop", "baseline", "margin", "baseline_windows"}),
     "calibration": frozenset({"max_deviation", "baseline", "margin"}),
     "cooldown": None,
-    "retrain": frozenset({"escalate", "max_per_episode"}),
+    "retrain": frozenset({"escalate", "max_per_episode", "challenge"}),
     "lease_ttl": None,
     "drift": frozenset({"enabled", "sample_rows"}),
 }
@@ -171,6 +173,7 @@ def load_rules(path: Path | None) -> Rules:
             calibration_margin=float(cal.get("margin", defaults.calibration_margin)),
             cooldown=parse_duration(str(raw.get("cooldown", "6h")), "cooldown", allow_zero=True),
             escalate=retrain.get("escalate", defaults.escalate),
+            challenge=retrain.get("challenge", defaults.challenge),
             max_per_episode=None if retrain.get("max_per_episode") is None else int(retrain["max_per_episode"]),
             lease_ttl=parse_duration(str(raw.get("lease_ttl", "10m")), "lease_ttl"),
             drift_enabled=drift.get("enabled", True),
@@ -210,6 +213,8 @@ def load_rules(path: Path | None) -> Rules:
         raise InputError(f"rules file {path}: evidence.confidence must lie between 0 and 1, got {rules.confidence}")
     if not isinstance(rules.escalate, bool):
         raise InputError(f"rules file {path}: retrain.escalate must be true or false, got {rules.escalate!r}")
+    if not isinstance(rules.challenge, bool):
+        raise InputError(f"rules file {path}: retrain.challenge must be true or false, got {rules.challenge!r}")
     if not isinstance(rules.drift_enabled, bool):
         raise InputError(f"rules file {path}: drift.enabled must be true or false, got {rules.drift_enabled!r}")
     return rules

@@ -312,7 +312,7 @@ def _decide(
         return
     if req.target is None:
         raise CtrError("a pipeline target (repository, event log, data) is needed to trigger")
-    target = req.target
+    target = req.target.replace(challenge=req.rules.challenge)
     if outcome.escalate and history.last_trigger_at is not None:
         target = escalated(target, history.breach_since or history.last_trigger_at, req.rules)
         record["mode"] = "full"

@@ -111,7 +111,7 @@ def summarize(
         "pages": sum(e["decision"] == "exhausted" for e in timeline.entries),  # breached, retrains spent
         "trigger_signals": [e.get("signals", []) for e in triggers],
         "versions": versions,
-        "full_windows": {str(v): m["window"]["chosen"] for v, m in metadata.items() if "window" in m},
+        "chosen_candidates": {str(v): m["window"]["chosen"] for v, m in metadata.items() if "window" in m},
         "swaps": timeline.swaps,
         "scheduled_updates": {
             "every": str(cfg.update_every) if cfg.update_every else None,

@@ -170,6 +170,7 @@ def test_kfp_trigger_against_a_stand_in_api_server(db_url: str, repo: ModelRepos
                 db_url,
                 repo,
                 T0 + timedelta(hours=2),
+                rules=replace(RULES, challenge=True),
                 trigger="kfp",
                 target=target,
                 kfp=KfpSettings(kfp.url, "secret-token", None, "ctr-loop"),
@@ -181,6 +182,7 @@ def test_kfp_trigger_against_a_stand_in_api_server(db_url: str, repo: ModelRepos
     body = created[0]["body"]
     sent = RetrainRequest.from_json(body["runtime_config"]["parameters"]["request"])
     assert sent.mode == "incremental" and sent.events and sent.since == "-1d"
+    assert sent.challenge and not target.challenge  # retrain.challenge: the rules ask the run for rivals
     assert sent.now == (T0 + timedelta(hours=2)).isoformat()
     assert db_url not in json.dumps(body)  # the database URL is never a pipeline parameter
     spec = body["pipeline_spec"].get("pipeline_spec", body["pipeline_spec"])  # with a platform spec it is nested

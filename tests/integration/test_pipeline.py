@@ -267,3 +267,26 @@ def test_a_full_run_keeps_the_data_window_that_validates_better(drift: str | Non
     assert aucs[kept] > aucs[({"recent", "history+recent"} - {kept}).pop()], aucs
     assert meta["data"]["train_days"] == ([2] if kept == "recent" else [0, 1, 2])
     assert [p for p in staged.parent.iterdir() if p.is_dir()] == [staged]  # the other candidate was discarded
+
+
+def test_a_challenged_incremental_run_keeps_the_candidate_that_validates_best(tmp_path: Path) -> None:
+    """``challenge``: two full candidates from scratch challenge the warm start; the staged one
+    is the highest validation AUC, carries its own mode and days, and the others are discarded."""
+    from ctr.data.synth import SynthArgs, synthesize
+    from ctr.retrain import Prepared, train
+    from ctr.train import TrainSpec, train_and_publish
+
+    data = tmp_path / "data"  # days 0-1: history (v1 learns them); day 2: recent, after the shift; day 3 validates
+    synthesize(SynthArgs(days=4, rows_per_day=12_000, seed=3, drift_day=2, drift="popularity"), data)
+    repo = ModelRepository(tmp_path / "repo")
+    train_and_publish(TrainSpec(data, [0, 1], 2, experiment="dcn_v2_demo"), repo)
+    request = RetrainRequest(repo=str(repo.root), train_days="2", experiment="dcn_v2_demo", challenge=True)
+    staged = Path(train(Prepared("r1", "incremental", str(data), [2], 3, 3, [0, 1]), request))
+    meta = json.loads((staged / "metadata.json").read_text())
+    window = meta["window"]
+    aucs, chosen = window["validation_auc"], window["chosen"]
+    assert set(aucs) == {"incremental", "history+recent", "recent"}, window
+    assert aucs[chosen] == max(aucs.values()), window
+    assert meta["mode"] == ("incremental" if chosen == "incremental" else "full")
+    assert meta["data"]["train_days"] == {"incremental": [2], "history+recent": [0, 1, 2], "recent": [2]}[chosen]
+    assert [p for p in staged.parent.iterdir() if p.is_dir()] == [staged]  # the two others were discarded

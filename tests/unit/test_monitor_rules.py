@@ -46,7 +46,7 @@ def test_a_partial_file_keeps_the_defaults_it_does_not_name(tmp_path: Path) -> N
         ("evidence:\n  min_negatives: 0\n", "counts must be at least 1"),
         ("drift:\n  enabled: 'no'\n", "drift.enabled must be true or false, got 'no'"),
         ("retrain:\n  escalate: 1\n", "retrain.escalate must be true or false, got 1"),
-        ("retrain:\n  full: true\n", "unknown key retrain.full; known: escalate, max_per_episode"),
+        ("retrain:\n  full: true\n", "unknown key retrain.full; known: challenge, escalate, max_per_episode"),
         ("retrain:\n  max_per_episode: 0\n", "counts must be at least 1"),
         ("auc:\n  baseline_windows: 0\n", "counts must be at least 1"),
         ("auc:\n  absolute: null\n", "set auc.absolute, auc.relative_drop and/or auc.baseline: learned"),
