@@ -30,8 +30,9 @@ the result. The rule table, in order:
 
 The threshold is the highest of: ``auc.absolute``; the serving version's validation AUC −
 ``auc.relative_drop`` (not comparable with a windowed AUC on served traffic, kept for
-compatibility); the serving version's learned baseline (its own windowed AUC, once it had
-enough labels) − ``auc.margin`` when ``auc.baseline: learned``.
+compatibility); the serving version's learned baseline (the windowed AUC, once it had enough
+labels, of the version it is judged against: its own, or for a retrain that answered a breach
+the level before the breach — ``monitor.run``) − ``auc.margin`` when ``auc.baseline: learned``.
 
 >>> from datetime import UTC
 >>> from monitor.rules import Rules
@@ -73,7 +74,7 @@ class History:
     """What earlier runs and the pipeline left: newest first where ordered."""
 
     previous_breaches: tuple[bool, ...] = ()  # earlier records' breach flags, newest first
-    learned_baseline: float | None = None  # the serving version's own windowed AUC, once it had enough labels
+    learned_baseline: float | None = None  # the windowed AUC of the version the serving one is judged against
     learned_calibration: float | None = None  # the same lineage's own windowed calibration, learned alike
     lease_run_id: str | None = None  # the pipeline run holding the repository lease, if unexpired
     last_trigger_at: datetime | None = None

@@ -210,15 +210,23 @@ def _own_level(store: EventStore, version: int, windows: int, metric: str = "auc
     return None
 
 
-def _full_ancestor(repo: ModelRepository, version: int) -> int:
-    """The newest full version in ``version``'s lineage (itself if full): incremental versions
-    name their warm start as ``parent_version``. The walk stops at an ancestor pruned from the
-    repository (its child is returned) and at a cycle in hand-edited metadata."""
+def _anchor(repo: ModelRepository, version: int, metric: str = "auc") -> int:
+    """The version whose learned level ``version`` is judged against: itself, unless it answers
+    a breach without having set a level of its own. An incremental version names its warm start
+    as ``parent_version``; for the AUC, a full version published by a monitor trigger (run id
+    ``monitor-…``) answers the version it replaced (its gate's ``serving_version``): a retrain
+    that half repairs a breach, warm or from scratch, must not lower the bar. The calibration
+    level walks warm starts only (a full retrain is recalibrated to its own level). The walk
+    stops at a version pruned from the repository (its child is returned) and at a cycle in
+    hand-edited metadata. A full version started by hand or on a schedule sets a new level."""
     seen, published = {version}, set(repo.versions())
     while True:
         meta = repo.metadata(version)
-        parent = meta.get("parent_version")
-        if meta.get("mode") != "incremental" or parent is None or int(parent) in seen or int(parent) not in published:
+        parent = meta.get("parent_version") if meta.get("mode") == "incremental" else None
+        pipeline = meta.get("pipeline", {})
+        if parent is None and metric == "auc" and str(pipeline.get("run_id", "")).startswith("monitor-"):
+            parent = pipeline.get("gate", {}).get("serving_version")
+        if parent is None or int(parent) in seen or int(parent) not in published:
             return version
         version = int(parent)
         seen.add(version)
@@ -228,16 +236,15 @@ def _learned_baseline(
     store: EventStore, repo: ModelRepository, serving: int | None, rules: Rules, metric: str = "auc"
 ) -> float | None:
     """The ``baseline: learned`` rules (``auc``, and ``calibration`` alike): the windowed metric of
-    the newest full version in the serving version's lineage (the median of its first
-    ``auc.baseline_windows`` windows of its own, with enough labels: the very first window after a
-    fresh start holds a fraction of the traffic and reads high or low by chance); else the serving
-    version's own. A warm start is judged against the level its full ancestor reached (an
-    incremental retrain that only half repairs a breach must not move the bar); a full retrain sets
-    a new level."""
+    the serving version's ``_anchor`` (the median of its first ``auc.baseline_windows`` windows of
+    its own, with enough labels: the very first window after a fresh start holds a fraction of
+    the traffic and reads high or low by chance); else the serving version's own. A retrain that
+    answers a breach is judged against the level before the breach; a version that sets a
+    new level learns its own."""
     wanted = rules.learned_baseline if metric == "auc" else rules.calibration_learned
     if serving is None or not wanted:
         return None
-    anchor = _full_ancestor(repo, serving)
+    anchor = _anchor(repo, serving, metric)
     n = rules.baseline_windows
     found = _own_level(store, anchor, n, metric) if anchor != serving else None
     return found if found is not None else _own_level(store, serving, n, metric)

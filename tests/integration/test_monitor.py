@@ -453,29 +453,39 @@ def _monitor_record(
         )  # fmt: skip
 
 
-def test_a_warm_start_is_judged_against_its_full_ancestors_level(db_url: str, tmp_path: Path) -> None:
+def test_a_retrain_that_answers_a_breach_is_judged_against_the_level_before_it(db_url: str, tmp_path: Path) -> None:
     """The learned baseline of an incremental version is the one its newest full ancestor learned
-    on its own traffic: a retrain that half repairs a breach does not lower the bar. A full
-    version learns its own; a lineage whose full ancestor never had a window of its own falls
-    back to the version's own."""
+    on its own traffic, and that of a full version a monitor trigger published is the one of the
+    version it replaced: a retrain that half repairs a breach, warm or from scratch, does not
+    lower the bar. A full version started otherwise learns its own; a lineage whose anchor never
+    had a window of its own falls back to the version's own."""
     from monitor.run import _learned_baseline
 
     store = EventStore(db_url)
     repo = ModelRepository(tmp_path / "repo")
     lineage = {1: ("full", None), 2: ("incremental", 1), 3: ("incremental", 2)}
-    lineage |= {4: ("full", None), 5: ("incremental", 9)}
+    lineage |= {4: ("full", None), 5: ("incremental", 9), 6: ("full", None), 7: ("full", None)}
+    replaced = {4: ("local-1", 3), 6: ("monitor-1", 4), 7: ("monitor-2", 9)}  # run id, gate's serving version
     for version, (mode, parent) in lineage.items():
         (repo.model_dir / str(version)).mkdir(parents=True)
-        meta = {"mode": mode, "parent_version": parent}
+        meta: dict[str, Any] = {"mode": mode, "parent_version": parent}
+        if version in replaced:
+            run_id, serving = replaced[version]
+            meta["pipeline"] = {"run_id": run_id, "gate": {"serving_version": serving}}
         (repo.model_dir / str(version) / "metadata.json").write_text(json.dumps(meta))
-    rules = Rules(learned_baseline=True, baseline_windows=1)
-    _monitor_record(store, 0, "no-trigger", 1, 0.75)  # version 1's own level
+    rules = Rules(learned_baseline=True, baseline_windows=1, calibration_learned=True)
+    _monitor_record(store, 0, "no-trigger", 1, 0.75, calibration=1.05)  # version 1's own level
     _monitor_record(store, 10, "trigger", 3, 0.70)
-    _monitor_record(store, 20, "no-trigger", 4, 0.72)
+    _monitor_record(store, 20, "no-trigger", 4, 0.72, calibration=1.1)
     _monitor_record(store, 30, "no-trigger", 5, 0.69)
+    _monitor_record(store, 40, "no-trigger", 6, 0.66, calibration=0.98)
+    _monitor_record(store, 50, "no-trigger", 7, 0.68)
     assert _learned_baseline(store, repo, 3, rules) == 0.75  # 3 → 2 → 1 (full)
-    assert _learned_baseline(store, repo, 4, rules) == 0.72  # a full version sets its own level
+    assert _learned_baseline(store, repo, 4, rules) == 0.72  # a full version started by hand sets its own level
     assert _learned_baseline(store, repo, 5, rules) == 0.69  # its parent 9 was pruned: its own
+    assert _learned_baseline(store, repo, 6, rules) == 0.72  # a trigger's full retrain: the level it answered
+    assert _learned_baseline(store, repo, 6, rules, "calibration") == 0.98  # recalibrated: its own level
+    assert _learned_baseline(store, repo, 7, rules) == 0.68  # it replaced a pruned version: its own
     assert _learned_baseline(store, repo, 3, Rules(learned_baseline=False)) is None
     # the median of the first three own windows: one lucky small first window does not set the bar
     _monitor_record(store, 22, "no-trigger", 4, 0.70)
