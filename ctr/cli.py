@@ -468,6 +468,9 @@ UntilOpt = Annotated[str | None, typer.Option(help="Event window end: ISO 8601 o
 WindowOpt = Annotated[str, typer.Option(help="Click attribution window.")]
 NowOpt = Annotated[str, typer.Option(help="Evaluate maturity as of this time.")]
 FallbackOpt = Annotated[bool, typer.Option(help="Incremental with no serving version runs full.")]
+ChallengeOpt = Annotated[
+    bool, typer.Option(help="Incremental: two full candidates from scratch challenge the warm start; validation picks.")
+]
 WorkOpt = Annotated[Path, typer.Option(help="Scratch space for prepared data.")]
 
 
@@ -489,6 +492,7 @@ def _retrain_request(
     now: str,
     fallback_to_full: bool,
     resolve: bool = True,
+    challenge: bool = False,
 ) -> RetrainRequest:
     """The request the flags describe (paths made absolute unless they name another machine's)."""
     from ctr.retrain_request import RetrainRequest
@@ -513,6 +517,7 @@ def _retrain_request(
         attribution_window=attribution_window,
         now=now,
         fallback_to_full=fallback_to_full,
+        challenge=challenge,
     )
 
 
@@ -549,6 +554,7 @@ def pipeline_run(
     attribution_window: WindowOpt = RUN.attribution_window,
     now: NowOpt = RUN.now,
     fallback_to_full: FallbackOpt = RUN.fallback_to_full,
+    challenge: ChallengeOpt = RUN.challenge,
     work_dir: WorkOpt = Path(RUN.work_dir),
     request_file: Annotated[
         Path | None, typer.Option("--request", help="A RetrainRequest as JSON (instead of the flags above).")
@@ -583,6 +589,7 @@ def pipeline_run(
         request = _retrain_request(
             repo, mode, data, train_days, valid_day, holdout_day, work_dir, config, seed, epsilon,
             events or bool(events_db), since, until, attribution_window, now, fallback_to_full, resolve=not remote,
+            challenge=challenge,
         )  # fmt: skip
     if run_id:
         request = request.replace(run_id=run_id)

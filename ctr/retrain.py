@@ -164,7 +164,8 @@ def candidates(prepared: Prepared, request: RetrainRequest) -> list[Candidate]:
     A full run trains from scratch on the history and the exported days (``history+recent``)
     and, where there is history, on the exported days alone (``recent``). An incremental run
     warm-starts from the serving version (``incremental``); with ``request.challenge`` (the
-    monitor's triggered runs, ``retrain.challenge``) the two full candidates challenge it.
+    monitor's triggered runs, ``retrain.challenge``) full candidates challenge it: on the history
+    and the exported days (where there is history) and on the exported days alone.
 
     >>> p = Prepared("r", "incremental", "d", [7, 8], 9, 10, replay_days=[0, 1, 2])
     >>> [c[0] for c in candidates(p, RetrainRequest(repo="m", train_days="-", challenge=True))]

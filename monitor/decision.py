@@ -31,8 +31,9 @@ the result. The rule table, in order:
 The threshold is the highest of: ``auc.absolute``; the serving version's validation AUC −
 ``auc.relative_drop`` (not comparable with a windowed AUC on served traffic, kept for
 compatibility); the serving version's learned baseline (the windowed AUC, once it had enough
-labels, of the version it is judged against: its own, or for a retrain that answered a breach
-the level before the breach — ``monitor.run``) − ``auc.margin`` when ``auc.baseline: learned``.
+labels, of the version it is judged against: its own, or for a warm start or a full version a
+trigger published, the level of the version it came from or replaced — ``monitor.run._anchor``)
+− ``auc.margin`` when ``auc.baseline: learned``.
 
 >>> from datetime import UTC
 >>> from monitor.rules import Rules

@@ -14,7 +14,7 @@ Every key (``monitor/rules.example.yaml`` ships these without ``relative_drop``)
     auc:
       absolute: 0.70            # breach when the upper bound < 0.70 ...
       relative_drop: 0.03       # ... or < validation AUC - 0.03 (offline: not comparable) ...
-      baseline: learned         # ... or < the serving version's own windowed AUC - margin
+      baseline: learned         # ... or < the learned windowed AUC of the version that set the bar - margin
       margin: 0.02
       baseline_windows: 3       # learned as the median of the version's first 3 windows of its own
     calibration:

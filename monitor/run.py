@@ -211,14 +211,15 @@ def _own_level(store: EventStore, version: int, windows: int, metric: str = "auc
 
 
 def _anchor(repo: ModelRepository, version: int, metric: str = "auc") -> int:
-    """The version whose learned level ``version`` is judged against: itself, unless it answers
-    a breach without having set a level of its own. An incremental version names its warm start
-    as ``parent_version``; for the AUC, a full version published by a monitor trigger (run id
-    ``monitor-…``) answers the version it replaced (its gate's ``serving_version``): a retrain
-    that half repairs a breach, warm or from scratch, must not lower the bar. The calibration
-    level walks warm starts only (a full retrain is recalibrated to its own level). The walk
-    stops at a version pruned from the repository (its child is returned) and at a cycle in
-    hand-edited metadata. A full version started by hand or on a schedule sets a new level."""
+    """The version whose learned level ``version`` is judged against. The walk goes from an
+    incremental version to its warm start (``parent_version``) and, for the AUC only, from a full
+    version a monitor trigger published (run id ``monitor-…``) to the version it replaced (its
+    gate's ``serving_version``): a retrain that half repairs a breach, warm or from scratch, must
+    not lower the bar. It stops at a full version started any other way (by hand, the setup's, a
+    schedule's: it sets a new level), at a version pruned from the repository (its child is
+    returned) and at a cycle in hand-edited metadata. The calibration level walks warm starts
+    only: a full retrain's level is its own, since a full model's over-prediction of its
+    top-scored ads is its own."""
     seen, published = {version}, set(repo.versions())
     while True:
         meta = repo.metadata(version)
@@ -238,9 +239,7 @@ def _learned_baseline(
     """The ``baseline: learned`` rules (``auc``, and ``calibration`` alike): the windowed metric of
     the serving version's ``_anchor`` (the median of its first ``auc.baseline_windows`` windows of
     its own, with enough labels: the very first window after a fresh start holds a fraction of
-    the traffic and reads high or low by chance); else the serving version's own. A retrain that
-    answers a breach is judged against the level before the breach; a version that sets a
-    new level learns its own."""
+    the traffic and reads high or low by chance); else the serving version's own."""
     wanted = rules.learned_baseline if metric == "auc" else rules.calibration_learned
     if serving is None or not wanted:
         return None

@@ -454,11 +454,11 @@ def _monitor_record(
 
 
 def test_a_retrain_that_answers_a_breach_is_judged_against_the_level_before_it(db_url: str, tmp_path: Path) -> None:
-    """The learned baseline of an incremental version is the one its newest full ancestor learned
-    on its own traffic, and that of a full version a monitor trigger published is the one of the
-    version it replaced: a retrain that half repairs a breach, warm or from scratch, does not
-    lower the bar. A full version started otherwise learns its own; a lineage whose anchor never
-    had a window of its own falls back to the version's own."""
+    """The learned baseline of an incremental version is the one its parent's bar came from, and
+    that of a full version a monitor trigger published is the one of the version it replaced: a
+    retrain that half repairs a breach, warm or from scratch, does not lower the bar. A full
+    version started otherwise learns its own; a lineage whose anchor never had a window of its
+    own falls back to the version's own."""
     from monitor.run import _learned_baseline
 
     store = EventStore(db_url)
