@@ -190,6 +190,29 @@ def test_kfp_trigger_against_a_stand_in_api_server(db_url: str, repo: ModelRepos
     assert created[0]["authorization"] == "Bearer secret-token"
 
 
+def test_pipeline_run_challenge_flag_reaches_the_submitted_request(tmp_path: Path) -> None:
+    """``ctr pipeline run --challenge`` (a stand-in KFP API server: none runs here) submits a
+    request whose ``challenge`` is set; without the flag it is not."""
+    import subprocess
+    import sys
+
+    sent = []
+    with KfpStandIn() as kfp:
+        for flag in ("--challenge", "--no-challenge"):
+            args = ["pipeline", "run", "--host", kfp.url, "--repo", "/mnt/ctr/repo", "--events", "--since", "-1d"]
+            done = subprocess.run(
+                [sys.executable, "-m", "ctr", *args, flag, "--json"], capture_output=True, text=True, timeout=120
+            )
+            assert done.returncode == 0, done.stderr
+        for r in kfp.requests:
+            if r["method"] == "POST" and r["path"].startswith("/apis/v2beta1/runs"):
+                sent.append(RetrainRequest.from_json(r["body"]["runtime_config"]["parameters"]["request"]))
+    assert [(r.challenge, r.mode, r.events) for r in sent] == [
+        (True, "incremental", True),
+        (False, "incremental", True),
+    ]
+
+
 def test_the_monitor_records_what_became_of_the_run_it_triggered(
     db_url: str, repo: ModelRepository, tmp_path: Path
 ) -> None:
