@@ -37,7 +37,15 @@ from monitor.monitor_lease import release, try_acquire
 from monitor.push import push_metrics
 from monitor.rules import Rules
 from monitor.stats import calibration_interval, delong_auc, expected_auc, normalized_entropy
-from monitor.triggers import SubmissionFailed, kfp_run_state, local_run_state, start_local, submit_kfp
+from monitor.triggers import (
+    TRIGGER,
+    SubmissionFailed,
+    kfp_run_state,
+    local_run_state,
+    run_source,
+    start_local,
+    submit_kfp,
+)
 from monitor.window import LabelledWindow, load_window
 
 TriggerKind = Literal["none", "local", "kfp"]
@@ -225,7 +233,7 @@ def _anchor(repo: ModelRepository, version: int, metric: str = "auc") -> int:
         meta = repo.metadata(version)
         parent = meta.get("parent_version") if meta.get("mode") == "incremental" else None
         pipeline = meta.get("pipeline", {})
-        if parent is None and metric == "auc" and str(pipeline.get("run_id", "")).startswith("monitor-"):
+        if parent is None and metric == "auc" and run_source(str(pipeline.get("run_id", ""))) == TRIGGER:
             parent = pipeline.get("gate", {}).get("serving_version")
         if parent is None or int(parent) in seen or int(parent) not in published:
             return version

@@ -26,11 +26,24 @@ class SubmissionFailed(CtrError):
     """The pipeline could not be started; the monitor records it and retries next run."""
 
 
-def _for_run(template: RetrainRequest, as_of: datetime, source: str = "monitor") -> RetrainRequest:
+TRIGGER = "monitor"  # the source of a run the monitor triggered (its run id's prefix)
+
+
+def run_source(run_id: str) -> str:
+    """Who started a run, from its id ``SOURCE-<uuid7>``: ``monitor`` (a trigger), ``scheduled``
+    (a periodic update); for a run started by hand, its id's prefix.
+
+    >>> run_source("monitor-01a24ddc-1280-7cfb-b922-a374bf735943")
+    'monitor'
+    """
+    return run_id.split("-")[0]
+
+
+def _for_run(template: RetrainRequest, as_of: datetime, source: str = TRIGGER) -> RetrainRequest:
     return template.replace(now=as_of.isoformat(), run_id=f"{source}-{uuid7()}")
 
 
-def start_local(template: RetrainRequest, as_of: datetime, db_url: str, log_dir: Path, source: str = "monitor") -> str:
+def start_local(template: RetrainRequest, as_of: datetime, db_url: str, log_dir: Path, source: str = TRIGGER) -> str:
     """Start the local pipeline detached; returns the run id it was given (``SOURCE-<uuid7>``:
     ``monitor`` for a trigger, ``scheduled`` for a periodic update)."""
     request = _for_run(template, as_of, source)

@@ -14,6 +14,7 @@ import numpy as np
 from ctr.demo.scenario import EPOCH, DemoConfig, Timeline
 from ctr.events.store import EventStore
 from ctr.repository import ModelRepository
+from monitor.triggers import run_source
 
 
 def sim_time(t: datetime) -> str:
@@ -92,7 +93,7 @@ def summarize(
             "mode": m["mode"],
             # who asked for it, the run id's prefix: local (a run started by hand: the setup's),
             # monitor (a trigger) or scheduled (a periodic update)
-            "source": str(m.get("pipeline", {}).get("run_id") or "unknown").split("-")[0],
+            "source": run_source(str(m.get("pipeline", {}).get("run_id") or "unknown")),
         }
         for v, m in metadata.items()
     ]
