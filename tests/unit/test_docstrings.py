@@ -15,6 +15,8 @@ MODULES = [
     "ctr.recalibration",
     "ctr.retrain",
     "monitor.decision",
+    "monitor.run",
+    "monitor.triggers",
     "monitor.stats",
 ]
 
