@@ -6,8 +6,10 @@ on, driven by locust (own process): a fixed 100 requests/s, then as fast as it g
 API's request decoding alone (CPU per 100-candidate body); and, first, the machine's own
 latency tail (``host_jitter``) against which the percentiles above should be read.
 Where the time goes: the API's ``ctr_api_stage_seconds`` histogram and Triton's own counters
-over each locust run, CPU cores per process over it, and the same 100 requests/s without
-clicks (``score_api_100rps_no_clicks``: what the click traffic costs).
+over each locust run, CPU cores per process over it (locust's own too: the load generator
+shares the cores it measures), the share of the VM's CPU time the host stole meanwhile
+(``steal_share``, from ``/proc/stat``), and the same 100 requests/s without clicks
+(``score_api_100rps_no_clicks``: what the click traffic costs).
 
 The model is the original DCN (embedding 16, 6 cross layers, MLP 1024-1024), trained briefly
 on generated data. Run: ``.venv/bin/python benchmarks/bench_serving.py``.
@@ -21,6 +23,7 @@ import json
 import os
 import platform
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -168,6 +171,18 @@ def process_seconds(pid: int) -> float:
     return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
 
 
+def host_cpu() -> tuple[float, float]:
+    """(steal, total) jiffies of the whole VM so far (``/proc/stat``): CPU time the hypervisor gave
+    to someone else while this VM had work, against all time counted."""
+    fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[7], sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is in user)
+
+
+def steal_share(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """Share of the VM's CPU time stolen by the host between two ``host_cpu`` readings."""
+    return round((after[0] - before[0]) / max(after[1] - before[1], 1.0), 3)
+
+
 def score_load(
     stack: LocalStack, users: int, rate_per_user: float, seconds: int, out: Path, clicks: bool
 ) -> dict[str, object]:
@@ -178,9 +193,13 @@ def score_load(
     pids = {"api": stack.api.pid, "triton": stack.triton.pid}
     stages0, tri0 = stage_totals(stack.api_port), triton_counters(stack.metrics_port)
     cpu0, t0 = {k: process_seconds(p) for k, p in pids.items()}, time.time()
+    children0, host0 = resource.getrusage(resource.RUSAGE_CHILDREN), host_cpu()
     rows = locust_run(stack.api_port, users, rate_per_user, seconds, out, clicks)
     wall = time.time() - t0
     cpu = {k: round((process_seconds(p) - cpu0[k]) / wall, 2) for k, p in pids.items()}
+    children1, host1 = resource.getrusage(resource.RUSAGE_CHILDREN), host_cpu()
+    spent = children1.ru_utime + children1.ru_stime - children0.ru_utime - children0.ru_stime
+    cpu["locust"] = round(spent / wall, 2)  # the load generator shares the cores it measures
     tri1, stages1 = triton_counters(stack.metrics_port), stage_totals(stack.api_port)
     stage_ms = {}
     for stage, (seconds_after, count_after) in stages1.items():
@@ -199,6 +218,7 @@ def score_load(
         "click_rps": round(float(clicked["Requests/s"]), 1) if clicked else 0.0,
         "stage_mean_ms": stage_ms,
         "cpu_cores": cpu,
+        "steal_share": steal_share(host0, host1),
         "triton_ms_per_request": {
             k.removesuffix("_duration_us"): round((tri1[k] - tri0[k]) / n / 1e3, 2)
             for k in ("request_duration_us", "queue_duration_us", "compute_infer_duration_us")
@@ -274,6 +294,7 @@ def host_jitter(seconds: float = 15.0, rate: float = 100.0) -> None:
         return total
 
     times, slow_at = [], []
+    host0 = host_cpu()
     start = time.perf_counter()
     next_slot = start
     while next_slot - start < seconds:
@@ -295,6 +316,7 @@ def host_jitter(seconds: float = 15.0, rate: float = 100.0) -> None:
         max_ms=round(max(times) * 1e3, 2),
         slow_calls=len(slow),
         slow_windows=windows,
+        steal_share=steal_share(host0, host_cpu()),
     )
 
 
