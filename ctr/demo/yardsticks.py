@@ -22,8 +22,11 @@ figures, and the shown impressions' CTR, say what exploring cost and bought.
 Recovery = (served − drifted) / (counterfactual_24h − drifted), for AUC and for log loss (a
 base-rate shift moves log loss, not AUC), on the impressions shown from ``recovery_from`` on;
 ``auc_recovery_best`` uses the better of the two 24-h counterfactuals instead.
-It is ``None`` when the counterfactual is not better than the drifted model (no gap to close),
-and above 1 when the served model beats it (a later retrain saw more of the new regime).
+``auc_recovery_interval`` gives, for each counterfactual, a 95 % paired bootstrap interval of
+the AUC recovery over those impressions (``recovery_interval``): how much of a value is the
+evaluation's sampling noise. A share is ``None`` when the counterfactual is not better than the
+drifted model (no gap to close), and above 1 when the served model beats it (a later retrain saw
+more of the new regime).
 
 >>> import numpy as np
 >>> recovery_share(served=0.70, drifted=0.66, counterfactual=0.71)
@@ -184,6 +187,58 @@ def recovery_share(served: float | None, drifted: float | None, counterfactual: 
     return round((served - drifted) / (counterfactual - drifted), 3)
 
 
+def weighted_auc(label: NDArray[Any], scores: NDArray[Any], weights: NDArray[Any]) -> float:
+    """AUC (Mann-Whitney, ties counted half) with a weight per row: row ``i`` counts
+    ``weights[i]`` times. Unit weights give ``roc_auc``; Poisson(1) weights give one bootstrap
+    resample. ``label``, ``scores``, ``weights``: (n,); ``nan`` when a class has no weight.
+
+    >>> y, s = np.array([0, 1, 0, 1]), np.array([0.1, 0.4, 0.4, 0.9])
+    >>> weighted_auc(y, s, np.ones(4)), roc_auc(y, s)
+    (0.875, 0.875)
+    >>> weighted_auc(y, s, np.array([1.0, 1.0, 0.0, 1.0]))  # the tied negative left out
+    1.0
+    """
+    order = np.argsort(scores, kind="mergesort")
+    ranked = scores[order]
+    group = np.concatenate(([0], np.cumsum(ranked[1:] != ranked[:-1])))  # tie groups in score order
+    w = weights[order].astype(np.float64)
+    positive = label[order].astype(bool)
+    pos = np.bincount(group, np.where(positive, w, 0.0))
+    neg = np.bincount(group, np.where(positive, 0.0, w))
+    below = np.cumsum(neg) - neg  # negative weight scored strictly lower than each group
+    total = pos.sum() * neg.sum()
+    return float(np.sum(pos * (below + 0.5 * neg)) / total) if total > 0 else float("nan")
+
+
+def recovery_interval(
+    label: NDArray[Any],
+    served: NDArray[Any],
+    drifted: NDArray[Any],
+    counterfactual: NDArray[Any],
+    resamples: int = 200,
+    seed: int = 0,
+) -> list[float] | None:
+    """95 % paired bootstrap interval ``[low, high]`` of the AUC recovery share
+    ``(served − drifted) / (counterfactual − drifted)`` over impressions (label and the three
+    scorers' scores, each (n,)): every resample weighs the impressions alike for all three
+    (Poisson(1) weights). ``None`` when over 5 % of resamples show no gap (the counterfactual
+    not above the drifted model): the share is then not defined well enough to bound. It
+    covers the evaluation's sampling noise only, not a retrain's own randomness, and treats
+    impressions as independent (those of one request are not quite).
+    """
+    rng = np.random.default_rng(seed)
+    shares: list[float] = []
+    for _ in range(resamples):
+        w = rng.poisson(1.0, label.size)
+        s, d, c = (weighted_auc(label, x, w) for x in (served, drifted, counterfactual))
+        if c > d:
+            shares.append((s - d) / (c - d))
+    if len(shares) < 0.95 * resamples:
+        return None
+    low, high = np.percentile(shares, [2.5, 97.5])
+    return [round(float(low), 3), round(float(high), 3)]
+
+
 def scores_of(
     shown: Shown, drifted: NDArray[Any], counterfactuals: dict[str, NDArray[Any] | None]
 ) -> dict[str, NDArray[Any]]:
@@ -220,6 +275,11 @@ def recovery(
         "auc_recovery": recovery_share(auc["served"], auc["drifted"], auc.get(ceiling)),
         "auc_recovery_best": recovery_share(auc["served"], auc["drifted"], max(full)) if full else None,
         "logloss_recovery": recovery_share(neg["served"], neg["drifted"], neg.get(ceiling)),
+        "auc_recovery_interval": {
+            name: recovery_interval(label, scores["served"][mask], scores["drifted"][mask], scores[name][mask])
+            for name in ("counterfactual", ceiling)
+            if name in scores and label.size and label.min() != label.max()
+        },
     }
 
 

@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 
 from ctr.data.world import Impressions
-from ctr.demo.yardsticks import ShownLog, recovery, recovery_share, scores_of, window_aucs
+from ctr.demo.yardsticks import (
+    ShownLog,
+    recovery,
+    recovery_interval,
+    recovery_share,
+    scores_of,
+    weighted_auc,
+    window_aucs,
+)
+from ctr.metrics import roc_auc
 from ctr.timeutil import to_us
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
@@ -142,3 +151,37 @@ def test_new_ads_calibration_says_when_the_served_pctr_entered_the_band_for_good
     assert out["new_ad_share"] == 0.5 and out["ctr"] == {"impressions": n, "observed": 0.25, "expected": 0.2}
     still_off = new_ads_calibration(shown, new, T0, windows[:3], min_impressions=10)
     assert still_off["calibrated_at"] is None and still_off["hours_to_calibrated"] is None
+
+
+def test_weighted_auc_is_the_auc_of_the_rows_repeated_by_their_weights() -> None:
+    rng = np.random.default_rng(3)
+    label = (rng.random(500) < 0.3).astype(np.int8)
+    scores = np.round(rng.random(500) + 0.3 * label, 2)  # rounded: many ties
+    weights = rng.poisson(1.0, 500)
+    repeated = np.repeat(np.arange(500), weights)
+    assert weighted_auc(label, scores, np.ones(500)) == pytest.approx(roc_auc(label, scores), abs=1e-12)
+    assert weighted_auc(label, scores, weights) == pytest.approx(roc_auc(label[repeated], scores[repeated]), abs=1e-12)
+
+
+def test_recovery_interval_brackets_the_share_and_narrows_with_more_impressions() -> None:
+    def scorers(n: int) -> tuple[np.ndarray, ...]:
+        rng = np.random.default_rng(n)
+        truth = rng.random(n)
+        label = (rng.random(n) < truth).astype(np.int8)
+        noisy = [truth + rng.normal(0, sd, n) for sd in (0.6, 1.2, 0.45)]  # served, drifted, counterfactual
+        return (label, *noisy)
+
+    small, large = recovery_interval(*scorers(2_000)), recovery_interval(*scorers(40_000))
+    assert small is not None and large is not None
+    label, served, drifted, cf = scorers(40_000)
+    share = recovery_share(*(roc_auc(label, x) for x in (served, drifted, cf)))
+    assert share is not None and large[0] < share < large[1]
+    assert large[1] - large[0] < (small[1] - small[0]) / 2
+
+
+def test_recovery_interval_is_none_without_a_gap_to_close() -> None:
+    rng = np.random.default_rng(1)
+    truth = rng.random(3_000)
+    label = (rng.random(3_000) < truth).astype(np.int8)
+    same = truth + rng.normal(0, 0.5, 3_000)
+    assert recovery_interval(label, truth, same, same + 1e-9 * rng.normal(size=3_000)) is None
