@@ -751,6 +751,9 @@ def demo(
         str,
         typer.Option(help="Scheduled incremental updates every this much simulated time (e.g. 5h), or none."),
     ] = "none",
+    export_window: Annotated[
+        str, typer.Option(help="How much recent traffic each pipeline run exports and trains on (e.g. 12h).")
+    ] = "12h",
     keep_running: Annotated[bool, typer.Option("--keep-running", help="Leave Triton and the API up.")] = False,
 ) -> None:
     """The closed loop on this machine: drift, retrains, recovery against the yardsticks (writes demo-report/)."""
@@ -779,6 +782,7 @@ def demo(
             experiment=config,
             exploration=exploration,
             update_every=None if update_every == "none" else parse_duration(update_every, "--update-every"),
+            export_window=parse_duration(export_window, "--export-window"),
             keep_running=keep_running,
         )
     )
