@@ -766,6 +766,8 @@ def demo(
         raise InputError(f"--drift must be new-ads, concept or popularity, got {drift!r}")
     if not 3 <= drift_day < days:
         raise InputError(f"--drift-day must be at least 3 and before --days {days}")
+    window = parse_duration(export_window, "--export-window")
+    every = None if update_every == "none" else parse_duration(update_every, "--update-every")
     sigterm_as_interrupt()
     run_demo(
         DemoConfig(
@@ -781,8 +783,8 @@ def demo(
             requests_per_tick=requests_per_tick,
             experiment=config,
             exploration=exploration,
-            update_every=None if update_every == "none" else parse_duration(update_every, "--update-every"),
-            export_window=parse_duration(export_window, "--export-window"),
+            update_every=every,
+            export_window=window,
             keep_running=keep_running,
         )
     )

@@ -33,7 +33,7 @@ class DemoConfig:
     top_k: int = 5
     monitor_every: timedelta = timedelta(hours=2)
     drift_every: int = 6
-    export_window: timedelta = timedelta(hours=12)  # what an incremental retrain trains on: the last 12 h
+    export_window: timedelta = timedelta(hours=12)  # what each pipeline run exports and trains on: the last 12 h
     attribution_window: timedelta = ATTRIBUTION
     pipeline_latency: timedelta = timedelta(hours=2)  # simulated time a triggered run may take at most
     recovery_after: timedelta = timedelta(hours=24)  # recovery is measured from drift onset + this

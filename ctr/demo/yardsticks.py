@@ -190,7 +190,7 @@ def recovery_share(served: float | None, drifted: float | None, counterfactual: 
 def weighted_auc(label: NDArray[Any], scores: NDArray[Any], weights: NDArray[Any]) -> float:
     """AUC (Mann-Whitney, ties counted half) with a weight per row: row ``i`` counts
     ``weights[i]`` times. Unit weights give ``roc_auc``; Poisson(1) weights give one bootstrap
-    resample. ``label``, ``scores``, ``weights``: (n,); ``nan`` when a class has no weight.
+    resample. ``label``, ``scores``, ``weights``: (n,), n ≥ 1; ``nan`` when a class has no weight.
 
     >>> y, s = np.array([0, 1, 0, 1]), np.array([0.1, 0.4, 0.4, 0.9])
     >>> weighted_auc(y, s, np.ones(4)), roc_auc(y, s)
@@ -221,21 +221,26 @@ def recovery_interval(
     """95 % paired bootstrap interval ``[low, high]`` of the AUC recovery share
     ``(served − drifted) / (counterfactual − drifted)`` over impressions (label and the three
     scorers' scores, each (n,)): every resample weighs the impressions alike for all three
-    (Poisson(1) weights). ``None`` when over 5 % of resamples show no gap (the counterfactual
-    not above the drifted model): the share is then not defined well enough to bound. It
-    covers the evaluation's sampling noise only, not a retrain's own randomness, and treats
-    impressions as independent (those of one request are not quite).
+    (Poisson(1) weights), so what the scorers share cancels. ``None`` when the gap itself is not
+    established — its own 95 % interval reaches 0 (more than 2.5 % of resamples show the
+    counterfactual no better than the drifted model, or no AUC): a share over a gap that may be 0
+    is not defined well enough to bound. The resamples without a gap (at most 2.5 %) are left out
+    of the share's percentiles. It covers the evaluation's sampling noise only, not a retrain's own
+    randomness, and treats impressions as independent (those of one request are not quite).
     """
     rng = np.random.default_rng(seed)
-    shares: list[float] = []
-    for _ in range(resamples):
-        w = rng.poisson(1.0, label.size)
-        s, d, c = (weighted_auc(label, x, w) for x in (served, drifted, counterfactual))
-        if c > d:
-            shares.append((s - d) / (c - d))
-    if len(shares) < 0.95 * resamples:
+    aucs = np.array(
+        [
+            [weighted_auc(label, x, w) for x in (served, drifted, counterfactual)]
+            for w in (rng.poisson(1.0, label.size) for _ in range(resamples))
+        ]
+    )
+    s, d, c = aucs.T
+    with np.errstate(invalid="ignore"):
+        gapped = c - d > 0  # False where an AUC is nan
+    if gapped.mean() < 0.975:
         return None
-    low, high = np.percentile(shares, [2.5, 97.5])
+    low, high = np.percentile((s[gapped] - d[gapped]) / (c[gapped] - d[gapped]), [2.5, 97.5])
     return [round(float(low), 3), round(float(high), 3)]
 
 

@@ -26,6 +26,7 @@ def test_export_window_reaches_the_demo_config(monkeypatch: pytest.MonkeyPatch, 
 def test_a_bad_export_window_stops_the_demo_before_it_starts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     seen: list[Any] = []
     monkeypatch.setattr(ctr.demo, "run_demo", seen.append)
+    monkeypatch.setattr(ctr.signals, "sigterm_as_interrupt", lambda: None)
     result = CliRunner().invoke(app, ["demo", "--workdir", str(tmp_path / "w"), "--export-window", "0h"])
     assert result.exit_code != 0
     assert "--export-window" in str(result.exception)

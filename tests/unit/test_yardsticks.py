@@ -185,3 +185,17 @@ def test_recovery_interval_is_none_without_a_gap_to_close() -> None:
     label = (rng.random(3_000) < truth).astype(np.int8)
     same = truth + rng.normal(0, 0.5, 3_000)
     assert recovery_interval(label, truth, same, same + 1e-9 * rng.normal(size=3_000)) is None
+
+
+def test_recovery_interval_pairs_the_scorers_on_the_same_resampled_impressions() -> None:
+    # Served and counterfactual are the drifted scores plus small improvements: each AUC moves
+    # with the resample far more than the gaps between them, which only a paired resample cancels.
+    rng = np.random.default_rng(5)
+    truth = rng.random(4_000)
+    label = (rng.random(4_000) < truth).astype(np.int8)
+    drifted = truth + rng.normal(0, 0.8, 4_000)
+    served, cf = drifted + 0.1 * truth, drifted + 0.2 * truth
+    interval = recovery_interval(label, served, drifted, cf)
+    assert interval is not None
+    assert interval[0] < recovery_share(*(roc_auc(label, x) for x in (served, drifted, cf))) < interval[1]
+    assert interval[1] - interval[0] < 0.2
