@@ -9,8 +9,9 @@ from the event log as the pipeline exports them):
 - ``pipeline``: the triggered run's full candidate as the pipeline trains it — the history days
   plus the first 70 % of the last ``--export-window`` before the first trigger, the next 15 %
   validating (the last 15 % is the gate's holdout, unused here);
-- ``counterfactual``: the demo's yardstick — the history days plus every impression from the
-  start of traffic to the first trigger, the newest 20 % of the last exported day validating.
+- ``counterfactual``: the demo's yardstick (``ctr.demo.yardsticks.counterfactual_full``) — the
+  history days plus every impression from the start of traffic to the first trigger, the newest
+  20 % of the last exported day validating.
 
 It prints and writes (``--out``) each model's AUC, each pipeline seed's recovery share against
 the mean counterfactual, and the share of the means. The drifted model (version 1) and the
@@ -38,12 +39,12 @@ import polars as pl
 
 from ctr.data.dataset import raw_arrays
 from ctr.data.reader import ReadReport, iter_batches
-from ctr.data.writer import frame_table, write_criteo
+from ctr.demo.yardsticks import counterfactual_full
 from ctr.events.store import EventStore
 from ctr.events.training_export import ExportWindow, export_days
 from ctr.metrics import roc_auc
 from ctr.onnx_export import onnx_score, onnx_session
-from ctr.repository import ModelRepository
+from ctr.repository import ONNX_FILE, ModelRepository
 from ctr.retrain import link_days, split_day
 from ctr.retrain_request import ATTRIBUTION
 from ctr.schema import day_name
@@ -56,16 +57,6 @@ def read_rows(directory: Path) -> pl.DataFrame:
     """Every exported day of ``directory`` as one frame, in time order."""
     days = sorted(p for p in directory.glob("day_*") if "." not in p.name and p.stat().st_size)
     return pl.concat([pl.concat(list(iter_batches(p, ReadReport()))) for p in days])
-
-
-def write_rows(frame: pl.DataFrame, dest: Path) -> None:
-    with open(dest, "wb") as f:
-        write_criteo(f, frame_table(frame))
-
-
-def train(data: Path, train_days: list[int], valid_day: int, experiment: str, seed: int, work: Path) -> Path:
-    spec = TrainSpec(data, train_days, valid_day, experiment=experiment, mode="full", device="cpu", seed=seed)
-    return train_candidate(spec, ModelRepository(work / "repo")).staged / "model.onnx"
 
 
 def main() -> None:
@@ -82,7 +73,8 @@ def main() -> None:
     trigger = datetime.fromisoformat(summary["counterfactual_trained_to"]["counterfactual"])
     start = datetime.fromisoformat(summary["simulated_from"])
     history = sorted(int(p.name[4:]) for p in (args.workdir / "data").glob("day_*") if "." not in p.name)
-    db = EventStore(f"sqlite:///{args.workdir / 'events.db'}")
+    db_url = f"sqlite:///{args.workdir / 'events.db'}"
+    db = EventStore(db_url)
     shutil.rmtree(args.scratch, ignore_errors=True)
     since = datetime.fromisoformat(summary["recovery"]["from"])
     export_days(db, ExportWindow(since, since + timedelta(days=30), ATTRIBUTION, FAR), args.scratch / "recovery")
@@ -97,38 +89,35 @@ def main() -> None:
         "workdir": str(args.workdir),
         "trigger": trigger.isoformat(),
         "recovery_rows": rows.height,
-        "drifted": auc(args.workdir / "repo" / "dcn" / "1" / "model.onnx"),
-        "served_first_retrain": auc(args.workdir / "repo" / "dcn" / "2" / "model.onnx"),
+        "drifted": auc(args.workdir / "repo" / "dcn" / "1" / ONNX_FILE),
+        "served_first_retrain": auc(args.workdir / "repo" / "dcn" / "2" / ONNX_FILE),
         "pipeline": {},
         "counterfactual": {},
     }
     recent = args.scratch / "export-recent"
     export_days(db, ExportWindow(trigger - timedelta(hours=args.export_window), trigger, ATTRIBUTION, trigger), recent)
-    last = read_rows(recent)
-    cut70, cut85 = int(last.height * 0.7), int(last.height * 0.85)
-    everything = args.scratch / "export-all"
-    summary_all = export_days(db, ExportWindow(start, trigger, ATTRIBUTION, trigger), everything)
-    exported = [d["day"] for d in summary_all["days"] if d["rows"] > 0]
     base = max(history) + 1
     for seed in [int(s) for s in args.seeds.split(",")]:
         work = args.scratch / f"pipeline-{seed}"
         (work / "data").mkdir(parents=True)
         link_days(args.workdir / "data", history, work / "data")
-        write_rows(last[:cut70], work / "data" / day_name(base))
-        write_rows(last[cut70:cut85], work / "data" / day_name(base + 1))
-        result["pipeline"][seed] = auc(train(work / "data", [*history, base], base + 1, args.experiment, seed, work))
-        work = args.scratch / f"counterfactual-{seed}"
-        (work / "data").mkdir(parents=True)
-        link_days(args.workdir / "data", history, work / "data")
-        days, day = [*history], base
-        for k in exported[:-1]:
-            (work / "data" / day_name(day)).symlink_to((everything / day_name(k)).resolve())
-            days.append(day)
-            day += 1
-        parts = [(work / "data" / day_name(day), 0.8), (work / "data" / day_name(day + 1), 0.2)]
-        split_day(everything / day_name(exported[-1]), parts)
-        days.append(day)
-        result["counterfactual"][seed] = auc(train(work / "data", days, day + 1, args.experiment, seed, work))
+        split = [(work / "data" / day_name(base + k), share) for k, share in enumerate((0.7, 0.15, 0.15))]
+        split_day(recent / day_name(0), split)  # as ``ctr.retrain.prepare`` splits a single exported day
+        days, valid = [*history, base], base + 1
+        spec = TrainSpec(work / "data", days, valid, experiment=args.experiment, mode="full", device="cpu", seed=seed)
+        result["pipeline"][seed] = auc(train_candidate(spec, ModelRepository(work / "repo")).staged / ONNX_FILE)
+        graph = counterfactual_full(
+            db_url,
+            args.workdir / "data",
+            history,
+            start,
+            trigger,
+            args.experiment,
+            args.scratch / f"counterfactual-{seed}",
+            ATTRIBUTION,
+            seed=seed,
+        )
+        result["counterfactual"][seed] = auc(graph)
         print(json.dumps({"seed": seed, "pipeline": result["pipeline"][seed], "cf": result["counterfactual"][seed]}))
     drifted = result["drifted"]
     cf_mean = float(np.mean(list(result["counterfactual"].values())))
