@@ -8,7 +8,11 @@ steps: gradient clipping by global norm, a cosine decay after the warm-up with a
 Adam's beta2 at 0.99; ``--best-at 32768`` then runs the best 64k row of the run at batch 32k.
 Rows 17-23 follow CowClip (``ctr.cowclip``): the embedding table keeps the reference rate, the
 dense weights are scaled, a one-epoch warm-up, column-wise clipping of the table's gradient;
-rows 24-29 add less dropout, and a 1.5× base rate (dense and table) to it.
+rows 24-29 add less dropout, and a 1.5× base rate (dense and table) to it. Rows 30-33 (fifth
+round) grow the batch over the run's first samples (``batch_ramp``, Smith et al. 2017: the batch
+doubles from ``start`` up to 64k over the first ``share`` of the samples, each step's rates the
+rules' at its batch), alone and with the best CowClip rule of row 27; each run records its
+optimizer steps, the share of samples trained at the full batch, and its samples/s over all epochs.
 
 Min count: ``dcn`` with vocabulary thresholds 2, 10, 50, 200 and 500 on 2 × 60k, 2 × 300k and
 6 × 500k training rows; the gap to the Bayes AUC (the AUC of the true click probabilities on the
@@ -18,6 +22,7 @@ same day).
     python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,1,10-16 --best-at 32768
     python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,1,10,17-23 --best-at 32768
     python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,21,22,24-29 --best-at 32768
+    python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,27,30-33 --best-at 32768
 """
 
 from __future__ import annotations
@@ -72,6 +77,16 @@ LARGE_BATCH: list[tuple[str, dict[str, object]]] = [
         {"embedding_lr_scaling": "none", "cowclip_ratio": 1e-4, "grad_clip_norm": 0.1, "model": {"dropout": 0.1}},
     ),
 ]
+# the best 64k rule of round 4 (row 27): CowClip 1e-4, the table at the reference rate, base rate 0.0015
+COWCLIP: dict[str, object] = {"embedding_lr_scaling": "none", "cowclip_ratio": 1e-4, "learning_rate": 0.0015}
+LARGE_BATCH += [
+    # fifth round (rows 30-33): a batch ramp, 4096 doubling to 64k over the first third of the run
+    # (one epoch) / two thirds, and 8192 over the first half (which should keep >= 3.5 M samples/s)
+    ("dcn_v2_gpu", {"batch_ramp": {"start": 4096, "share": 1 / 3}}),
+    ("dcn_v2_gpu", {**COWCLIP, "batch_ramp": {"start": 4096, "share": 1 / 3}}),
+    ("dcn_v2_gpu", {**COWCLIP, "batch_ramp": {"start": 4096, "share": 2 / 3}}),
+    ("dcn_v2_gpu", {**COWCLIP, "batch_ramp": {"start": 8192, "share": 0.5}}),
+]
 MIN_COUNTS = (2, 10, 50, 200, 500)
 
 
@@ -105,6 +120,7 @@ def run(
     wall = time.perf_counter() - t0
     repo.discard(candidate.staged)
     meta, m = candidate.metadata, candidate.metrics
+    rates = meta["epoch_samples_per_second"]  # each epoch has the same rows: the run's rate is their harmonic mean
     record(
         kind="rule",
         config=base,
@@ -119,6 +135,11 @@ def run(
         gap_to_bayes=round(float(m["bayes_auc"]) - float(m["auc"]), 4) if m["bayes_auc"] else None,
         wall_seconds=round(wall, 1),
         samples_per_s_in_epochs=meta["samples_per_second"],
+        # the run's rate over all its epochs (the mean above weighs a slow ramp epoch like a fast one)
+        samples_per_s_run=round(len(rates) / sum(1 / r for r in rates), 1) if rates else None,
+        epoch_samples_per_s=meta["epoch_samples_per_second"],
+        optimizer_steps=meta.get("optimizer_steps"),
+        full_batch_share=meta.get("full_batch_share"),
         machine=machine(),
     )
     return float(m["auc"] or 0.0)

@@ -32,6 +32,35 @@ class IncrementalConfig:
 
 
 @dataclass(frozen=True)
+class BatchRamp:
+    """A batch that grows over a run's first samples, in place of a decaying rate (Smith et al.
+    2017, "Don't decay the learning rate, increase the batch size"): it starts at ``start`` and
+    doubles up to the experiment's ``batch_size`` in equal shares of the run's first ``share`` of
+    samples, then stays there (``ctr.train.ramp_batch_size``). Each step's rates follow the rate
+    rules at that step's batch."""
+
+    start: int
+    share: float
+
+    @classmethod
+    def from_dict(cls, d: Any, batch_size: int) -> BatchRamp:
+        if not isinstance(d, dict) or set(d) != {"start", "share"}:
+            raise InputError(f"batch_ramp must be null or a mapping of start and share, got {d!r}")
+        start, share = d["start"], d["share"]
+        if isinstance(start, bool) or not isinstance(start, int) or not 1 <= start < batch_size:
+            raise InputError(f"batch_ramp start must be an integer in [1, batch_size {batch_size}), got {start!r}")
+        doublings = batch_size // start
+        if batch_size % start or doublings & (doublings - 1):
+            raise InputError(
+                f"batch_ramp start must be batch_size {batch_size} over a power of two (it doubles up to it), "
+                f"got {start}"
+            )
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 < share < 1.0:
+            raise InputError(f"batch_ramp share must be a number in (0, 1) (of the run's samples), got {share!r}")
+        return cls(start=start, share=float(share))
+
+
+@dataclass(frozen=True)
 class Experiment:
     """A named, fully merged training configuration."""
 
@@ -56,6 +85,7 @@ class Experiment:
     embedding_lr_scaling: str | None = None  # the embedding table's rate rule; None: lr_scaling's
     cowclip_ratio: float | None = None  # CowClip on the embedding gradient (ctr.cowclip); None: off
     cowclip_bound: float = 1e-5  # CowClip's floor on a row's norm
+    batch_ramp: BatchRamp | None = None  # the batch grows from a smaller one at first (BatchRamp); None: off
     recalibrate: bool = True  # shift the logit so the validation rows' pCTR sums to their clicks (ctr.recalibration)
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,6 +110,7 @@ class Experiment:
         if emb_scaling is not None and emb_scaling not in LR_SCALINGS:
             raise InputError(f"embedding_lr_scaling must be one of {LR_SCALINGS} or null, got {emb_scaling!r}")
         cowclip = d.get("cowclip_ratio")
+        ramp = d.get("batch_ramp")
         try:
             exp = cls(
                 name=d["name"],
@@ -103,6 +134,7 @@ class Experiment:
                 embedding_lr_scaling=emb_scaling,
                 cowclip_ratio=None if cowclip is None else float(cowclip),
                 cowclip_bound=float(d.get("cowclip_bound", 1e-5)),
+                batch_ramp=None if ramp is None else BatchRamp.from_dict(ramp, int(d["batch_size"])),
                 recalibrate=_flag(d.get("recalibrate", True), "recalibrate"),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -113,6 +145,8 @@ class Experiment:
             raise InputError(
                 f"cowclip_ratio and cowclip_bound must be > 0, got {exp.cowclip_ratio} and {exp.cowclip_bound}"
             )
+        if exp.batch_ramp is not None and exp.lr_decay != "none":
+            raise InputError(f"batch_ramp replaces a decaying rate: set lr_decay to none, got {exp.lr_decay!r}")
         if not 0.0 < exp.adam_beta2 < 1.0:
             raise InputError(f"adam_beta2 must be in (0, 1), got {exp.adam_beta2}")
         return exp

@@ -39,7 +39,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from ctr.config import Experiment, load_experiment
+from ctr.config import BatchRamp, Experiment, load_experiment
 from ctr.cowclip import clip_embedding_grad_
 from ctr.data.dataset import DayShards, available_days, check_days, iter_days, truth_auc
 from ctr.data.encoded import CACHE_DIR_NAME, EncodedCache, check_cache_root
@@ -253,10 +253,27 @@ def scaled_learning_rate(exp: Experiment, rate: float | None = None) -> float:
     return float((exp.learning_rate if rate is None else rate) * scaling_factor(exp, exp.lr_scaling))
 
 
-def scaling_factor(exp: Experiment, rule: str) -> float:
-    """The factor of ``rule`` (none / sqrt / linear) at ``k = batch_size / lr_reference_batch``."""
-    k = exp.batch_size / exp.lr_reference_batch
+def scaling_factor(exp: Experiment, rule: str, batch_size: int | None = None) -> float:
+    """The factor of ``rule`` (none / sqrt / linear) at ``k = batch_size / lr_reference_batch``
+    (``batch_size``: the experiment's unless given)."""
+    k = (exp.batch_size if batch_size is None else batch_size) / exp.lr_reference_batch
     return float({"none": 1.0, "sqrt": k**0.5, "linear": k}[rule])
+
+
+def ramp_batch_size(seen: float, total: float, ramp: BatchRamp | None, batch_size: int) -> int:
+    """The batch of the step after ``seen`` of a run's ``total`` samples: with a ramp, ``ramp.start``
+    doubling up to ``batch_size`` in equal shares of the first ``ramp.share`` of the samples, then
+    ``batch_size``; without one, ``batch_size``.
+
+    >>> ramp = BatchRamp(start=1024, share=0.5)  # 1024, 2048 each over a quarter of the run
+    >>> [ramp_batch_size(s, 100, ramp, 4096) for s in (0, 24, 25, 49, 50, 99)]
+    [1024, 1024, 2048, 2048, 4096, 4096]
+    """
+    if ramp is None or total <= 0 or seen >= ramp.share * total:
+        return batch_size
+    stages = (batch_size // ramp.start).bit_length() - 1  # doublings from start to batch_size
+    stage = min(stages - 1, int(seen / (ramp.share * total) * stages))
+    return ramp.start << stage
 
 
 def warmup_factor(step: int, warmup_steps: int) -> float:
@@ -289,9 +306,13 @@ def _fit(
     device: torch.device,
     rng: np.random.Generator,
     rank: Rank,
-) -> tuple[dict[str, float | int | None], list[float], list[float]]:
-    """Train with early stopping on validation AUC; returns the best epoch's metrics, and each
-    epoch's samples/s (all ranks) and validation AUC.
+) -> tuple[dict[str, float | int | None], list[float], list[float], dict[str, float]]:
+    """Train with early stopping on validation AUC; returns the best epoch's metrics, each
+    epoch's samples/s (all ranks) and validation AUC, and the optimizer steps taken and the share
+    of samples trained at the full batch (below 1 with a ``batch_ramp``).
+
+    With a ``batch_ramp`` each batch of ``feed`` is cut into the ramp's smaller batches, and each
+    step's rates are the rate rules' at its batch.
 
     With several ranks ``model`` is the DDP wrapper; rank 0 validates and decides, the others
     follow its decision (the best state is the same on every rank).
@@ -305,6 +326,17 @@ def _fit(
     if emb_rule != exp.lr_scaling:
         emb_lr = lr * scaling_factor(exp, emb_rule) / scaling_factor(exp, exp.lr_scaling)
     base_lrs = [emb_lr, lr]
+    local = feed.batch_size  # this rank's rows of a step at the full batch
+
+    def rates_at(size: int) -> list[float]:
+        """The two groups' rates at a step of ``size`` of this rank's rows (a batch ramp's smaller
+        batches), before warm-up and decay: each group's rule at that batch."""
+        batch = size * exp.batch_size // local
+        return [
+            base * scaling_factor(exp, rule, batch) / scaling_factor(exp, rule)
+            for base, rule in zip(base_lrs, (emb_rule, exp.lr_scaling), strict=True)
+        ]
+
     groups = [
         {"params": [table], "lr": base_lrs[0]},
         {"params": [p for p in model.parameters() if p is not table], "lr": base_lrs[1]},
@@ -317,29 +349,44 @@ def _fit(
     best: dict[str, float | int | None] | None = None
     best_state: dict[str, torch.Tensor] | None = None
     stale, step = 0, 0
+    run_rows, seen, at_full = epochs * feed.expected_rows, 0, 0  # the batch ramp's progress
+    ramp_rates = {local: base_lrs}
     rates: list[float] = []
     aucs: list[float] = []
     for epoch in range(1, epochs + 1):
         model.train()
         meter = _Throughput(epoch, total)
         with model.join() if rank.world > 1 else contextlib.nullcontext():  # type: ignore[operator]  # DDP only
-            for dense, ids, y in feed.epoch(rng):
-                if (exp.warmup_steps and step <= exp.warmup_steps) or exp.lr_decay != "none":
-                    factor = warmup_factor(step, exp.warmup_steps)
-                    factor *= decay_factor(step, exp.warmup_steps, total_steps, exp.lr_decay)
-                    for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
-                        group["lr"] = base_lr * factor
-                with _autocast(device, exp.cpu_precision):
-                    loss = loss_fn(model(dense, ids).float().squeeze(1), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if exp.cowclip_ratio is not None and table.grad is not None:
-                    clip_embedding_grad_(table, table.grad, ids + offsets, exp.cowclip_ratio, exp.cowclip_bound)
-                if exp.grad_clip_norm is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), exp.grad_clip_norm, foreach=True)
-                optimizer.step()
-                meter.update(y.shape[0])
-                step += 1
+            for batch in feed.epoch(rng):
+                cut = 0
+                while cut < batch[2].shape[0]:  # one step, unless a batch ramp cuts the batch smaller
+                    size = ramp_batch_size(seen, run_rows, exp.batch_ramp, local)
+                    dense, ids, y = (t[cut : cut + size] for t in batch)
+                    cut += size
+                    if (
+                        (exp.warmup_steps and step <= exp.warmup_steps)
+                        or exp.lr_decay != "none"
+                        or exp.batch_ramp is not None
+                    ):
+                        if size not in ramp_rates:
+                            ramp_rates[size] = rates_at(size)
+                        factor = warmup_factor(step, exp.warmup_steps)
+                        factor *= decay_factor(step, exp.warmup_steps, total_steps, exp.lr_decay)
+                        for group, base_lr in zip(optimizer.param_groups, ramp_rates[size], strict=True):
+                            group["lr"] = base_lr * factor
+                    with _autocast(device, exp.cpu_precision):
+                        loss = loss_fn(model(dense, ids).float().squeeze(1), y)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if exp.cowclip_ratio is not None and table.grad is not None:
+                        clip_embedding_grad_(table, table.grad, ids + offsets, exp.cowclip_ratio, exp.cowclip_bound)
+                    if exp.grad_clip_norm is not None:
+                        nn.utils.clip_grad_norm_(model.parameters(), exp.grad_clip_norm, foreach=True)
+                    optimizer.step()
+                    meter.update(y.shape[0])
+                    step += 1
+                    seen += y.shape[0]
+                    at_full += y.shape[0] if size == local else 0
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         rates.append(meter.rate * rank.world)
@@ -367,7 +414,7 @@ def _fit(
                 break
     assert best is not None and best_state is not None
     core.load_state_dict(best_state)
-    return best, rates, aucs
+    return best, rates, aucs, {"optimizer_steps": step, "full_batch_share": round(at_full / max(seen, 1), 4)}
 
 
 # ---------------------------------------------------------------- orchestration
@@ -420,6 +467,8 @@ def train_candidate(spec: TrainSpec, repo: ModelRepository) -> StagedVersion:
         raise InputError(f"--nproc must be >= 1 and divide the batch size {exp.batch_size}, got {spec.nproc}")
     if spec.nproc > 1 and exp.cowclip_ratio is not None:  # its counts would be one rank's, its gradient all ranks'
         raise InputError(f"cowclip_ratio is not supported with --nproc > 1 (experiment {exp.name!r})")
+    if spec.nproc > 1 and exp.batch_ramp is not None:  # each rank would follow its own rows' progress
+        raise InputError(f"batch_ramp is not supported with --nproc > 1 (experiment {exp.name!r})")
     if spec.mode not in ("full", "incremental"):
         raise InputError(f"--mode must be full or incremental, got {spec.mode!r}")
     days = [*spec.train_days, spec.valid_day, *(spec.replay_days or [])]
@@ -518,7 +567,7 @@ def _train(spec: TrainSpec, repo: ModelRepository, rank: Rank) -> StagedVersion 
         trained = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     feed = ShardFeed(parts, exp.batch_size // rank.world, device, workers)
     clock = time.perf_counter()
-    metrics, rates, aucs = _fit(trained, feed, valid_parts, valid, exp, epochs, lr, device, rng, rank)
+    metrics, rates, aucs, schedule = _fit(trained, feed, valid_parts, valid, exp, epochs, lr, device, rng, rank)
     timings["train"] = time.perf_counter() - clock
     if not rank.leader:
         return None
@@ -567,6 +616,7 @@ def _train(spec: TrainSpec, repo: ModelRepository, rank: Rank) -> StagedVersion 
         "samples_per_second": round(float(np.mean(rates)), 1),
         "epoch_samples_per_second": [round(r, 1) for r in rates],
         "auc_by_epoch": aucs,
+        **schedule,
     }
     return StagedVersion(staged, metadata, metrics)
 

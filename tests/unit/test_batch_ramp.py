@@ -1,0 +1,146 @@
+"""The batch ramp (issue 18, item 3): ``batch_ramp: {start, share}`` starts a run at a smaller
+batch that doubles up to ``batch_size`` in equal shares of the run's first ``share`` of samples,
+each step's rates following the rate rules at its batch; bad values are refused by name."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+import ctr.train as train_module
+from ctr.config import BatchRamp, Experiment, load_experiment
+from ctr.data.synth import SynthArgs, synthesize
+from ctr.errors import InputError
+from ctr.repository import ModelRepository
+from ctr.train import TrainSpec, ramp_batch_size, train_candidate
+
+
+def _steps(total: int, batch_size: int, ramp: BatchRamp | None) -> list[int]:
+    """The batch of every step of a run of ``total`` rows, cut as the training loop cuts it."""
+    sizes, seen = [], 0
+    while seen < total:
+        size = ramp_batch_size(seen, total, ramp, batch_size)
+        sizes.append(min(size, total - seen))
+        seen += sizes[-1]
+    return sizes
+
+
+def test_the_batch_doubles_in_equal_shares_of_the_ramp_then_stays_at_the_batch_size() -> None:
+    # 4096 rows, ramp over the first half: 256 for 1024 rows, 512 for 1024 rows, then 1024
+    assert _steps(4096, 1024, BatchRamp(start=256, share=0.5)) == [256] * 4 + [512] * 2 + [1024] * 2
+    # three doublings over the first 3/4: a quarter of the rows at each of 128, 256, 512
+    assert _steps(4096, 1024, BatchRamp(start=128, share=0.75)) == [128] * 8 + [256] * 4 + [512] * 2 + [1024]
+    assert _steps(4096, 1024, None) == [1024] * 4  # no ramp: the batch size throughout
+
+
+def test_a_ramp_step_that_crosses_a_stage_boundary_keeps_its_size() -> None:
+    # 200 → 400 → 800 → 1600: 3 stages over 3000 of 6000 rows, 1000 rows each; the 400-step from
+    # 1800 runs to 2200, past the stage's end, and the next one is the next stage's
+    assert _steps(6000, 1600, BatchRamp(start=200, share=0.5)) == [200] * 5 + [400] * 3 + [800] + [1600, 1400]
+
+
+@pytest.mark.parametrize(
+    ("ramp", "message", "batch_size"),
+    [
+        ({"start": 3000, "share": 0.5}, "batch_ramp start must be batch_size 4096 over a power of two", 4096),
+        ({"start": 1024, "share": 0.5}, "batch_ramp start must be batch_size 3072 over a power of two", 3072),
+        ({"start": 4096, "share": 0.5}, r"batch_ramp start must be an integer in \[1, batch_size 4096\)", 4096),
+        ({"start": 0, "share": 0.5}, "batch_ramp start must be an integer", 4096),
+        ({"start": 1024.0, "share": 0.5}, "batch_ramp start must be an integer", 4096),
+        ({"start": True, "share": 0.5}, "batch_ramp start must be an integer", 4096),
+        ({"start": 1024, "share": 0.0}, r"batch_ramp share must be a number in \(0, 1\)", 4096),
+        ({"start": 1024, "share": 1.0}, "batch_ramp share must be a number", 4096),
+        ({"start": 1024, "share": "half"}, "batch_ramp share must be a number", 4096),
+        ({"start": 1024}, "batch_ramp must be null or a mapping of start and share", 4096),
+        ({"start": 1024, "share": 0.5, "lr": "fixed"}, "batch_ramp must be null or a mapping", 4096),
+        (1024, "batch_ramp must be null or a mapping", 4096),
+    ],
+)
+def test_bad_ramps_are_refused_by_name(ramp: object, message: str, batch_size: int) -> None:
+    base = load_experiment("dcn_v2_small").to_dict() | {"batch_size": batch_size}
+    with pytest.raises(InputError, match=message):
+        Experiment.from_dict(base | {"batch_ramp": ramp})
+
+
+def test_a_ramp_and_a_decaying_rate_are_refused_together() -> None:
+    base = load_experiment("dcn_v2_small").to_dict() | {"batch_size": 4096, "lr_decay": "cosine"}
+    with pytest.raises(InputError, match="batch_ramp replaces a decaying rate: set lr_decay to none"):
+        Experiment.from_dict(base | {"batch_ramp": {"start": 1024, "share": 0.5}})
+
+
+def test_a_ramp_survives_the_metadata_round_trip() -> None:
+    exp = Experiment.from_dict(
+        load_experiment("dcn_v2_small").to_dict() | {"batch_size": 4096, "batch_ramp": {"start": 512, "share": 0.25}}
+    )
+    assert exp.batch_ramp == BatchRamp(start=512, share=0.25)
+    assert Experiment.from_dict(exp.to_dict()) == exp
+    assert load_experiment("dcn_v2_gpu").batch_ramp is None  # off unless asked for
+
+
+def test_training_follows_the_ramp_with_each_steps_rates_at_its_batch(tmp_path: Path, monkeypatch: Any) -> None:
+    settings = {
+        "batch_size": 1024,
+        "lr_reference_batch": 256,  # k = 4 at the full batch: dense ×2 under sqrt, the table ×1
+        "lr_scaling": "sqrt",
+        "embedding_lr_scaling": "none",
+        "warmup_steps": 0,
+        "batch_ramp": {"start": 256, "share": 0.5},  # 256, 512 over a quarter of the run each, then 1024
+        "epochs": 2,
+        "early_stopping_patience": 2,  # both epochs run
+    }
+    sizes: list[int] = []  # each step's batch by the ramp
+    rates: list[tuple[float, float]] = []
+    ramp = train_module.ramp_batch_size
+
+    def spy_ramp(seen: float, total: float, batch_ramp: BatchRamp | None, batch_size: int) -> int:
+        sizes.append(ramp(seen, total, batch_ramp, batch_size))
+        return sizes[-1]
+
+    step = torch.optim.Adam.step
+
+    def spy_step(self: torch.optim.Adam, *args: Any, **kw: Any) -> Any:
+        rates.append((self.param_groups[0]["lr"], self.param_groups[1]["lr"]))
+        return step(self, *args, **kw)
+
+    monkeypatch.setattr(train_module, "ramp_batch_size", spy_ramp)
+    monkeypatch.setattr(torch.optim.Adam, "step", spy_step)
+    candidate = train_candidate(_tiny_spec(tmp_path, settings), ModelRepository(tmp_path / "repo"))
+    meta = candidate.metadata
+    assert len(sizes) == len(rates) == meta["optimizer_steps"]
+    assert sizes[0] == 256 and sizes[-1] == 1024 and sizes == sorted(sizes)  # it grows, never shrinks
+    assert set(sizes) == {256, 512, 1024}
+    for size, (table_rate, dense_rate) in zip(sizes, rates, strict=True):
+        assert table_rate == pytest.approx(0.001)  # the table's rule: none, at every batch
+        assert dense_rate == pytest.approx(0.001 * (size / 256) ** 0.5)  # sqrt at the step's own batch
+    # the first stage is a quarter of the run's 2 epochs: half an epoch's rows, to within a step
+    assert sum(s for s in sizes if s == 256) == pytest.approx(meta["data"]["train_rows"] / 2, abs=256)
+    # half the run's samples at the full batch, less the rows of steps cut short at a shard's end
+    assert 0.4 <= meta["full_batch_share"] <= 0.5
+    assert meta["experiment"]["batch_ramp"] == {"start": 256, "share": 0.5}
+
+
+def test_without_a_ramp_every_sample_is_at_the_full_batch(tmp_path: Path) -> None:
+    candidate = train_candidate(_tiny_spec(tmp_path, {"epochs": 1}), ModelRepository(tmp_path / "repo"))
+    assert candidate.metadata["full_batch_share"] == 1.0
+    assert candidate.metadata["optimizer_steps"] >= 1
+
+
+def test_a_ramp_is_refused_with_several_processes(tmp_path: Path) -> None:
+    spec = replace(_tiny_spec(tmp_path, {"batch_ramp": {"start": 128, "share": 0.5}}), nproc=2)
+    with pytest.raises(InputError, match="batch_ramp is not supported with --nproc > 1"):
+        train_candidate(spec, ModelRepository(tmp_path / "repo"))
+
+
+def _tiny_spec(tmp_path: Path, settings: dict[str, Any]) -> TrainSpec:
+    """``dcn_v2_small`` with ``settings`` on 2 generated days of 2k rows (day 2 validates), on CPU."""
+    data = tmp_path / "data"
+    synthesize(SynthArgs(days=3, rows_per_day=2_000, seed=3), data)
+    config = tmp_path / "exp.yaml"
+    builtin = yaml.safe_load((Path(__file__).parents[2] / "ctr" / "configs" / "experiments.yaml").read_text())
+    config.write_text(yaml.safe_dump({"tiny": {**builtin["dcn_v2_small"], **settings}}))
+    return TrainSpec(data, [0, 1], 2, experiment=f"{config}#tiny", device="cpu", workers=0)
