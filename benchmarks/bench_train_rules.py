@@ -13,6 +13,11 @@ round) grow the batch over the run's first samples (``batch_ramp``, Smith et al.
 doubles from ``start`` up to 64k over the first ``share`` of the samples, each step's rates the
 rules' at its batch), alone and with the best CowClip rule of row 27; each run records its
 optimizer steps, the share of samples trained at the full batch, and its samples/s over all epochs.
+Rows 34-36 (sixth round) hold the ramp's rates (``batch_ramp.lr``): the full batch's from the
+first step (``final``) or the first batch's throughout (``start``), to 64k over the first third,
+and 8192 to 32k over the first third (epochs 2-3 at 32k). ``--seeds N`` then reruns row 0 and the
+best 64k row whose best epoch trained at the full batch with N more training seeds (same data).
+Each run records its best epoch and whether that epoch trained wholly at the full batch.
 
 Min count: ``dcn`` with vocabulary thresholds 2, 10, 50, 200 and 500 on 2 × 60k, 2 × 300k and
 6 × 500k training rows; the gap to the Bayes AUC (the AUC of the true click probabilities on the
@@ -23,6 +28,7 @@ same day).
     python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,1,10,17-23 --best-at 32768
     python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,21,22,24-29 --best-at 32768
     python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,27,30-33 --best-at 32768
+    python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,34-36 --seeds 2
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from pathlib import Path
 
 from bench_train import RESULTS, _user_experiment, machine, record
 
+from ctr.config import load_experiment
 from ctr.data.synth import SynthArgs, synthesize
 from ctr.repository import ModelRepository
 from ctr.train import TrainSpec, train_candidate
@@ -86,6 +93,12 @@ LARGE_BATCH += [
     ("dcn_v2_gpu", {**COWCLIP, "batch_ramp": {"start": 4096, "share": 1 / 3}}),
     ("dcn_v2_gpu", {**COWCLIP, "batch_ramp": {"start": 4096, "share": 2 / 3}}),
     ("dcn_v2_gpu", {**COWCLIP, "batch_ramp": {"start": 8192, "share": 0.5}}),
+    # sixth round (rows 34-36): the ramp's rates held, so the dense rate does not step up at each
+    # doubling: the full batch's from the start (Smith et al.'s constant rate) or the first batch's;
+    # and 32k from 8192 over the first third (two epochs really at 32k, >= 3.5 M samples/s expected)
+    ("dcn_v2_gpu", {**COWCLIP, "batch_ramp": {"start": 4096, "share": 1 / 3, "lr": "final"}}),
+    ("dcn_v2_gpu", {**COWCLIP, "batch_ramp": {"start": 4096, "share": 1 / 3, "lr": "start"}}),
+    ("dcn_v2_gpu", {**COWCLIP, "batch_size": 32768, "batch_ramp": {"start": 8192, "share": 1 / 3, "lr": "final"}}),
 ]
 MIN_COUNTS = (2, 10, 50, 200, 500)
 
@@ -112,7 +125,9 @@ def pick(spec: str, count: int) -> list[int]:
 
 def run(
     data: Path, days: list[int], valid: int, base: str, overrides: dict[str, object], work: Path, device: str
-) -> float:
+) -> tuple[float, bool]:
+    """Train ``base`` with ``overrides`` and record the run; returns its AUC and whether its best
+    epoch trained wholly at the full batch (after a batch ramp's end; always so without a ramp)."""
     experiment = _user_experiment(base, overrides, work) if overrides else base
     repo = ModelRepository(work / "repo")
     t0 = time.perf_counter()
@@ -121,6 +136,11 @@ def run(
     repo.discard(candidate.staged)
     meta, m = candidate.metadata, candidate.metrics
     rates = meta["epoch_samples_per_second"]  # each epoch has the same rows: the run's rate is their harmonic mean
+    aucs = meta["auc_by_epoch"]
+    best_epoch = aucs.index(max(aucs)) + 1  # the one ctr train keeps (the first of equals)
+    ramp = meta["experiment"].get("batch_ramp")
+    # the best epoch began once the ramp had ended: every one of its samples at the full batch
+    honest = ramp is None or best_epoch - 1 >= ramp["share"] * meta["experiment"]["epochs"] - 1e-9
     record(
         kind="rule",
         config=base,
@@ -130,7 +150,10 @@ def run(
         learning_rate=meta["learning_rate"],
         min_count=meta["min_count"],
         auc=m["auc"],
-        auc_by_epoch=meta["auc_by_epoch"],
+        auc_by_epoch=aucs,
+        best_epoch=best_epoch,
+        best_epoch_at_full_batch=honest,
+        seed=meta["seed"],
         bayes_auc=m["bayes_auc"],
         gap_to_bayes=round(float(m["bayes_auc"]) - float(m["auc"]), 4) if m["bayes_auc"] else None,
         wall_seconds=round(wall, 1),
@@ -142,7 +165,7 @@ def run(
         full_batch_share=meta.get("full_batch_share"),
         machine=machine(),
     )
-    return float(m["auc"] or 0.0)
+    return float(m["auc"] or 0.0), honest
 
 
 def main() -> None:
@@ -155,20 +178,35 @@ def main() -> None:
     ap.add_argument("--rules", default="", help="LARGE_BATCH rows to run, e.g. 0,1,10-16 (default: all)")
     ap.add_argument("--best-at", type=int, default=0, help="then run the best 64k row at this batch size")
     ap.add_argument("--rows-per-day", type=int, default=500_000, help="the large-batch world's (a smoke test)")
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        default=0,
+        help="then rerun row 0 and the best 64k row whose best epoch is at the full batch with N more training seeds",
+    )
     args = ap.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     big = world(work, 7, args.rows_per_day, args.seed)
     if "large-batch" not in args.skip:
-        tried: list[tuple[float, dict[str, object]]] = []  # 64k rows at the same epochs
+        tried: list[tuple[float, bool, dict[str, object]]] = []  # 64k rows at the same epochs
         for i in pick(args.rules, len(LARGE_BATCH)):
             base, overrides = LARGE_BATCH[i]
-            auc = run(big, [0, 1, 2, 3, 4, 5], 6, base, overrides, work, args.device)
+            auc, honest = run(big, [0, 1, 2, 3, 4, 5], 6, base, overrides, work, args.device)
             if base == "dcn_v2_gpu" and not {"batch_size", "epochs"} & set(overrides):
-                tried.append((auc, overrides))
+                tried.append((auc, honest, overrides))
         if args.best_at and tried:
-            best = max(tried, key=lambda t: t[0])[1]
+            best = max(tried, key=lambda t: t[0])[2]
             run(big, [0, 1, 2, 3, 4, 5], 6, "dcn_v2_gpu", {**best, "batch_size": args.best_at}, work, args.device)
+        if args.seeds:
+            # the best 64k row whose best epoch trained at 64k (any 64k row if none did), and the reference
+            rows = [("dcn_v2", {})]
+            if tried:
+                rows.append(("dcn_v2_gpu", max(tried, key=lambda t: (t[1], t[0]))[2]))
+            for base, overrides in rows:
+                first = load_experiment(base).seed
+                for seed in range(first + 1, first + 1 + args.seeds):
+                    run(big, [0, 1, 2, 3, 4, 5], 6, base, {**overrides, "seed": seed}, work, args.device)
     if "min-count" not in args.skip:
         for data, days, valid in (
             (world(work, 3, 60_000, args.seed), [0, 1], 2),

@@ -21,6 +21,11 @@ BUILTIN = "experiments.yaml"
 CPU_PRECISIONS = ("fp32", "bf16")
 LR_SCALINGS = ("none", "sqrt", "linear")
 LR_DECAYS = ("none", "cosine", "linear")
+RAMP_RATES = (
+    "per_batch",
+    "final",
+    "start",
+)  # a batch ramp's rates: the rules' at each step's batch / the last / the first
 
 
 @dataclass(frozen=True)
@@ -36,17 +41,21 @@ class BatchRamp:
     """A batch that grows over a run's first samples, in place of a decaying rate (Smith et al.
     2017, "Don't decay the learning rate, increase the batch size"): it starts at ``start`` and
     doubles up to the experiment's ``batch_size`` in equal shares of the run's first ``share`` of
-    samples, then stays there (``ctr.train.ramp_batch_size``). Each step's rates follow the rate
-    rules at that step's batch."""
+    samples, then stays there (``ctr.train.ramp_batch_size``). ``lr`` sets each step's rates:
+    ``per_batch`` (the default) the rate rules' at that step's batch, so the dense rate steps up
+    at each doubling under sqrt or linear scaling; ``final`` the rules' at ``batch_size`` from the
+    first step (Smith et al.'s constant rate: only the batch grows); ``start`` the rules' at
+    ``start`` throughout (the rate of the ramp's first batch, held). A warm-up still applies."""
 
     start: int
     share: float
+    lr: str = "per_batch"
 
     @classmethod
     def from_dict(cls, d: Any, batch_size: int) -> BatchRamp:
-        if not isinstance(d, dict) or set(d) != {"start", "share"}:
-            raise InputError(f"batch_ramp must be null or a mapping of start and share, got {d!r}")
-        start, share = d["start"], d["share"]
+        if not isinstance(d, dict) or not {"start", "share"} <= set(d) <= {"start", "share", "lr"}:
+            raise InputError(f"batch_ramp must be null or a mapping of start, share and optionally lr, got {d!r}")
+        start, share, lr = d["start"], d["share"], d.get("lr", "per_batch")
         if isinstance(start, bool) or not isinstance(start, int) or not 1 <= start < batch_size:
             raise InputError(f"batch_ramp start must be an integer in [1, batch_size {batch_size}), got {start!r}")
         doublings = batch_size // start
@@ -57,7 +66,9 @@ class BatchRamp:
             )
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 < share < 1.0:
             raise InputError(f"batch_ramp share must be a number in (0, 1) (of the run's samples), got {share!r}")
-        return cls(start=start, share=float(share))
+        if lr not in RAMP_RATES:
+            raise InputError(f"batch_ramp lr must be one of {RAMP_RATES}, got {lr!r}")
+        return cls(start=start, share=float(share), lr=lr)
 
 
 @dataclass(frozen=True)

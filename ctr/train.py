@@ -312,7 +312,8 @@ def _fit(
     of samples trained at the full batch (below 1 with a ``batch_ramp``).
 
     With a ``batch_ramp`` each batch of ``feed`` is cut into the ramp's smaller batches, and each
-    step's rates are the rate rules' at its batch.
+    step's rates are the rate rules' at its batch (``lr: per_batch``), at the full batch
+    (``final``) or at the ramp's first batch (``start``).
 
     With several ranks ``model`` is the DDP wrapper; rank 0 validates and decides, the others
     follow its decision (the best state is the same on every rank).
@@ -350,7 +351,12 @@ def _fit(
     best_state: dict[str, torch.Tensor] | None = None
     stale, step = 0, 0
     run_rows, seen, at_full = epochs * feed.expected_rows, 0, 0  # the batch ramp's progress
-    ramp_rates = {local: base_lrs}
+    ramp, hold = exp.batch_ramp, None  # hold: the batch whose rates every step takes; None: each step's own
+    if ramp is not None and ramp.lr == "final":
+        hold = local
+    elif ramp is not None and ramp.lr == "start":
+        hold = ramp.start * local // exp.batch_size
+    ramp_rates = {local: base_lrs if hold is None or hold == local else rates_at(hold)}
     rates: list[float] = []
     aucs: list[float] = []
     for epoch in range(1, epochs + 1):
@@ -369,7 +375,7 @@ def _fit(
                         or exp.batch_ramp is not None
                     ):
                         if size not in ramp_rates:
-                            ramp_rates[size] = rates_at(size)
+                            ramp_rates[size] = ramp_rates[local] if hold == local else rates_at(hold or size)
                         factor = warmup_factor(step, exp.warmup_steps)
                         factor *= decay_factor(step, exp.warmup_steps, total_steps, exp.lr_decay)
                         for group, base_lr in zip(optimizer.param_groups, ramp_rates[size], strict=True):

@@ -1,6 +1,7 @@
-"""The batch ramp (issue 18, item 3): ``batch_ramp: {start, share}`` starts a run at a smaller
+"""The batch ramp (issue 18, item 3): ``batch_ramp: {start, share, lr}`` starts a run at a smaller
 batch that doubles up to ``batch_size`` in equal shares of the run's first ``share`` of samples,
-each step's rates following the rate rules at its batch; bad values are refused by name."""
+each step's rates following the rate rules at its batch (``lr: per_batch``, the default), at the
+full batch (``final``) or at the first batch (``start``); bad values are refused by name."""
 
 from __future__ import annotations
 
@@ -56,8 +57,14 @@ def test_a_ramp_step_that_crosses_a_stage_boundary_keeps_its_size() -> None:
         ({"start": 1024, "share": 0.0}, r"batch_ramp share must be a number in \(0, 1\)", 4096),
         ({"start": 1024, "share": 1.0}, "batch_ramp share must be a number", 4096),
         ({"start": 1024, "share": "half"}, "batch_ramp share must be a number", 4096),
-        ({"start": 1024}, "batch_ramp must be null or a mapping of start and share", 4096),
-        ({"start": 1024, "share": 0.5, "lr": "fixed"}, "batch_ramp must be null or a mapping", 4096),
+        ({"start": 1024}, "batch_ramp must be null or a mapping of start, share and optionally lr", 4096),
+        ({"start": 1024, "share": 0.5, "rate": "final"}, "batch_ramp must be null or a mapping", 4096),
+        (
+            {"start": 1024, "share": 0.5, "lr": "fixed"},
+            r"batch_ramp lr must be one of \('per_batch', 'final', 'start'\), got 'fixed'",
+            4096,
+        ),
+        ({"start": 1024, "share": 0.5, "lr": None}, "batch_ramp lr must be one of", 4096),
         (1024, "batch_ramp must be null or a mapping", 4096),
     ],
 )
@@ -77,23 +84,19 @@ def test_a_ramp_survives_the_metadata_round_trip() -> None:
     exp = Experiment.from_dict(
         load_experiment("dcn_v2_small").to_dict() | {"batch_size": 4096, "batch_ramp": {"start": 512, "share": 0.25}}
     )
-    assert exp.batch_ramp == BatchRamp(start=512, share=0.25)
+    assert exp.batch_ramp == BatchRamp(start=512, share=0.25, lr="per_batch")  # the rates' default
     assert Experiment.from_dict(exp.to_dict()) == exp
     assert load_experiment("dcn_v2_gpu").batch_ramp is None  # off unless asked for
+    held = Experiment.from_dict(exp.to_dict() | {"batch_ramp": {"start": 512, "share": 0.25, "lr": "final"}})
+    assert held.batch_ramp == BatchRamp(start=512, share=0.25, lr="final")
+    assert Experiment.from_dict(held.to_dict()) == held
 
 
-def test_training_follows_the_ramp_with_each_steps_rates_at_its_batch(tmp_path: Path, monkeypatch: Any) -> None:
-    settings = {
-        "batch_size": 1024,
-        "lr_reference_batch": 256,  # k = 4 at the full batch: dense ×2 under sqrt, the table ×1
-        "lr_scaling": "sqrt",
-        "embedding_lr_scaling": "none",
-        "warmup_steps": 0,
-        "batch_ramp": {"start": 256, "share": 0.5},  # 256, 512 over a quarter of the run each, then 1024
-        "epochs": 2,
-        "early_stopping_patience": 2,  # both epochs run
-    }
-    sizes: list[int] = []  # each step's batch by the ramp
+def _ramped_run(
+    tmp_path: Path, monkeypatch: Any, settings: dict[str, Any]
+) -> tuple[list[int], list[tuple[float, float]], dict[str, Any]]:
+    """Each step's batch by the ramp, each step's (table, dense) rates, and the run's metadata."""
+    sizes: list[int] = []
     rates: list[tuple[float, float]] = []
     ramp = train_module.ramp_batch_size
 
@@ -110,7 +113,23 @@ def test_training_follows_the_ramp_with_each_steps_rates_at_its_batch(tmp_path: 
     monkeypatch.setattr(train_module, "ramp_batch_size", spy_ramp)
     monkeypatch.setattr(torch.optim.Adam, "step", spy_step)
     candidate = train_candidate(_tiny_spec(tmp_path, settings), ModelRepository(tmp_path / "repo"))
-    meta = candidate.metadata
+    return sizes, rates, candidate.metadata
+
+
+RAMPED = {
+    "batch_size": 1024,
+    "lr_reference_batch": 256,  # k = 4 at the full batch: dense ×2 under sqrt, the table ×1
+    "lr_scaling": "sqrt",
+    "embedding_lr_scaling": "none",
+    "warmup_steps": 0,
+    "batch_ramp": {"start": 256, "share": 0.5},  # 256, 512 over a quarter of the run each, then 1024
+    "epochs": 2,
+    "early_stopping_patience": 2,  # both epochs run
+}
+
+
+def test_training_follows_the_ramp_with_each_steps_rates_at_its_batch(tmp_path: Path, monkeypatch: Any) -> None:
+    sizes, rates, meta = _ramped_run(tmp_path, monkeypatch, RAMPED)
     assert len(sizes) == len(rates) == meta["optimizer_steps"]
     assert sizes[0] == 256 and sizes[-1] == 1024 and sizes == sorted(sizes)  # it grows, never shrinks
     assert set(sizes) == {256, 512, 1024}
@@ -121,7 +140,33 @@ def test_training_follows_the_ramp_with_each_steps_rates_at_its_batch(tmp_path: 
     assert sum(s for s in sizes if s == 256) == pytest.approx(meta["data"]["train_rows"] / 2, abs=256)
     # half the run's samples at the full batch, less the rows of steps cut short at a shard's end
     assert 0.4 <= meta["full_batch_share"] <= 0.5
-    assert meta["experiment"]["batch_ramp"] == {"start": 256, "share": 0.5}
+    assert meta["experiment"]["batch_ramp"] == {"start": 256, "share": 0.5, "lr": "per_batch"}
+
+
+@pytest.mark.parametrize(
+    ("lr", "dense_rate"),
+    [
+        ("final", 0.002),  # the full batch's (1024 = 4 × 256: sqrt ×2) from the first step: no step up
+        ("start", 0.001),  # the first batch's (256: ×1) throughout, at the full batch too
+    ],
+)
+def test_a_held_ramp_rate_is_the_same_at_every_batch(
+    tmp_path: Path, monkeypatch: Any, lr: str, dense_rate: float
+) -> None:
+    ramp = {"start": 256, "share": 0.5, "lr": lr}
+    sizes, rates, meta = _ramped_run(tmp_path, monkeypatch, RAMPED | {"batch_ramp": ramp})
+    assert len(sizes) == len(rates) == meta["optimizer_steps"]
+    assert set(sizes) == {256, 512, 1024}  # the batch still grows
+    assert rates == [pytest.approx((0.001, dense_rate))] * len(rates)  # the table's rule is none: 0.001
+    assert meta["experiment"]["batch_ramp"] == ramp
+
+
+def test_a_warm_up_still_applies_to_a_held_ramp_rate(tmp_path: Path, monkeypatch: Any) -> None:
+    settings = RAMPED | {"warmup_steps": 4, "batch_ramp": {"start": 256, "share": 0.5, "lr": "final"}}
+    sizes, rates, _ = _ramped_run(tmp_path, monkeypatch, settings)
+    assert sizes[:4] == [256] * 4
+    assert [dense for _, dense in rates[:5]] == pytest.approx([0.002 * (s + 1) / 4 for s in range(4)] + [0.002])
+    assert [table for table, _ in rates[:5]] == pytest.approx([0.001 * (s + 1) / 4 for s in range(4)] + [0.001])
 
 
 def test_without_a_ramp_every_sample_is_at_the_full_batch(tmp_path: Path) -> None:
