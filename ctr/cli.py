@@ -754,6 +754,10 @@ def demo(
     export_window: Annotated[
         str, typer.Option(help="How much recent traffic each pipeline run exports and trains on (e.g. 12h).")
     ] = "12h",
+    yardstick_seeds: Annotated[
+        str,
+        typer.Option(help="More training seeds for the two recovery yardsticks (comma-separated), or none."),
+    ] = "7,11",
     keep_running: Annotated[bool, typer.Option("--keep-running", help="Leave Triton and the API up.")] = False,
 ) -> None:
     """The closed loop on this machine: drift, retrains, recovery against the yardsticks (writes demo-report/)."""
@@ -768,6 +772,7 @@ def demo(
         raise InputError(f"--drift-day must be at least 3 and before --days {days}")
     window = parse_duration(export_window, "--export-window")
     every = None if update_every == "none" else parse_duration(update_every, "--update-every")
+    seeds = _seed_list(yardstick_seeds)
     sigterm_as_interrupt()
     run_demo(
         DemoConfig(
@@ -785,9 +790,25 @@ def demo(
             exploration=exploration,
             update_every=every,
             export_window=window,
+            yardstick_seeds=seeds,
             keep_running=keep_running,
         )
     )
+
+
+def _seed_list(text: str) -> tuple[int, ...]:
+    """``--yardstick-seeds``: distinct non-negative integers, comma-separated, or ``none``."""
+    from ctr.errors import InputError
+
+    if text.strip() == "none":
+        return ()
+    try:
+        seeds = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise InputError(f"--yardstick-seeds must be integers separated by commas, or none; got {text!r}") from None
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise InputError(f"--yardstick-seeds must be distinct non-negative integers, got {text!r}")
+    return seeds
 
 
 def main() -> None:

@@ -28,18 +28,21 @@ from ctr.demo.yardsticks import (
     Shown,
     counterfactual_full,
     new_ads_calibration,
+    over_seeds,
     recovery,
     score_graph,
     scores_of,
     window_aucs,
 )
 from ctr.events.store import EventStore
+from ctr.metrics import roc_auc
 from ctr.net import free_port
 from ctr.paths import output_dir
 from ctr.repository import ONNX_FILE, ModelRepository
 from ctr.retrain_request import RetrainRequest, event_window_since
 from ctr.serving.exploration import Exploration
 from ctr.serving.local import LocalStack
+from ctr.timeutil import to_us
 from monitor.rules import SHIPPED, Rules, load_rules
 from monitor.run import MonitorRequest, run_monitor
 from monitor.triggers import local_run_state, start_local
@@ -271,6 +274,8 @@ def measure_yardsticks(
         )
         counterfactuals[name] = score_graph(graph, shown)
     scores = scores_of(shown, drifted, counterfactuals)
+    result = recovery(shown, scores, recovery_from)
+    result["over_seeds"] = _over_seeds(cfg, db_url, cuts, shown, scores, recovery_from)
     timeline.yardsticks = []
     for e in timeline.entries:
         begin = datetime.fromisoformat(e["window_start"])
@@ -282,8 +287,48 @@ def measure_yardsticks(
     return {
         "counterfactual_trained_to": {k: None if v is None else v[1].isoformat() for k, v in cuts.items()},
         "v1_offline_vs_served_max_abs": None if mismatch is None else round(mismatch, 7),
-        "recovery": recovery(shown, scores, recovery_from),
+        "recovery": result,
     }
+
+
+def _over_seeds(
+    cfg: DemoConfig,
+    db_url: str,
+    cuts: dict[str, tuple[datetime, datetime, list[int]] | None],
+    shown: Shown,
+    scores: dict[str, NDArray[Any]],
+    recovery_from: datetime,
+) -> dict[str, Any]:
+    """The two recovery yardsticks trained again with each of ``cfg.yardstick_seeds`` on the same
+    data, and ``over_seeds`` of their AUCs on the recovery window (the experiment's own seed first)."""
+    mask = shown.at_us >= to_us(recovery_from)
+    label = shown.label[mask]
+    if not cfg.yardstick_seeds or label.size == 0 or label.min() == label.max():
+        return {}
+    out: dict[str, Any] = {}
+    for name in ("counterfactual", "counterfactual_24h"):
+        cut = cuts.get(name)
+        if cut is None or name not in scores:
+            continue
+        since, until, days = cut
+        aucs = [roc_auc(label, scores[name][mask])]
+        for seed in cfg.yardstick_seeds:
+            print(f"[yardstick] {name}, seed {seed}: the same full retrain with another seed")
+            graph = counterfactual_full(
+                db_url,
+                cfg.workdir / "data",
+                days,
+                since,
+                until,
+                cfg.experiment,
+                cfg.workdir / f"{name}-seed-{seed}",
+                cfg.attribution_window,
+                seed=seed,
+            )
+            aucs.append(roc_auc(label, score_graph(graph, shown)[mask]))
+        served, drifted = roc_auc(label, scores["served"][mask]), roc_auc(label, scores["drifted"][mask])
+        out[name] = over_seeds(round(served, 4), round(drifted, 4), [round(a, 4) for a in aucs])
+    return out
 
 
 def _window(e: dict[str, Any]) -> tuple[datetime, datetime, datetime]:

@@ -37,6 +37,9 @@ class DemoConfig:
     attribution_window: timedelta = ATTRIBUTION
     pipeline_latency: timedelta = timedelta(hours=2)  # simulated time a triggered run may take at most
     recovery_after: timedelta = timedelta(hours=24)  # recovery is measured from drift onset + this
+    # the two recovery yardsticks are trained again with these seeds (beside the experiment's own):
+    # one full retrain is one draw, and the recovery is also reported against the draws' mean
+    yardstick_seeds: tuple[int, ...] = (7, 11)
     exploration: str = "none"  # the score API's policy (CTR_EXPLORATION): none or epsilon:E
     # scheduled incremental updates (what `ctr pipeline schedule` runs on Kubeflow), replayed here
     # every this much simulated time from the start of traffic; None: only the monitor's triggers

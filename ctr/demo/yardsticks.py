@@ -24,7 +24,9 @@ base-rate shift moves log loss, not AUC), on the impressions shown from ``recove
 ``auc_recovery_best`` uses the better of the two 24-h counterfactuals instead.
 ``auc_recovery_interval`` gives, for each counterfactual, a 95 % paired bootstrap interval of
 the AUC recovery over those impressions (``recovery_interval``): how much of a value is the
-evaluation's sampling noise. A share is ``None`` when the counterfactual is not better than the
+evaluation's sampling noise. ``over_seeds`` adds the other noise, the yardstick's own: the two
+recovery yardsticks trained again with more seeds, and the recovery against their mean AUC.
+A share is ``None`` when the counterfactual is not better than the
 drifted model (no gap to close), and above 1 when the served model beats it (a later retrain saw
 more of the new regime).
 
@@ -258,6 +260,23 @@ def recovery_interval(
         return None
     low, high = np.percentile((s[gapped] - d[gapped]) / (c[gapped] - d[gapped]), [2.5, 97.5])
     return [round(float(low), 3), round(float(high), 3)]
+
+
+def over_seeds(served: float | None, drifted: float | None, aucs: list[float]) -> dict[str, Any]:
+    """One yardstick trained with several seeds: its AUCs on the recovery window (``aucs``, the
+    experiment's own seed first), their mean and sample standard deviation, and the served model's
+    AUC recovery share against the mean (``recovery_share``). A single counterfactual is one draw
+    of a randomly initialised model; the mean estimates what a full retrain reaches in
+    expectation, and the spread says how far one draw may stray from it.
+
+    >>> over_seeds(0.70, 0.66, [0.72, 0.70, 0.71])
+    {'aucs': [0.72, 0.7, 0.71], 'mean': 0.71, 'sd': 0.01, 'auc_recovery': 0.8}
+    """
+    if not aucs:
+        raise ValueError("over_seeds needs at least one AUC")
+    mean = round(float(np.mean(aucs)), 4)
+    sd = round(float(np.std(aucs, ddof=1)), 4) if len(aucs) > 1 else None
+    return {"aucs": list(aucs), "mean": mean, "sd": sd, "auc_recovery": recovery_share(served, drifted, mean)}
 
 
 def scores_of(

@@ -45,6 +45,7 @@ def test_shortened_demo(tmp_path: Path) -> None:
         requests_per_tick=50,
         exploration="epsilon:0.1",
         update_every=timedelta(hours=40),  # due day 4 16:00 (a run due then is waited for first), then past the end
+        yardstick_seeds=(7,),  # one more draw of each recovery yardstick (the full demo takes two)
     )
     summary = run_demo(cfg)
     assert tritonservers() - before == set()  # no tritonserver (or stub) left behind
@@ -85,6 +86,16 @@ def test_shortened_demo(tmp_path: Path) -> None:
     assert auc["oracle"] > auc["counterfactual_24h"] > auc["drifted"]  # a gap to close, the truth above it
     # the retrains closed part of the gap (how much is the demo's finding, in RESULTS, not a test bar)
     assert auc["served"] > auc["drifted"] and rec["auc_recovery"] is not None and rec["auc_recovery"] > 0
+    # each recovery yardstick drawn twice: the experiment's own seed (the figure above) and seed 7
+    for name in ("counterfactual", "counterfactual_24h"):
+        drawn = rec["over_seeds"].get(name)
+        if name == "counterfactual" and auc.get(name) is None:
+            assert drawn is None  # no trigger after the onset: no first-trigger yardstick to draw again
+            continue
+        assert drawn["aucs"][0] == auc[name] and len(drawn["aucs"]) == 2, drawn
+        assert drawn["aucs"][1] != drawn["aucs"][0]  # another seed, another model
+        assert drawn["mean"] == pytest.approx(sum(drawn["aucs"]) / 2, abs=1e-4)
+    assert (tmp_path / "run" / "counterfactual_24h-seed-7" / "repo").is_dir()
     assert summary["impressions_sent"] == summary["impressions_logged"] > 0
     assert summary["requests_failed"] == 0
     # the API explored as configured: every impression logged its propensity, (1 - ε) + ε·k/n for an

@@ -31,3 +31,27 @@ def test_a_bad_export_window_stops_the_demo_before_it_starts(monkeypatch: pytest
     assert result.exit_code != 0
     assert "--export-window" in str(result.exception)
     assert not seen and not (tmp_path / "w").exists()
+
+
+def test_yardstick_seeds_reach_the_demo_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    seen: list[Any] = []
+    monkeypatch.setattr(ctr.demo, "run_demo", seen.append)
+    monkeypatch.setattr(ctr.signals, "sigterm_as_interrupt", lambda: None)
+    for flag, expected in (("3,5,8", (3, 5, 8)), ("none", ())):
+        result = CliRunner().invoke(app, ["demo", "--workdir", str(tmp_path / "w"), "--yardstick-seeds", flag])
+        assert result.exit_code == 0, result.output
+        assert seen[-1].yardstick_seeds == expected
+    assert ctr.demo.DemoConfig().yardstick_seeds == (7, 11)  # the default: two more draws of each yardstick
+
+
+@pytest.mark.parametrize("bad", ["7,x", "7,7", "-1", ""])
+def test_bad_yardstick_seeds_stop_the_demo_before_it_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, bad: str
+) -> None:
+    seen: list[Any] = []
+    monkeypatch.setattr(ctr.demo, "run_demo", seen.append)
+    monkeypatch.setattr(ctr.signals, "sigterm_as_interrupt", lambda: None)
+    result = CliRunner().invoke(app, ["demo", "--workdir", str(tmp_path / "w"), "--yardstick-seeds", bad])
+    assert result.exit_code != 0
+    assert "--yardstick-seeds" in str(result.exception)
+    assert not seen and not (tmp_path / "w").exists()

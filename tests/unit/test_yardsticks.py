@@ -12,6 +12,7 @@ import pytest
 from ctr.data.world import Impressions
 from ctr.demo.yardsticks import (
     ShownLog,
+    over_seeds,
     recovery,
     recovery_interval,
     recovery_share,
@@ -199,3 +200,20 @@ def test_recovery_interval_pairs_the_scorers_on_the_same_resampled_impressions()
     assert interval is not None
     assert interval[0] < recovery_share(*(roc_auc(label, x) for x in (served, drifted, cf))) < interval[1]
     assert interval[1] - interval[0] < 0.2
+
+
+def test_over_seeds_measures_recovery_against_the_mean_of_the_yardsticks_draws() -> None:
+    got = over_seeds(served=0.7313, drifted=0.7081, aucs=[0.741, 0.7201, 0.7322])
+    assert got["aucs"] == [0.741, 0.7201, 0.7322]
+    assert got["mean"] == pytest.approx((0.741 + 0.7201 + 0.7322) / 3, abs=1e-4)
+    assert got["sd"] == pytest.approx(float(np.std([0.741, 0.7201, 0.7322], ddof=1)), abs=1e-4)
+    # one draw alone (the first) would give 0.705; the draws' mean is the yardstick here
+    assert got["auc_recovery"] == recovery_share(0.7313, 0.7081, got["mean"])
+    assert recovery_share(0.7313, 0.7081, 0.741) < 0.8 < got["auc_recovery"]
+
+
+def test_over_seeds_of_one_draw_has_no_spread_and_of_none_is_an_error() -> None:
+    assert over_seeds(0.70, 0.66, [0.71]) == {"aucs": [0.71], "mean": 0.71, "sd": None, "auc_recovery": 0.8}
+    assert over_seeds(0.70, 0.66, [0.65, 0.64])["auc_recovery"] is None  # no gap: the mean is below drifted
+    with pytest.raises(ValueError, match="at least one"):
+        over_seeds(0.70, 0.66, [])
