@@ -8,7 +8,9 @@ from the event log as the pipeline exports them):
 
 - ``pipeline``: the triggered run's full candidate as the pipeline trains it — the history days
   plus the first 70 % of the last ``--export-window`` before the first trigger, the next 15 %
-  validating (the last 15 % is the gate's holdout, unused here);
+  validating (the last 15 % is the gate's holdout, unused here); with ``--all-logged`` it also
+  trains on every impression logged from the start of traffic up to that export (a variant: the
+  pipeline does not do this);
 - ``counterfactual``: the demo's yardstick (``ctr.demo.yardsticks.counterfactual_full``) — the
   history days plus every impression from the start of traffic to the first trigger, the newest
   20 % of the last exported day validating.
@@ -65,6 +67,11 @@ def main() -> None:
     ap.add_argument("--report", type=Path, required=True, help="its --report-dir (summary.json)")
     ap.add_argument("--seeds", default="2024,7,11,13")
     ap.add_argument("--export-window", type=float, default=12.0, help="hours a triggered run exports (the demo's)")
+    ap.add_argument(
+        "--all-logged",
+        action="store_true",
+        help="the pipeline's candidate also trains on every impression logged from the start of traffic to its export",
+    )
     ap.add_argument("--experiment", default="dcn_v2_demo")
     ap.add_argument("--scratch", type=Path, default=Path("/tmp/ctr-retrain-spread"))
     ap.add_argument("--out", type=Path, default=None)
@@ -96,14 +103,24 @@ def main() -> None:
     }
     recent = args.scratch / "export-recent"
     export_days(db, ExportWindow(trigger - timedelta(hours=args.export_window), trigger, ATTRIBUTION, trigger), recent)
-    base = max(history) + 1
+    older_days: list[Path] = []
+    if args.all_logged and start < trigger - timedelta(hours=args.export_window):
+        older = args.scratch / "export-older"
+        window = ExportWindow(start, trigger - timedelta(hours=args.export_window), ATTRIBUTION, trigger)
+        summary_older = export_days(db, window, older)
+        older_days = [older / day_name(d["day"]) for d in summary_older["days"] if d["rows"] > 0]
+    result["all_logged"] = args.all_logged
+    base = max(history) + 1 + len(older_days)
     for seed in [int(s) for s in args.seeds.split(",")]:
         work = args.scratch / f"pipeline-{seed}"
         (work / "data").mkdir(parents=True)
         link_days(args.workdir / "data", history, work / "data")
+        for k, path in enumerate(older_days):
+            os.symlink(path.resolve(), work / "data" / day_name(max(history) + 1 + k))
         split = [(work / "data" / day_name(base + k), share) for k, share in enumerate((0.7, 0.15, 0.15))]
         split_day(recent / day_name(0), split)  # as ``ctr.retrain.prepare`` splits a single exported day
-        days, valid = [*history, base], base + 1
+        days = [*history, *range(max(history) + 1, base + 1)]
+        valid = base + 1
         spec = TrainSpec(work / "data", days, valid, experiment=args.experiment, mode="full", device="cpu", seed=seed)
         result["pipeline"][seed] = auc(train_candidate(spec, ModelRepository(work / "repo")).staged / ONNX_FILE)
         graph = counterfactual_full(
