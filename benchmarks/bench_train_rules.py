@@ -18,6 +18,8 @@ first step (``final``) or the first batch's throughout (``start``), to 64k over 
 and 8192 to 32k over the first third (epochs 2-3 at 32k). ``--seeds N`` then reruns row 0 and the
 best 64k row whose best epoch trained at the full batch with N more training seeds (same data).
 Each run records its best epoch and whether that epoch trained wholly at the full batch.
+Rows 37-42 (seventh round) ramp 4096 to 64k over the first half and the first two thirds with
+``lr: final``, with ``compile: true`` too, and with training seed 2025.
 
 Min count: ``dcn`` with vocabulary thresholds 2, 10, 50, 200 and 500 on 2 × 60k, 2 × 300k and
 6 × 500k training rows; the gap to the Bayes AUC (the AUC of the true click probabilities on the
@@ -29,6 +31,7 @@ same day).
     python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,21,22,24-29 --best-at 32768
     python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,27,30-33 --best-at 32768
     python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,34-36 --seeds 2
+    python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,34,37-42
 """
 
 from __future__ import annotations
@@ -99,6 +102,19 @@ LARGE_BATCH += [
     ("dcn_v2_gpu", {**COWCLIP, "batch_ramp": {"start": 4096, "share": 1 / 3, "lr": "final"}}),
     ("dcn_v2_gpu", {**COWCLIP, "batch_ramp": {"start": 4096, "share": 1 / 3, "lr": "start"}}),
     ("dcn_v2_gpu", {**COWCLIP, "batch_size": 32768, "batch_ramp": {"start": 8192, "share": 1 / 3, "lr": "final"}}),
+]
+# seventh round (rows 37-42): longer ramps with the rate held at the full batch's (lr final), 4096 to 64k
+# over the first half and the first two thirds, seeds 2024 and 2025; the same with compile: true (the
+# cross network and the MLP compiled), to see whether compilation pays for the longer ramp's slower steps
+RAMP_HALF: dict[str, object] = {**COWCLIP, "batch_ramp": {"start": 4096, "share": 0.5, "lr": "final"}}
+RAMP_TWO_THIRDS: dict[str, object] = {**COWCLIP, "batch_ramp": {"start": 4096, "share": 2 / 3, "lr": "final"}}
+LARGE_BATCH += [
+    ("dcn_v2_gpu", RAMP_HALF),
+    ("dcn_v2_gpu", RAMP_TWO_THIRDS),
+    ("dcn_v2_gpu", {**RAMP_HALF, "compile": True}),
+    ("dcn_v2_gpu", {**RAMP_TWO_THIRDS, "compile": True}),
+    ("dcn_v2_gpu", {**RAMP_HALF, "seed": 2025}),
+    ("dcn_v2_gpu", {**RAMP_TWO_THIRDS, "seed": 2025}),
 ]
 MIN_COUNTS = (2, 10, 50, 200, 500)
 
