@@ -262,17 +262,7 @@ def measure_yardsticks(
         since, until, days = cut
         what = f"days 0-{days[-1]} + " if days else ""
         print(f"[yardstick] {name}: full retrain on {what}events {sim_time(since)} to {sim_time(until)}")
-        graph = counterfactual_full(
-            db_url,
-            cfg.workdir / "data",
-            days,
-            since,
-            until,
-            cfg.experiment,
-            cfg.workdir / name,
-            cfg.attribution_window,
-        )
-        counterfactuals[name] = score_graph(graph, shown)
+        counterfactuals[name] = _yardstick_scores(cfg, db_url, cut, shown, cfg.workdir / name)
     scores = scores_of(shown, drifted, counterfactuals)
     result = recovery(shown, scores, recovery_from)
     result["over_seeds"] = _over_seeds(cfg, db_url, cuts, shown, scores, recovery_from)
@@ -289,6 +279,23 @@ def measure_yardsticks(
         "v1_offline_vs_served_max_abs": None if mismatch is None else round(mismatch, 7),
         "recovery": result,
     }
+
+
+def _yardstick_scores(
+    cfg: DemoConfig,
+    db_url: str,
+    cut: tuple[datetime, datetime, list[int]],
+    shown: Shown,
+    work: Path,
+    seed: int | None = None,
+) -> NDArray[Any]:
+    """A counterfactual full retrain on ``cut`` (since, until, history days), trained in ``work``
+    with the experiment's seed unless ``seed`` is given, scored on every shown impression (n,)."""
+    since, until, days = cut
+    graph = counterfactual_full(
+        db_url, cfg.workdir / "data", days, since, until, cfg.experiment, work, cfg.attribution_window, seed=seed
+    )
+    return score_graph(graph, shown)
 
 
 def _over_seeds(
@@ -310,22 +317,11 @@ def _over_seeds(
         cut = cuts.get(name)
         if cut is None or name not in scores:
             continue
-        since, until, days = cut
         aucs = [roc_auc(label, scores[name][mask])]
         for seed in cfg.yardstick_seeds:
             print(f"[yardstick] {name}, seed {seed}: the same full retrain with another seed")
-            graph = counterfactual_full(
-                db_url,
-                cfg.workdir / "data",
-                days,
-                since,
-                until,
-                cfg.experiment,
-                cfg.workdir / f"{name}-seed-{seed}",
-                cfg.attribution_window,
-                seed=seed,
-            )
-            aucs.append(roc_auc(label, score_graph(graph, shown)[mask]))
+            drawn = _yardstick_scores(cfg, db_url, cut, shown, cfg.workdir / f"{name}-seed-{seed}", seed)
+            aucs.append(roc_auc(label, drawn[mask]))
         served, drifted = roc_auc(label, scores["served"][mask]), roc_auc(label, scores["drifted"][mask])
         out[name] = over_seeds(round(served, 4), round(drifted, 4), [round(a, 4) for a in aucs])
     return out

@@ -11,14 +11,13 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
 
 import ctr.train as train_module
 from ctr.config import BatchRamp, Experiment, load_experiment
-from ctr.data.synth import SynthArgs, synthesize
 from ctr.errors import InputError
 from ctr.repository import ModelRepository
-from ctr.train import TrainSpec, ramp_batch_size, train_candidate
+from ctr.train import ramp_batch_size, train_candidate
+from tests.unit.tiny_training import tiny_spec
 
 
 def _steps(total: int, batch_size: int, ramp: BatchRamp | None) -> list[int]:
@@ -112,7 +111,7 @@ def _ramped_run(
 
     monkeypatch.setattr(train_module, "ramp_batch_size", spy_ramp)
     monkeypatch.setattr(torch.optim.Adam, "step", spy_step)
-    candidate = train_candidate(_tiny_spec(tmp_path, settings), ModelRepository(tmp_path / "repo"))
+    candidate = train_candidate(tiny_spec(tmp_path, settings), ModelRepository(tmp_path / "repo"))
     return sizes, rates, candidate.metadata
 
 
@@ -170,22 +169,12 @@ def test_a_warm_up_still_applies_to_a_held_ramp_rate(tmp_path: Path, monkeypatch
 
 
 def test_without_a_ramp_every_sample_is_at_the_full_batch(tmp_path: Path) -> None:
-    candidate = train_candidate(_tiny_spec(tmp_path, {"epochs": 1}), ModelRepository(tmp_path / "repo"))
+    candidate = train_candidate(tiny_spec(tmp_path, {"epochs": 1}), ModelRepository(tmp_path / "repo"))
     assert candidate.metadata["full_batch_share"] == 1.0
     assert candidate.metadata["optimizer_steps"] >= 1
 
 
 def test_a_ramp_is_refused_with_several_processes(tmp_path: Path) -> None:
-    spec = replace(_tiny_spec(tmp_path, {"batch_ramp": {"start": 128, "share": 0.5}}), nproc=2)
+    spec = replace(tiny_spec(tmp_path, {"batch_ramp": {"start": 128, "share": 0.5}}), nproc=2)
     with pytest.raises(InputError, match="batch_ramp is not supported with --nproc > 1"):
         train_candidate(spec, ModelRepository(tmp_path / "repo"))
-
-
-def _tiny_spec(tmp_path: Path, settings: dict[str, Any]) -> TrainSpec:
-    """``dcn_v2_small`` with ``settings`` on 2 generated days of 2k rows (day 2 validates), on CPU."""
-    data = tmp_path / "data"
-    synthesize(SynthArgs(days=3, rows_per_day=2_000, seed=3), data)
-    config = tmp_path / "exp.yaml"
-    builtin = yaml.safe_load((Path(__file__).parents[2] / "ctr" / "configs" / "experiments.yaml").read_text())
-    config.write_text(yaml.safe_dump({"tiny": {**builtin["dcn_v2_small"], **settings}}))
-    return TrainSpec(data, [0, 1], 2, experiment=f"{config}#tiny", device="cpu", workers=0)

@@ -12,15 +12,14 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
 from torch import nn
 
 from ctr.config import Experiment, load_experiment
 from ctr.cowclip import clip_embedding_grad_
-from ctr.data.synth import SynthArgs, synthesize
 from ctr.errors import InputError
 from ctr.repository import ModelRepository
-from ctr.train import TrainSpec, decay_factor, train_candidate
+from ctr.train import decay_factor, train_candidate
+from tests.unit.tiny_training import tiny_spec
 
 
 def test_decay_factor_runs_from_one_after_the_warm_up_to_zero_at_the_end() -> None:
@@ -85,7 +84,7 @@ def test_clipping_bounds_the_gradient_norm_and_the_rate_decays(tmp_path: Path, m
 
     monkeypatch.setattr(nn.utils, "clip_grad_norm_", spy)
     monkeypatch.setattr(torch.optim.Adam, "step", spy_step)
-    train_candidate(_tiny_spec(tmp_path, settings), ModelRepository(tmp_path / "repo"))
+    train_candidate(tiny_spec(tmp_path, settings), ModelRepository(tmp_path / "repo"))
     assert before and max(before) > 0.05  # the gradients were larger than the bound...
     assert max(after) <= 0.05 * 1.001  # ...and every step saw them clipped to it
     assert rates[1] == pytest.approx(0.001) and rates[-1] < 0.1 * rates[1]  # warm-up done, then decayed
@@ -119,7 +118,7 @@ def test_cowclip_runs_on_the_table_which_keeps_the_reference_rate(tmp_path: Path
 
     monkeypatch.setattr(train_module, "clip_embedding_grad_", spy)
     monkeypatch.setattr(torch.optim.Adam, "step", spy_step)
-    train_candidate(_tiny_spec(tmp_path, settings), ModelRepository(tmp_path / "repo"))
+    train_candidate(tiny_spec(tmp_path, settings), ModelRepository(tmp_path / "repo"))
     assert calls and len(calls) == len(rates)  # every step
     assert any(after < before for before, after in calls)  # and it clipped
     assert all(r == (pytest.approx(0.001), pytest.approx(0.002)) for r in rates)
@@ -127,19 +126,6 @@ def test_cowclip_runs_on_the_table_which_keeps_the_reference_rate(tmp_path: Path
 
 def test_cowclip_is_refused_with_several_processes(tmp_path: Path) -> None:
     # each rank would clip the all-reduced gradient by its own batch's counts
-    spec = replace(_tiny_spec(tmp_path, {"cowclip_ratio": 1e-4}), nproc=2)
+    spec = replace(tiny_spec(tmp_path, {"cowclip_ratio": 1e-4}), nproc=2)
     with pytest.raises(InputError, match="cowclip_ratio is not supported with --nproc > 1"):
         train_candidate(spec, ModelRepository(tmp_path / "repo"))
-
-
-def _tiny_spec(tmp_path: Path, settings: dict[str, Any]) -> TrainSpec:
-    """``dcn_v2_small`` with ``settings`` on 2 generated days of 2k rows (day 2 validates), on CPU."""
-    data = tmp_path / "data"
-    synthesize(SynthArgs(days=3, rows_per_day=2_000, seed=3), data)
-    config = tmp_path / "exp.yaml"
-    config.write_text(yaml.safe_dump({"tiny": {**yaml.safe_load(_builtin())["dcn_v2_small"], **settings}}))
-    return TrainSpec(data, [0, 1], 2, experiment=f"{config}#tiny", device="cpu", workers=0)
-
-
-def _builtin() -> str:
-    return (Path(__file__).parents[2] / "ctr" / "configs" / "experiments.yaml").read_text()
