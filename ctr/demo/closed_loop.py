@@ -92,6 +92,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the loop end to end; returns the summary (also written to ``report_dir/summary.json``)."""
     rules = demo_rules(cfg)  # a bad rules file fails before anything is generated
     Exploration.parse(cfg.exploration)  # so does a malformed policy
+    yardstick_seed_check(cfg)  # and a yardstick seed that would repeat the experiment's draw
     cfg = replace(cfg, attribution_window=rules.attribution_window)  # one label rule: the monitor's
     shutil.rmtree(cfg.workdir, ignore_errors=True)
     shutil.rmtree(cfg.report_dir, ignore_errors=True)
@@ -281,6 +282,22 @@ def measure_yardsticks(
     }
 
 
+def yardstick_seed_check(cfg: DemoConfig) -> int:
+    """The experiment's own training seed (the first draw of every yardstick); ``InputError`` when
+    ``cfg.yardstick_seeds`` repeats it, which would train the same draw twice.
+
+    >>> yardstick_seed_check(DemoConfig(yardstick_seeds=(7, 11)))
+    2024
+    """
+    from ctr.config import load_experiment
+    from ctr.errors import InputError
+
+    own = load_experiment(cfg.experiment).seed
+    if own in cfg.yardstick_seeds:
+        raise InputError(f"--yardstick-seeds must not repeat the experiment {cfg.experiment}'s own seed {own}")
+    return own
+
+
 def _yardstick_scores(
     cfg: DemoConfig,
     db_url: str,
@@ -307,7 +324,8 @@ def _over_seeds(
     recovery_from: datetime,
 ) -> dict[str, Any]:
     """The two recovery yardsticks trained again with each of ``cfg.yardstick_seeds`` on the same
-    data, and ``over_seeds`` of their AUCs on the recovery window (the experiment's own seed first)."""
+    data, and ``over_seeds`` of their AUCs on the recovery window, with ``seeds`` naming each draw's
+    training seed (the experiment's own first)."""
     mask = shown.at_us >= to_us(recovery_from)
     label = shown.label[mask]
     if not cfg.yardstick_seeds or label.size == 0 or label.min() == label.max():
@@ -323,7 +341,8 @@ def _over_seeds(
             drawn = _yardstick_scores(cfg, db_url, cut, shown, cfg.workdir / f"{name}-seed-{seed}", seed)
             aucs.append(roc_auc(label, drawn[mask]))
         served, drifted = roc_auc(label, scores["served"][mask]), roc_auc(label, scores["drifted"][mask])
-        out[name] = over_seeds(round(served, 4), round(drifted, 4), [round(a, 4) for a in aucs])
+        share = over_seeds(round(served, 4), round(drifted, 4), [round(a, 4) for a in aucs])
+        out[name] = {"seeds": [yardstick_seed_check(cfg), *cfg.yardstick_seeds], **share}
     return out
 
 

@@ -92,8 +92,7 @@ def test_shortened_demo(tmp_path: Path) -> None:
         if name == "counterfactual" and auc.get(name) is None:
             assert drawn is None  # no trigger after the onset: no first-trigger yardstick to draw again
             continue
-        assert drawn["aucs"][0] == auc[name] and len(drawn["aucs"]) == 2, drawn
-        assert drawn["aucs"][1] != drawn["aucs"][0]  # another seed, another model
+        assert drawn["seeds"] == [2024, 7] and drawn["aucs"][0] == auc[name] and len(drawn["aucs"]) == 2, drawn
         assert drawn["mean"] == pytest.approx(sum(drawn["aucs"]) / 2, abs=1e-4)
     assert (tmp_path / "run" / "counterfactual_24h-seed-7" / "repo").is_dir()
     assert summary["impressions_sent"] == summary["impressions_logged"] > 0

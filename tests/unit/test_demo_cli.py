@@ -55,3 +55,13 @@ def test_bad_yardstick_seeds_stop_the_demo_before_it_starts(
     assert result.exit_code != 0
     assert "--yardstick-seeds" in str(result.exception)
     assert not seen and not (tmp_path / "w").exists()
+
+
+def test_a_yardstick_seed_that_repeats_the_experiments_own_stops_the_demo(tmp_path: Path) -> None:
+    from ctr.demo import DemoConfig, run_demo
+    from ctr.errors import InputError
+
+    cfg = DemoConfig(workdir=tmp_path / "w", report_dir=tmp_path / "r", yardstick_seeds=(7, 2024))
+    with pytest.raises(InputError, match="own seed 2024"):  # dcn_v2_demo's seed: the same draw twice
+        run_demo(cfg)
+    assert not (tmp_path / "w").exists()  # before any work
