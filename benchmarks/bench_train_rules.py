@@ -32,6 +32,7 @@ same day).
     python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,27,30-33 --best-at 32768
     python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,34-36 --seeds 2
     python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,34,37-42
+    python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,43-48 --seeds 1
 """
 
 from __future__ import annotations
@@ -115,6 +116,17 @@ LARGE_BATCH += [
     ("dcn_v2_gpu", {**RAMP_TWO_THIRDS, "compile": True}),
     ("dcn_v2_gpu", {**RAMP_HALF, "seed": 2025}),
     ("dcn_v2_gpu", {**RAMP_TWO_THIRDS, "seed": 2025}),
+]
+# eighth round (rows 43-48): in rows 34 and 37-42 the AUC falls in the last epoch, at the full batch's
+# dense rate (0.006 at 64k): a lower base rate under the ramp, and no ramp with the rate decaying to 0
+RAMP_THIRD: dict[str, object] = {**COWCLIP, "batch_ramp": {"start": 4096, "share": 1 / 3, "lr": "final"}}
+LARGE_BATCH += [
+    ("dcn_v2_gpu", {**RAMP_THIRD, "learning_rate": 0.001}),
+    ("dcn_v2_gpu", {**RAMP_THIRD, "learning_rate": 0.00075}),
+    ("dcn_v2_gpu", {**RAMP_TWO_THIRDS, "learning_rate": 0.001}),
+    ("dcn_v2_gpu", {**COWCLIP, "warmup_steps": 46, "lr_decay": "linear"}),
+    ("dcn_v2_gpu", {**COWCLIP, "warmup_steps": 46, "lr_decay": "cosine"}),
+    ("dcn_v2_gpu", {**COWCLIP, "learning_rate": 0.001, "warmup_steps": 46, "lr_decay": "cosine"}),
 ]
 MIN_COUNTS = (2, 10, 50, 200, 500)
 
