@@ -28,6 +28,13 @@ the result. The rule table, in order:
    began, or on that log alone: ``ctr.retrain.train`` keeps the window that validates better).
    The first trigger of an episode asks for the ordinary (incremental) run.
 
+A **follow-up** (``retrain.follow_up``) is a trigger without a breach: once ``follow_up`` has
+passed since the last episode's breach began (``History.last_episode_since``), that episode had
+fewer than ``retrain.max_per_episode`` triggers and none since then, the window asks for one more
+full retrain on the traffic since the breach began — the episode's first retrain saw only the
+hours of the new regime before it was detected. It passes rules 3-5 like any trigger and counts in
+its episode's budget; without a due follow-up, rule 2's ``no-trigger`` stands.
+
 The threshold is the highest of: ``auc.absolute``; the serving version's validation AUC −
 ``auc.relative_drop`` (not comparable with a windowed AUC on served traffic, kept for
 compatibility); the serving version's learned baseline (the windowed AUC, once it had enough
@@ -84,6 +91,8 @@ class History:
     last_trigger_version: int | None = None  # the version serving when the last trigger fired
     breach_since: datetime | None = None  # as_of of the first record of the current streak of breaches
     episode_triggers: int = 0  # triggers issued since breach_since (this breach's episode)
+    last_episode_since: datetime | None = None  # when the breach of the last trigger's episode began
+    last_episode_triggers: int = 0  # triggers issued since last_episode_since (a follow-up's budget)
     serving_version: int | None = None
 
     @property
@@ -106,6 +115,7 @@ class Decision:
     signals: tuple[str, ...] = field(default_factory=tuple)  # "auc", "calibration"
     escalate: bool = False  # a trigger that asks for a full retrain (rule 6)
     clear: bool = False  # no breach and every point estimate inside: this window ends an episode
+    follow_up: bool = False  # a trigger of retrain.follow_up (a full retrain, with or without a breach)
 
 
 def threshold(rules: Rules, evidence: Evidence, history: History) -> float | None:
@@ -180,6 +190,29 @@ def _describe(e: Evidence, limit: float | None) -> str:
     return f"{auc} vs threshold {limit}{cal}"
 
 
+def follow_up_due(history: History, rules: Rules, as_of: datetime) -> bool:
+    """Whether ``retrain.follow_up`` asks for a retrain now (module docstring): ``follow_up`` has
+    passed since the last episode's breach began, no trigger came since that moment, and the
+    episode's budget (``retrain.max_per_episode``) has room.
+
+    >>> from dataclasses import replace
+    >>> from datetime import UTC, timedelta
+    >>> began = datetime(2026, 1, 5, 6, tzinfo=UTC)
+    >>> h = History(last_trigger_at=began, last_episode_since=began, last_episode_triggers=1)
+    >>> r = Rules(follow_up=timedelta(hours=18), max_per_episode=2)
+    >>> [follow_up_due(h, r, began + timedelta(hours=n)) for n in (17, 18)]
+    [False, True]
+    >>> follow_up_due(replace(h, last_episode_triggers=2), r, began + timedelta(hours=18))  # budget spent
+    False
+    """
+    since, last = history.last_episode_since, history.last_trigger_at
+    if rules.follow_up is None or since is None or last is None:
+        return False
+    due = since + rules.follow_up
+    cap = rules.max_per_episode
+    return as_of >= due and last < due and (cap is None or history.last_episode_triggers < cap)
+
+
 def decide(evidence: Evidence, history: History, rules: Rules, as_of: datetime) -> Decision:
     """The rule table of the module docstring, applied in order."""
     e = evidence
@@ -200,7 +233,9 @@ def decide(evidence: Evidence, history: History, rules: Rules, as_of: datetime) 
             if not earlier:
                 break
             streak += 1
-    if not breach or streak < rules.consecutive_breaches:
+    follow_up = follow_up_due(history, rules, as_of)
+    triggered = breach and streak >= rules.consecutive_breaches
+    if not triggered and not follow_up:
         status = f"breach ({', '.join(signals)}) {streak}/{rules.consecutive_breaches}" if breach else "no breach"
         clear = not breach and _clear(rules, e, history, limit)
         if not breach and not clear:
@@ -225,7 +260,7 @@ def decide(evidence: Evidence, history: History, rules: Rules, as_of: datetime) 
         )
         return Decision("cooldown", reason, limit, breach, streak, signals)
     cap = rules.max_per_episode
-    if cap is not None and history.episode_triggers >= cap:
+    if triggered and cap is not None and history.episode_triggers >= cap:
         since = history.breach_since.isoformat() if history.breach_since else "this run"
         reason = (
             f"{_describe(e, limit)}: {history.episode_triggers} retrain(s) since the breach began at {since} "
@@ -238,8 +273,25 @@ def decide(evidence: Evidence, history: History, rules: Rules, as_of: datetime) 
     if "calibration" in signals:
         interval = _interval(e.calibration, e.calibration_lower, e.calibration_upper, 3)
         why.append(f"calibration {interval} outside {' and '.join(_outside(e, rules, history))}")
-    escalate = rules.escalate and history.episode_triggers >= 1
+    escalate = triggered and rules.escalate and history.episode_triggers >= 1
     if escalate:
         n = history.episode_triggers
         why.append(f"escalated to a full retrain: {n} earlier retrain(s) of this breach did not repair it")
-    return Decision("trigger", "; ".join(why), limit, breach, streak, signals, escalate)
+    if follow_up and not escalate:
+        assert history.last_episode_since is not None  # follow_up_due checked it
+        why.append(
+            f"follow-up: a full retrain {rules.follow_up} after the breach of "
+            f"{history.last_episode_since.isoformat()} began, on the traffic since (retrain.follow_up)"
+        )
+    clear = not breach and _clear(rules, e, history, limit)
+    return Decision(
+        "trigger",
+        "; ".join(why),
+        limit,
+        breach,
+        streak,
+        signals,
+        escalate=escalate or follow_up,
+        clear=clear,
+        follow_up=follow_up and not escalate,
+    )

@@ -26,6 +26,8 @@ Every key (``monitor/rules.example.yaml`` ships these without ``relative_drop``)
       escalate: true            # a breach outliving an incremental retrain asks for a full one
       max_per_episode: 2        # triggers per breach episode; then the monitor pages a person
       challenge: true           # a triggered incremental run also trains from scratch; validation picks
+      follow_up: 18h            # one more full retrain this long after an episode's breach began,
+                                # on the traffic since (within max_per_episode); absent: none
     lease_ttl: 10m              # a crashed monitor run's lease expires after this
     drift:
       enabled: true
@@ -69,6 +71,7 @@ class Rules:
     escalate: bool = True  # retrain.escalate
     challenge: bool = False  # retrain.challenge: the triggered run's RetrainRequest.challenge
     max_per_episode: int | None = None  # retrain.max_per_episode; None: no limit
+    follow_up: timedelta | None = None  # retrain.follow_up; None: no follow-up retrain
     lease_ttl: timedelta = timedelta(minutes=10)
     drift_enabled: bool = True
     drift_sample_rows: int = 5_000
@@ -100,7 +103,7 @@ LAYOUT: dict[str, frozenset[str] | None] = {
     "auc": frozenset({"absolute", "relative_drop", "baseline", "margin", "baseline_windows"}),
     "calibration": frozenset({"max_deviation", "baseline", "margin"}),
     "cooldown": None,
-    "retrain": frozenset({"escalate", "max_per_episode", "challenge"}),
+    "retrain": frozenset({"escalate", "max_per_episode", "challenge", "follow_up"}),
     "lease_ttl": None,
     "drift": frozenset({"enabled", "sample_rows"}),
 }
@@ -175,6 +178,9 @@ def load_rules(path: Path | None) -> Rules:
             escalate=retrain.get("escalate", defaults.escalate),
             challenge=retrain.get("challenge", defaults.challenge),
             max_per_episode=None if retrain.get("max_per_episode") is None else int(retrain["max_per_episode"]),
+            follow_up=None
+            if retrain.get("follow_up") is None
+            else parse_duration(str(retrain["follow_up"]), "retrain.follow_up"),
             lease_ttl=parse_duration(str(raw.get("lease_ttl", "10m")), "lease_ttl"),
             drift_enabled=drift.get("enabled", True),
             drift_sample_rows=int(drift.get("sample_rows", defaults.drift_sample_rows)),
@@ -211,6 +217,11 @@ def load_rules(path: Path | None) -> Rules:
         )
     if not 0.0 < rules.confidence < 1.0:
         raise InputError(f"rules file {path}: evidence.confidence must lie between 0 and 1, got {rules.confidence}")
+    if rules.follow_up is not None and rules.follow_up <= rules.cooldown:
+        raise InputError(
+            f"rules file {path}: retrain.follow_up ({rules.follow_up}) must be longer than the cooldown "
+            f"({rules.cooldown}): a follow-up inside it could never start"
+        )
     if not isinstance(rules.escalate, bool):
         raise InputError(f"rules file {path}: retrain.escalate must be true or false, got {rules.escalate!r}")
     if not isinstance(rules.challenge, bool):

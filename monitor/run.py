@@ -184,6 +184,15 @@ def _episode_triggers(store: EventStore, since: datetime) -> int:
         return int(conn.execute(query).scalar() or 0)
 
 
+def _episode_since(last: dict[str, Any] | None) -> datetime | None:
+    """When the breach of the last trigger's episode began, as that trigger recorded it
+    (``episode_since``; None for records written before it was kept, or no trigger)."""
+    if last is None:
+        return None
+    since = json.loads(str(last["record"])).get("episode_since")
+    return None if since is None else datetime.fromisoformat(since)
+
+
 def _run_state(req: MonitorRequest, last: dict[str, Any]) -> str:
     """What became of the run the last trigger started (recorded as ``last_run``)."""
     if last["trigger"] == "local" and req.target is not None:
@@ -266,6 +275,7 @@ def _history(
     in_flight = lease is not None and int(lease.get("expires_us", 0)) > to_us(utcnow())
     last = _last_trigger(store)
     since = _breach_since(store, as_of) if last else None
+    began = _episode_since(last)
     history = History(
         previous_breaches=tuple(bool(p["breach"]) for p in _previous(store, req.rules.consecutive_breaches - 1)),
         learned_baseline=_learned_baseline(store, repo, serving, req.rules),
@@ -276,6 +286,8 @@ def _history(
         last_trigger_version=last.get("serving_version") if last else None,
         breach_since=since,
         episode_triggers=_episode_triggers(store, since) if since is not None else 0,
+        last_episode_since=began,
+        last_episode_triggers=_episode_triggers(store, began) if began is not None else 0,
         serving_version=serving,
     )
     return history, last
@@ -316,11 +328,15 @@ def _decide(
         "learned_calibration": history.learned_calibration,
         "escalate": outcome.escalate,
         "clear": outcome.clear,
+        "follow_up": outcome.follow_up,
     }
     if history.last_run_state is not None and outcome.decision in ("cooldown", "trigger"):
         record["last_run"] = {"run_id": history.last_trigger_run, "state": history.last_run_state}
     if outcome.decision != "trigger":
         return
+    # the episode this trigger belongs to: a follow-up's is the one it follows up
+    episode = history.last_episode_since if outcome.follow_up else history.breach_since
+    record["episode_since"] = (episode or as_of).isoformat()
     if req.trigger == "none" or req.dry_run:
         record["submission"] = "none"
         return
@@ -328,7 +344,8 @@ def _decide(
         raise CtrError("a pipeline target (repository, event log, data) is needed to trigger")
     target = req.target.replace(challenge=req.rules.challenge)
     if outcome.escalate and history.last_trigger_at is not None:
-        target = escalated(target, history.breach_since or history.last_trigger_at, req.rules)
+        began = history.last_episode_since if outcome.follow_up else history.breach_since
+        target = escalated(target, began or history.last_trigger_at, req.rules)
         record["mode"] = "full"
     try:
         if req.trigger == "local":

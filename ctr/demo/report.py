@@ -37,13 +37,17 @@ def _mean_auc(entries: list[dict[str, Any]]) -> float | None:
 def episode_triggers(entries: list[dict[str, Any]], since: datetime) -> list[int]:
     """Triggers per monitor episode from ``since`` on, in order, as the monitor counts them: an
     episode runs from its first trigger to the first *clear* window served by one version (no
-    breach, every point estimate inside); a later trigger starts the next one."""
+    breach, every point estimate inside); a later trigger starts the next one, except a follow-up
+    (``retrain.follow_up``), which counts in the episode it follows up."""
     counts: list[int] = []
     open_episode = False
     for e in entries:
         if datetime.fromisoformat(e["as_of"]) < since:
             continue
         if e["decision"] == "trigger" and e["submission"] == "ok":
+            if e.get("follow_up") and counts:
+                counts[-1] += 1
+                continue
             if not open_episode:
                 counts.append(0)
                 open_episode = True
@@ -108,7 +112,8 @@ def summarize(
         "triggers_in_episode": (episodes or [0])[0],
         "triggers_per_episode": episodes,  # every episode after the onset (a later one is a new alarm)
         "false_alarms_before_onset": sum(not after_onset(e) for e in triggers),
-        "escalations": sum(bool(e.get("escalate")) for e in triggers),
+        "escalations": sum(bool(e.get("escalate")) and not e.get("follow_up") for e in triggers),
+        "follow_ups": sum(bool(e.get("follow_up")) for e in triggers),
         "pages": sum(e["decision"] == "exhausted" for e in timeline.entries),  # breached, retrains spent
         "trigger_signals": [e.get("signals", []) for e in triggers],
         "versions": versions,

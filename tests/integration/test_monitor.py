@@ -558,3 +558,23 @@ def test_an_episode_counts_the_triggers_since_its_breach_began(db_url: str) -> N
     assert _breach_since(store, now) == T0 + timedelta(hours=4)
     _monitor_record(store, 16, "no-trigger", 4)  # its own calm window ends it
     assert _breach_since(store, now) == now
+
+
+def test_a_follow_up_retrain_comes_once_after_a_repaired_episode(db_url: str, repo: ModelRepository) -> None:
+    """``retrain.follow_up``: the trigger records when its episode's breach began; once the
+    follow-up time has passed, a window without a breach still asks for one full retrain, counted
+    in that episode, and only once."""
+    rules = replace(RULES, max_age=timedelta(hours=1, minutes=30), max_per_episode=2, follow_up=timedelta(hours=3))
+    log_traffic(db_url, 3000, quality=0.0, seed=11)  # T0 .. T0 + 1 h: a useless model
+    first = run_monitor(request(db_url, repo, T0 + timedelta(hours=2), rules))
+    assert first["decision"] == "trigger" and not first["follow_up"]
+    assert first["episode_since"] == (T0 + timedelta(hours=2)).isoformat()  # this run's breach began it
+    log_traffic(db_url, 3000, quality=1.0, seed=12, start=T0 + timedelta(hours=3))  # repaired traffic
+    calm = run_monitor(request(db_url, repo, T0 + timedelta(hours=4, minutes=30), rules))
+    assert calm["decision"] == "no-trigger" and calm["clear"]  # the episode ended; 30 min before the follow-up
+    due = run_monitor(request(db_url, repo, T0 + timedelta(hours=5), rules))
+    assert due["decision"] == "trigger" and due["follow_up"] and due["escalate"] and not due["breach"]
+    assert due["episode_since"] == first["episode_since"]  # it belongs to the episode it follows up
+    assert "follow-up: a full retrain 3:00:00 after the breach of" in due["reason"]
+    later = run_monitor(request(db_url, repo, T0 + timedelta(hours=5, minutes=20), rules))
+    assert later["decision"] == "no-trigger" and not later["follow_up"]  # once, not at every run after

@@ -52,6 +52,48 @@ def test_the_rule_table(evidence: Evidence, history: History, rules: Rules, want
     assert decide(evidence, history, rules, NOW).decision == want
 
 
+FOLLOW = replace(CAPPED, follow_up=timedelta(hours=18))
+BEGAN = NOW - timedelta(hours=18)  # the breach of the last trigger's episode began 18 h ago
+ONE_RETRAIN = History(last_trigger_at=BEGAN, last_episode_since=BEGAN, last_episode_triggers=1)
+
+
+@pytest.mark.parametrize(
+    ("evidence", "history", "rules", "want"),
+    [
+        # 18 h after the breach began, an episode with one retrain gets a full one more, breach or not
+        (GOOD, ONE_RETRAIN, FOLLOW, "trigger"),
+        (GOOD, ONE_RETRAIN, CAPPED, "no-trigger"),  # no follow_up in the rules
+        (GOOD, replace(ONE_RETRAIN, last_episode_since=BEGAN + timedelta(minutes=1)), FOLLOW, "no-trigger"),  # early
+        (GOOD, replace(ONE_RETRAIN, last_episode_triggers=2), FOLLOW, "no-trigger"),  # its budget is spent
+        # the follow-up came 7 h ago, 18 h after its episode's breach began: not a second time
+        (
+            GOOD,
+            replace(
+                ONE_RETRAIN, last_trigger_at=NOW - timedelta(hours=7), last_episode_since=NOW - timedelta(hours=25)
+            ),
+            FOLLOW,
+            "no-trigger",
+        ),
+        (GOOD, replace(ONE_RETRAIN, last_episode_since=None), FOLLOW, "no-trigger"),  # an old record: none
+        (GOOD, replace(ONE_RETRAIN, lease_run_id="run-7"), FOLLOW, "in-flight"),
+        (GOOD, ONE_RETRAIN, replace(FOLLOW, cooldown=timedelta(hours=19)), "cooldown"),
+        (replace(GOOD, positives=99), ONE_RETRAIN, FOLLOW, "insufficient-data"),
+        (GOOD, replace(ONE_RETRAIN, last_episode_triggers=5), replace(FOLLOW, max_per_episode=None), "trigger"),
+    ],
+)
+def test_the_follow_up_rule(evidence: Evidence, history: History, rules: Rules, want: str) -> None:
+    assert decide(evidence, history, rules, NOW).decision == want
+
+
+def test_a_follow_up_is_a_full_retrain_that_says_which_episode_it_follows() -> None:
+    out = decide(GOOD, ONE_RETRAIN, FOLLOW, NOW)
+    assert out.follow_up and out.escalate and not out.breach and out.clear
+    assert f"follow-up: a full retrain 18:00:00 after the breach of {BEGAN.isoformat()} began" in out.reason
+    # a breach that escalates at the same time is an escalation, not a follow-up
+    both = decide(BAD, replace(ONE_RETRAIN, episode_triggers=1, breach_since=BEGAN), FOLLOW, NOW)
+    assert both.escalate and not both.follow_up and "escalated to a full retrain" in both.reason
+
+
 def test_reasons_and_streaks_are_recorded() -> None:
     out = decide(BAD, History(previous_breaches=(True,)), replace(RULES, consecutive_breaches=2), NOW)
     assert out.decision == "trigger" and out.breach and out.consecutive_breaches == 2 and out.signals == ("auc",)

@@ -23,6 +23,7 @@ def test_the_shipped_rules_files_load_as_written(shipped: str) -> None:
     assert rules.learned_baseline and rules.relative_drop is None and rules.escalate
     assert rules.calibration_max_deviation == 0.15 and rules.max_per_episode == 2 and rules.baseline_windows == 3
     assert rules.calibration_learned and rules.calibration_margin == 0.04
+    assert rules.follow_up == timedelta(hours=18)
     assert rules == load_rules(ROOT / "monitor/rules.example.yaml")  # the cluster runs what the README shows
 
 
@@ -46,7 +47,12 @@ def test_a_partial_file_keeps_the_defaults_it_does_not_name(tmp_path: Path) -> N
         ("evidence:\n  min_negatives: 0\n", "counts must be at least 1"),
         ("drift:\n  enabled: 'no'\n", "drift.enabled must be true or false, got 'no'"),
         ("retrain:\n  escalate: 1\n", "retrain.escalate must be true or false, got 1"),
-        ("retrain:\n  full: true\n", "unknown key retrain.full; known: challenge, escalate, max_per_episode"),
+        (
+            "retrain:\n  full: true\n",
+            "unknown key retrain.full; known: challenge, escalate, follow_up, max_per_episode",
+        ),
+        ("retrain:\n  follow_up: 6h\n", "retrain.follow_up (6:00:00) must be longer than the cooldown (6:00:00)"),
+        ("retrain:\n  follow_up: soon\n", "bad retrain.follow_up 'soon': use forms like 30s"),
         ("retrain:\n  max_per_episode: 0\n", "counts must be at least 1"),
         ("auc:\n  baseline_windows: 0\n", "counts must be at least 1"),
         ("auc:\n  absolute: null\n", "set auc.absolute, auc.relative_drop and/or auc.baseline: learned"),
