@@ -28,12 +28,15 @@ the result. The rule table, in order:
    began, or on that log alone: ``ctr.retrain.train`` keeps the window that validates better).
    The first trigger of an episode asks for the ordinary (incremental) run.
 
-A **follow-up** (``retrain.follow_up``) is a trigger without a breach: once ``follow_up`` has
+A **follow-up** (``retrain.follow_up``) is a trigger that needs no breach: once ``follow_up`` has
 passed since the last episode's breach began (``History.last_episode_since``), that episode had
 fewer than ``retrain.max_per_episode`` triggers and none since then, the window asks for one more
 full retrain on the traffic since the breach began — the episode's first retrain saw only the
-hours of the new regime before it was detected. It passes rules 3-5 like any trigger and counts in
-its episode's budget; without a due follow-up, rule 2's ``no-trigger`` stands.
+hours of the new regime before it was detected. A breach of a new episode (one with no trigger
+yet) is not that episode's business: it is judged as a breach, and the old follow-up is dropped.
+A breach of the same episode that triggers then is its escalation, which the follow-up joins.
+It passes rules 3-5 like any trigger and counts in its episode's budget; without a due follow-up,
+rule 2's ``no-trigger`` stands.
 
 The threshold is the highest of: ``auc.absolute``; the serving version's validation AUC −
 ``auc.relative_drop`` (not comparable with a windowed AUC on served traffic, kept for
@@ -233,7 +236,8 @@ def decide(evidence: Evidence, history: History, rules: Rules, as_of: datetime) 
             if not earlier:
                 break
             streak += 1
-    follow_up = follow_up_due(history, rules, as_of)
+    # a breach with no trigger in its episode yet belongs to a new episode, not to the one followed up
+    follow_up = follow_up_due(history, rules, as_of) and not (breach and history.episode_triggers == 0)
     triggered = breach and streak >= rules.consecutive_breaches
     if not triggered and not follow_up:
         status = f"breach ({', '.join(signals)}) {streak}/{rules.consecutive_breaches}" if breach else "no breach"

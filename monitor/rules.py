@@ -220,7 +220,7 @@ def load_rules(path: Path | None) -> Rules:
     if rules.follow_up is not None and rules.follow_up <= rules.cooldown:
         raise InputError(
             f"rules file {path}: retrain.follow_up ({rules.follow_up}) must be longer than the cooldown "
-            f"({rules.cooldown}): a follow-up inside it could never start"
+            f"({rules.cooldown}): the cooldown after the episode's first trigger would hold it back anyway"
         )
     if not isinstance(rules.escalate, bool):
         raise InputError(f"rules file {path}: retrain.escalate must be true or false, got {rules.escalate!r}")

@@ -31,7 +31,7 @@ from ctr.metrics import calibration, log_loss
 from ctr.repository import ModelRepository
 from ctr.retrain_request import RetrainRequest
 from ctr.timeutil import from_us, to_us, utcnow
-from monitor.decision import Evidence, History, decide
+from monitor.decision import Decision, Evidence, History, decide
 from monitor.drift import drift_report
 from monitor.monitor_lease import release, try_acquire
 from monitor.push import push_metrics
@@ -274,7 +274,7 @@ def _history(
     lease = repository_lease(repo)
     in_flight = lease is not None and int(lease.get("expires_us", 0)) > to_us(utcnow())
     last = _last_trigger(store)
-    since = _breach_since(store, as_of) if last else None
+    since = _breach_since(store, as_of)
     began = _episode_since(last)
     history = History(
         previous_breaches=tuple(bool(p["breach"]) for p in _previous(store, req.rules.consecutive_breaches - 1)),
@@ -285,7 +285,7 @@ def _history(
         last_trigger_run=last.get("run_id") if last else None,
         last_trigger_version=last.get("serving_version") if last else None,
         breach_since=since,
-        episode_triggers=_episode_triggers(store, since) if since is not None else 0,
+        episode_triggers=_episode_triggers(store, since) if last else 0,
         last_episode_since=began,
         last_episode_triggers=_episode_triggers(store, began) if began is not None else 0,
         serving_version=serving,
@@ -334,18 +334,14 @@ def _decide(
         record["last_run"] = {"run_id": history.last_trigger_run, "state": history.last_run_state}
     if outcome.decision != "trigger":
         return
-    # the episode this trigger belongs to: a follow-up's is the one it follows up
-    episode = history.last_episode_since if outcome.follow_up else history.breach_since
-    record["episode_since"] = (episode or as_of).isoformat()
+    record["episode_since"] = episode_began(outcome, history, as_of).isoformat()
     if req.trigger == "none" or req.dry_run:
         record["submission"] = "none"
         return
     if req.target is None:
         raise CtrError("a pipeline target (repository, event log, data) is needed to trigger")
-    target = req.target.replace(challenge=req.rules.challenge)
-    if outcome.escalate and history.last_trigger_at is not None:
-        began = history.last_episode_since if outcome.follow_up else history.breach_since
-        target = escalated(target, began or history.last_trigger_at, req.rules)
+    target = triggered_request(req.target, outcome, history, req.rules, as_of)
+    if target.mode == "full":
         record["mode"] = "full"
     try:
         if req.trigger == "local":
@@ -357,6 +353,24 @@ def _decide(
         record["submission"] = "ok"
     except SubmissionFailed as exc:
         record |= {"submission": "failed", "reason": f"{record['reason']}; submission failed: {exc}"}
+
+
+def episode_began(outcome: Decision, history: History, as_of: datetime) -> datetime:
+    """When the episode of a trigger began: for a follow-up, the episode it follows up; else the
+    current breach's (``as_of`` when this run's breach is the first of its streak)."""
+    began = history.last_episode_since if outcome.follow_up else history.breach_since
+    return began or as_of
+
+
+def triggered_request(
+    target: RetrainRequest, outcome: Decision, history: History, rules: Rules, as_of: datetime
+) -> RetrainRequest:
+    """The run a trigger asks for: ``target`` with ``retrain.challenge``; for an escalation or a
+    follow-up (``outcome.escalate``), a full retrain since its episode began (``escalated``)."""
+    target = target.replace(challenge=rules.challenge)
+    if outcome.escalate and history.last_trigger_at is not None:
+        return escalated(target, episode_began(outcome, history, as_of), rules)
+    return target
 
 
 def escalated(target: RetrainRequest, breach_since: datetime, rules: Rules) -> RetrainRequest:

@@ -45,14 +45,18 @@ def episode_triggers(entries: list[dict[str, Any]], since: datetime) -> list[int
         if datetime.fromisoformat(e["as_of"]) < since:
             continue
         if e["decision"] == "trigger" and e["submission"] == "ok":
-            if e.get("follow_up") and counts:
+            if e.get("follow_up"):
+                # counted in the episode it follows up; one that began before ``since`` is not counted
+                began = e.get("episode_since")
+                if counts and (began is None or datetime.fromisoformat(began) >= since):
+                    counts[-1] += 1
+            else:
+                if not open_episode:
+                    counts.append(0)
+                    open_episode = True
                 counts[-1] += 1
-                continue
-            if not open_episode:
-                counts.append(0)
-                open_episode = True
-            counts[-1] += 1
-        elif open_episode and e.get("clear") and len(e.get("per_version") or {}) <= 1:
+        # a clear window served by one version ends the episode (a follow-up's window too)
+        if open_episode and e.get("clear") and len(e.get("per_version") or {}) <= 1:
             open_episode = False
     return counts
 
@@ -83,8 +87,11 @@ def summarize(
     ]
     after = [e for e in timeline.entries if swap_at is not None and window_start(e) >= swap_at]
     triggers = [e for e in timeline.entries if e["decision"] == "trigger" and e["submission"] == "ok"]
+    # a breach seen (a follow-up, or a record that held one back, needs none)
     detected = [
-        e for e in timeline.entries if e["decision"] in ("trigger", "in-flight", "settling", "cooldown", "exhausted")
+        e
+        for e in timeline.entries
+        if e["decision"] in ("trigger", "in-flight", "settling", "cooldown", "exhausted") and e.get("breach", True)
     ]
     episodes = episode_triggers(timeline.entries, drift_at)
     baselines = {str(e["serving_version"]): e.get("learned_baseline") for e in timeline.entries}

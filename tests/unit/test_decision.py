@@ -76,6 +76,13 @@ ONE_RETRAIN = History(last_trigger_at=BEGAN, last_episode_since=BEGAN, last_epis
         ),
         (GOOD, replace(ONE_RETRAIN, last_episode_since=None), FOLLOW, "no-trigger"),  # an old record: none
         (GOOD, replace(ONE_RETRAIN, lease_run_id="run-7"), FOLLOW, "in-flight"),
+        # the version the first retrain published has not yet served a window of its own
+        (
+            replace(GOOD, serving_share=0.5),
+            replace(ONE_RETRAIN, serving_version=2, last_trigger_version=1),
+            FOLLOW,
+            "settling",
+        ),
         (GOOD, ONE_RETRAIN, replace(FOLLOW, cooldown=timedelta(hours=19)), "cooldown"),
         (replace(GOOD, positives=99), ONE_RETRAIN, FOLLOW, "insufficient-data"),
         (GOOD, replace(ONE_RETRAIN, last_episode_triggers=5), replace(FOLLOW, max_per_episode=None), "trigger"),
@@ -92,6 +99,31 @@ def test_a_follow_up_is_a_full_retrain_that_says_which_episode_it_follows() -> N
     # a breach that escalates at the same time is an escalation, not a follow-up
     both = decide(BAD, replace(ONE_RETRAIN, episode_triggers=1, breach_since=BEGAN), FOLLOW, NOW)
     assert both.escalate and not both.follow_up and "escalated to a full retrain" in both.reason
+
+
+def test_a_new_breach_is_not_the_old_episodes_follow_up() -> None:
+    """A breach with no trigger in its own episode yet, when the last episode's follow-up is due:
+    the first (incremental) trigger of a new episode, not a full retrain charged to the old one."""
+    fresh = replace(ONE_RETRAIN, breach_since=NOW, episode_triggers=0)
+    out = decide(BAD, fresh, FOLLOW, NOW)
+    assert out.decision == "trigger" and not out.follow_up and not out.escalate
+    # and a breach short of its streak stays a no-trigger (the follow-up is not fired through it)
+    assert decide(BAD, fresh, replace(FOLLOW, consecutive_breaches=2), NOW).decision == "no-trigger"
+
+
+def test_a_follow_up_trains_from_scratch_on_the_traffic_since_its_episode_began() -> None:
+    from ctr.retrain_request import RetrainRequest
+    from monitor.run import episode_began, triggered_request
+
+    target = RetrainRequest(repo="r", events=True, since="-6h", data_dir="history")
+    out = decide(GOOD, ONE_RETRAIN, FOLLOW, NOW)
+    run = triggered_request(target, out, ONE_RETRAIN, FOLLOW, NOW)
+    assert episode_began(out, ONE_RETRAIN, NOW) == BEGAN
+    assert run.mode == "full" and run.since == (BEGAN - FOLLOW.max_age).isoformat() and run.data_dir == "history"
+    # an ordinary first trigger keeps the target's window and mode
+    first = decide(BAD, History(), FOLLOW, NOW)
+    assert triggered_request(target, first, History(), FOLLOW, NOW) == target.replace(challenge=FOLLOW.challenge)
+    assert episode_began(first, History(), NOW) == NOW
 
 
 def test_reasons_and_streaks_are_recorded() -> None:
