@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ctr.cpus import usable_cores
 from ctr.errors import CtrError, InputError
 from ctr.logs import setup_logging
 from ctr.retrain_request import ATTRIBUTION_WINDOW
@@ -81,7 +82,6 @@ def data_convert(
     as_json: JsonFlag = False,
 ) -> None:
     """Convert Criteo files into parquet shards, reporting malformed lines."""
-    import os
 
     from ctr.data.dataset import convert_file
     from ctr.data.reader import ReadReport, check_on_bad_line
@@ -95,7 +95,7 @@ def data_convert(
     report = ReadReport()
     for path in files:
         name = path.name.removesuffix(".gz")
-        convert_file(path, out / name, report, on_bad_line=on_bad_line, workers=workers or os.cpu_count() or 1)  # type: ignore[arg-type]  # on_bad_line: checked above
+        convert_file(path, out / name, report, on_bad_line=on_bad_line, workers=workers or usable_cores())  # type: ignore[arg-type]  # on_bad_line: checked above
     summary = report.to_dict()
     text = [f"rows read {report.rows_read}, kept {report.rows_kept}, bad {report.bad_total}"]
     text += [f"  {reason}: {n}" for reason, n in report.bad_lines.items() if n]

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ctr.cpus import usable_cores
 from ctr.errors import InputError
 from ctr.lease import acquire, holder, release
 from ctr.repository import METADATA, ONNX_FILE, ModelRepository
@@ -249,7 +250,7 @@ def score_served_graph(graph: Path, day: DayShards) -> tuple[NDArray[Any], NDArr
     from ctr.data.dataset import raw_arrays
     from ctr.onnx_export import onnx_score, onnx_session
 
-    session = onnx_session(graph, threads=os.cpu_count() or 1)  # a batch job: every core
+    session = onnx_session(graph, threads=usable_cores())  # a batch job: every core
     labels, probs = [], []
     for shard in day.shards:
         frame = pl.read_parquet(shard)

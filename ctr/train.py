@@ -41,6 +41,7 @@ from torch import nn
 
 from ctr.config import BatchRamp, Experiment, load_experiment
 from ctr.cowclip import clip_embedding_grad_
+from ctr.cpus import usable_cores
 from ctr.data.dataset import DayShards, available_days, check_days, iter_days, truth_auc
 from ctr.data.encoded import CACHE_DIR_NAME, EncodedCache, check_cache_root
 from ctr.data.feed import Part, ShardFeed, default_workers
@@ -492,7 +493,7 @@ def train_candidate(spec: TrainSpec, repo: ModelRepository) -> StagedVersion:
 
 
 def _train_rank(rank: Rank, spec: TrainSpec, repo: ModelRepository, out: Path) -> None:
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // rank.world))
+    torch.set_num_threads(max(1, usable_cores() // rank.world))
     candidate = _train(spec, repo, rank)
     if candidate is not None:
         out.write_text(json.dumps({"staged": str(candidate.staged), **asdict(candidate)}, default=str))

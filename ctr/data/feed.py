@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ctr.cpus import usable_cores
 from ctr.data.encoded import EncodedShard
 from ctr.errors import InputError
 
@@ -42,7 +43,7 @@ def default_workers() -> int:
         if value < 0:
             raise InputError(f"CTR_TRAIN_WORKERS must be >= 0, got {value}")
         return value
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+    return max(1, min(8, usable_cores() - 1))
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ctr.cpus import usable_cores
 from ctr.metrics import log_loss, roc_auc
 from ctr.schema import DENSE_COLUMNS, SPARSE_COLUMNS, day_name
 from ctr.timeutil import to_us
@@ -123,7 +124,7 @@ def score_graph(graph: Path, shown: Shown) -> NDArray[Any]:
     """pCTR ``(n,)`` float32 of ``graph`` (a served ``model.onnx``) on the shown impressions."""
     from ctr.onnx_export import onnx_score, onnx_session
 
-    return onnx_score(onnx_session(graph, threads=os.cpu_count() or 1), shown.dense, shown.sparse)
+    return onnx_score(onnx_session(graph, threads=usable_cores()), shown.dense, shown.sparse)
 
 
 def counterfactual_full(
