@@ -9,8 +9,16 @@ import pytest
 
 from ctr.data.synth import SynthArgs, synthesize
 from ctr.net import free_port
+from ctr.signals import sigterm_as_interrupt
 
 __all__ = ["free_port"]  # the serving tests import it from here
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (``timeout N pytest``, a CI job's limit, ``kill``) raises KeyboardInterrupt, so the
+    ``with`` blocks, ``finally`` clauses and fixtures of the running test stop the Triton and API
+    children it started: they run in sessions of their own and would otherwise outlive pytest."""
+    sigterm_as_interrupt()
 
 
 @pytest.fixture(scope="session")
