@@ -20,6 +20,8 @@ best 64k row whose best epoch trained at the full batch with N more training see
 Each run records its best epoch and whether that epoch trained wholly at the full batch.
 Rows 37-42 (seventh round) ramp 4096 to 64k over the first half and the first two thirds with
 ``lr: final``, with ``compile: true`` too, and with training seed 2025.
+Rows 53-58 (tenth round) anneal the rate over the samples after the ramp (``lr_decay`` with a
+``batch_ramp``): linear or cosine to 0 over the full batch's epochs.
 
 Min count: ``dcn`` with vocabulary thresholds 2, 10, 50, 200 and 500 on 2 × 60k, 2 × 300k and
 6 × 500k training rows; the gap to the Bayes AUC (the AUC of the true click probabilities on the
@@ -34,6 +36,7 @@ same day).
     python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,34,37-42
     python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,43-48 --seeds 2
     python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,49-52
+    python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,34,53-58 --seeds 2
 """
 
 from __future__ import annotations
@@ -136,6 +139,26 @@ LARGE_BATCH += [
     ("dcn_v2_gpu", {**RAMP_THIRD, "learning_rate": 0.003}),
     ("dcn_v2_gpu", {**RAMP_THIRD, "cowclip_ratio": 3e-4}),
     ("dcn_v2_gpu", {**RAMP_THIRD, "adam_beta2": 0.99}),
+]
+# tenth round (rows 53-58): the rate annealed over the samples after the ramp (lr_decay with a batch_ramp):
+# the ramp's small batches make the start, the full batch's epochs then settle at a falling rate instead
+# of the held one (whose last epoch lost AUC in rows 34 and 37-42); linear and cosine, base 0.0015,
+# 0.001 and 0.002; the half ramp; and 32k from 8192 (row 36) annealed
+LARGE_BATCH += [
+    ("dcn_v2_gpu", {**RAMP_THIRD, "lr_decay": "linear"}),
+    ("dcn_v2_gpu", {**RAMP_THIRD, "lr_decay": "cosine"}),
+    ("dcn_v2_gpu", {**RAMP_THIRD, "learning_rate": 0.001, "lr_decay": "linear"}),
+    ("dcn_v2_gpu", {**RAMP_THIRD, "learning_rate": 0.002, "lr_decay": "linear"}),
+    ("dcn_v2_gpu", {**RAMP_HALF, "lr_decay": "linear"}),
+    (
+        "dcn_v2_gpu",
+        {
+            **COWCLIP,
+            "batch_size": 32768,
+            "batch_ramp": {"start": 8192, "share": 1 / 3, "lr": "final"},
+            "lr_decay": "linear",
+        },
+    ),
 ]
 MIN_COUNTS = (2, 10, 50, 200, 500)
 

@@ -45,7 +45,8 @@ class BatchRamp:
     ``per_batch`` (the default) the rate rules' at that step's batch, so the dense rate steps up
     at each doubling under sqrt or linear scaling; ``final`` the rules' at ``batch_size`` from the
     first step (Smith et al.'s constant rate: only the batch grows); ``start`` the rules' at
-    ``start`` throughout (the rate of the ramp's first batch, held). A warm-up still applies."""
+    ``start`` throughout (the rate of the ramp's first batch, held). A warm-up still applies; an
+    ``lr_decay`` anneals the rate over the samples after the ramp (``ctr.train.ramp_decay_factor``)."""
 
     start: int
     share: float
@@ -90,7 +91,7 @@ class Experiment:
     lr_reference_batch: int = 4096  # the batch size the learning rates are given for
     warmup_steps: int = 0  # linear learning-rate warm-up over the first steps of a run
     compile: bool = False  # torch.compile the cross network and the MLP
-    lr_decay: str = "none"  # after the warm-up: none, or cosine / linear decay to 0 at the last step
+    lr_decay: str = "none"  # after the warm-up (a batch ramp: after the ramp): none, or cosine / linear to 0 at the end
     grad_clip_norm: float | None = None  # clip the gradients' global norm before each step; None: no clipping
     adam_beta2: float = 0.999  # Adam's second-moment decay
     embedding_lr_scaling: str | None = None  # the embedding table's rate rule; None: lr_scaling's
@@ -156,8 +157,6 @@ class Experiment:
             raise InputError(
                 f"cowclip_ratio and cowclip_bound must be > 0, got {exp.cowclip_ratio} and {exp.cowclip_bound}"
             )
-        if exp.batch_ramp is not None and exp.lr_decay != "none":
-            raise InputError(f"batch_ramp replaces a decaying rate: set lr_decay to none, got {exp.lr_decay!r}")
         if not 0.0 < exp.adam_beta2 < 1.0:
             raise InputError(f"adam_beta2 must be in (0, 1), got {exp.adam_beta2}")
         return exp

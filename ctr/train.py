@@ -293,6 +293,26 @@ def decay_factor(step: int, warmup_steps: int, total_steps: int, decay: str) -> 
     if decay == "none" or step < warmup_steps or total_steps <= warmup_steps:
         return 1.0
     t = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+    return _decayed(t, decay)
+
+
+def ramp_decay_factor(seen: float, total: float, ramp: BatchRamp, decay: str) -> float:
+    """With a batch ramp, the share of the rate left after ``seen`` of a run's ``total`` samples:
+    1 through the ramp, then ``cosine`` or ``linear`` to 0 over the samples after it (the full
+    batch's phase: the rate anneals only once the batch has stopped growing); ``none``: 1.
+
+    >>> ramp = BatchRamp(start=1024, share=0.5)
+    >>> [ramp_decay_factor(s, 100, ramp, "linear") for s in (0, 49, 50, 75, 100)]
+    [1.0, 1.0, 1.0, 0.5, 0.0]
+    """
+    start = ramp.share * total
+    if decay == "none" or seen <= start or total <= start:
+        return 1.0
+    return _decayed(min(1.0, (seen - start) / (total - start)), decay)
+
+
+def _decayed(t: float, decay: str) -> float:
+    """``cosine`` (``(1 + cos(πt)) / 2``) or ``linear`` (``1 − t``) at ``t`` in [0, 1]."""
     return 0.5 * (1.0 + math.cos(math.pi * t)) if decay == "cosine" else 1.0 - t
 
 
@@ -378,7 +398,10 @@ def _fit(
                         if size not in ramp_rates:
                             ramp_rates[size] = ramp_rates[local] if hold == local else rates_at(hold or size)
                         factor = warmup_factor(step, exp.warmup_steps)
-                        factor *= decay_factor(step, exp.warmup_steps, total_steps, exp.lr_decay)
+                        if exp.batch_ramp is None:
+                            factor *= decay_factor(step, exp.warmup_steps, total_steps, exp.lr_decay)
+                        else:
+                            factor *= ramp_decay_factor(seen, run_rows, exp.batch_ramp, exp.lr_decay)
                         for group, base_lr in zip(optimizer.param_groups, ramp_rates[size], strict=True):
                             group["lr"] = base_lr * factor
                     with _autocast(device, exp.cpu_precision):

@@ -6,9 +6,9 @@ was served, nothing lost or left."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
+import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -19,24 +19,24 @@ from ctr.demo import DemoConfig, run_demo
 pytestmark = pytest.mark.slow
 
 
-def tritonservers() -> set[int]:
-    """tritonserver (and stub) processes started from this pytest worker: they inherit its
-    ``PYTEST_XDIST_WORKER``, even once orphaned; the other worker's servers are not this test's."""
+def tritonservers(mark: str) -> set[int]:
+    """tritonserver (and stub) processes started under ``mark``: they inherit this test's
+    ``CTR_TEST_MARK``, even once orphaned; servers of other tests or other runs are not this test's."""
     out = subprocess.run(["pgrep", "-f", "tritonserver"], capture_output=True, text=True).stdout
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
     mine = set()
     for pid in (int(p) for p in out.split()):
         try:
             env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:  # gone meanwhile
             continue
-        if worker is None or f"PYTEST_XDIST_WORKER={worker}".encode() in env:
+        if f"CTR_TEST_MARK={mark}".encode() in env:
             mine.add(pid)
     return mine
 
 
-def test_shortened_demo(tmp_path: Path) -> None:
-    before = tritonservers()
+def test_shortened_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mark = uuid.uuid4().hex
+    monkeypatch.setenv("CTR_TEST_MARK", mark)  # inherited by every server the demo starts
     cfg = DemoConfig(
         workdir=tmp_path / "run",
         report_dir=tmp_path / "report",
@@ -48,7 +48,7 @@ def test_shortened_demo(tmp_path: Path) -> None:
         yardstick_seeds=(7,),  # one more draw of each recovery yardstick (the full demo takes two)
     )
     summary = run_demo(cfg)
-    assert tritonservers() - before == set()  # no tritonserver (or stub) left behind
+    assert tritonservers(mark) == set()  # no tritonserver (or stub) left behind
     assert summary == json.loads((tmp_path / "report" / "summary.json").read_text())
     assert (tmp_path / "report" / "auc.png").stat().st_size > 10_000
     assert "decision" in (tmp_path / "report" / "index.html").read_text()

@@ -6,6 +6,7 @@ full batch (``final``) or at the first batch (``start``); bad values are refused
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import ctr.train as train_module
 from ctr.config import BatchRamp, Experiment, load_experiment
 from ctr.errors import InputError
 from ctr.repository import ModelRepository
-from ctr.train import ramp_batch_size, train_candidate
+from ctr.train import ramp_batch_size, ramp_decay_factor, train_candidate
 from tests.unit.tiny_training import tiny_spec
 
 
@@ -73,10 +74,16 @@ def test_bad_ramps_are_refused_by_name(ramp: object, message: str, batch_size: i
         Experiment.from_dict(base | {"batch_ramp": ramp})
 
 
-def test_a_ramp_and_a_decaying_rate_are_refused_together() -> None:
+def test_a_decay_after_a_ramp_runs_over_the_samples_after_it() -> None:
+    ramp = BatchRamp(start=1024, share=0.25)
+    assert [ramp_decay_factor(s, 100, ramp, "linear") for s in (0, 10, 25)] == [1.0, 1.0, 1.0]  # the ramp: held
+    assert ramp_decay_factor(62.5, 100, ramp, "linear") == pytest.approx(0.5)  # half-way through the rest
+    assert ramp_decay_factor(62.5, 100, ramp, "cosine") == pytest.approx(0.5)
+    assert ramp_decay_factor(100, 100, ramp, "cosine") == pytest.approx(0.0)
+    assert all(ramp_decay_factor(s, 100, ramp, "none") == 1.0 for s in (0, 50, 100))
     base = load_experiment("dcn_v2_small").to_dict() | {"batch_size": 4096, "lr_decay": "cosine"}
-    with pytest.raises(InputError, match="batch_ramp replaces a decaying rate: set lr_decay to none"):
-        Experiment.from_dict(base | {"batch_ramp": {"start": 1024, "share": 0.5}})
+    exp = Experiment.from_dict(base | {"batch_ramp": {"start": 1024, "share": 0.5}})
+    assert exp.lr_decay == "cosine" and Experiment.from_dict(exp.to_dict()) == exp
 
 
 def test_a_ramp_survives_the_metadata_round_trip() -> None:
@@ -166,6 +173,20 @@ def test_a_warm_up_still_applies_to_a_held_ramp_rate(tmp_path: Path, monkeypatch
     assert sizes[:4] == [256] * 4
     assert [dense for _, dense in rates[:5]] == pytest.approx([0.002 * (s + 1) / 4 for s in range(4)] + [0.002])
     assert [table for table, _ in rates[:5]] == pytest.approx([0.001 * (s + 1) / 4 for s in range(4)] + [0.001])
+
+
+def test_a_decaying_rate_anneals_only_after_the_ramp(tmp_path: Path, monkeypatch: Any) -> None:
+    settings = RAMPED | {"lr_decay": "linear", "batch_ramp": {"start": 256, "share": 0.5, "lr": "final"}}
+    sizes, rates, meta = _ramped_run(tmp_path, monkeypatch, settings)
+    ramp_steps = [k for k, size in enumerate(sizes) if size < 1024]
+    full = [k for k, size in enumerate(sizes) if size == 1024]
+    assert ramp_steps and full and max(ramp_steps) < min(full)
+    assert [rates[k] for k in ramp_steps] == [pytest.approx((0.001, 0.002))] * len(ramp_steps)  # held in the ramp
+    dense = [rates[k][1] for k in full]
+    assert dense[0] == pytest.approx(0.002, rel=0.02)  # the full batch starts at its peak...
+    assert all(a > b for a, b in pairwise(dense))  # ...and anneals step by step
+    assert dense[-1] < 0.002 * 1024 * 2 / (meta["data"]["train_rows"] * 2 * 0.5)  # to ~0 by the last step
+    assert [rates[k][0] / rates[k][1] for k in full] == pytest.approx([0.5] * len(full))  # both groups alike
 
 
 def test_without_a_ramp_every_sample_is_at_the_full_batch(tmp_path: Path) -> None:
