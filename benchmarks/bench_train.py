@@ -315,16 +315,24 @@ def pinned_batches(paths: list[Path], batch: int, depth: int = 4) -> queue.Queue
     return q
 
 
-def make_step(model: DCN, lr: float = 1e-3) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]:
-    """One AMP (bf16) training step with fused dense Adam."""
+def make_step(
+    model: DCN, lr: float = 1e-3, cowclip: tuple[float, float] | None = None
+) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]:
+    """One AMP (bf16) training step with fused dense Adam; ``cowclip`` (ratio, bound): the table's
+    gradient clipped column-wise first, as ``ctr train`` does for an experiment with ``cowclip_ratio``."""
+    from ctr.cowclip import clip_embedding_grad_
+
     opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     loss_fn = nn.BCEWithLogitsLoss()
+    table = model.embedding.weight
 
     def step(d: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = loss_fn(model(d, s).float().squeeze(1), t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if cowclip is not None and table.grad is not None:
+            clip_embedding_grad_(table, table.grad, s + model.offsets, *cowclip)
         opt.step()
 
     return step
@@ -445,7 +453,7 @@ def product(args: argparse.Namespace, device: torch.device) -> None:
     from ctr.data.encoded import EncodedCache
     from ctr.features import FeatureTransform
     from ctr.repository import ModelRepository
-    from ctr.train import TrainSpec, scaled_learning_rate, train_candidate
+    from ctr.train import TrainSpec, ramp_batch_size, scaled_learning_rate, train_candidate
 
     data, work = Path(args.product), Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -489,6 +497,10 @@ def product(args: argparse.Namespace, device: torch.device) -> None:
                 seconds=meta["seconds"],
                 samples_per_s_in_epochs=meta["samples_per_second"],
                 epoch_samples_per_s=meta.get("epoch_samples_per_second"),
+                # all epochs' samples over all epochs' time (the mean above weighs a slow ramp epoch like a fast one)
+                samples_per_s_run=round(len(rates) / sum(1 / r for r in rates))
+                if (rates := meta.get("epoch_samples_per_second"))
+                else None,
                 samples_per_s_wall=round(rows * epochs_run / wall),
                 auc=meta["metrics"]["auc"],
                 auc_by_epoch=meta.get("auc_by_epoch"),
@@ -512,24 +524,34 @@ def product(args: argparse.Namespace, device: torch.device) -> None:
         if exp.compile:
             model.cross.compile()
             model.deep.compile()
-        step = make_step(model, scaled_learning_rate(exp))
-        q = pinned_encoded(arrays, exp.batch_size)
-        seen, t0, i, warm = 0, None, 0, 10
+        cowclip = None if exp.cowclip_ratio is None else (exp.cowclip_ratio, exp.cowclip_bound)
+        step = make_step(model, scaled_learning_rate(exp), cowclip)
+        # the product's schedule: its epochs, and a batch ramp's smaller steps cut from full batches
+        q = pinned_encoded(arrays * exp.epochs, exp.batch_size)
+        run_rows = exp.epochs * sum(a.rows for a in arrays if a is not None)
+        fed, seen, t0, i, warm = 0, 0, 0.0, 0, 10
         while (item := q.get()) is not None:
             d, s, t = (x.to(device, non_blocking=True) for x in item)
-            step(d, s, t.float())
-            i += 1
-            if i == warm:
-                torch.cuda.synchronize()
-                t0 = time.perf_counter()
-            elif i > warm:
-                seen += int(t.shape[0])
+            cut = 0
+            while cut < t.shape[0]:
+                size = ramp_batch_size(fed, run_rows, exp.batch_ramp, exp.batch_size)
+                step(d[cut : cut + size], s[cut : cut + size], t[cut : cut + size].float())
+                n = int(t[cut : cut + size].shape[0])
+                cut, fed, i = cut + size, fed + n, i + 1
+                if i == warm:
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                elif i > warm:
+                    seen += n
         torch.cuda.synchronize()
         record(
             kind="upper_bound",
-            what="lower-level loop (encoded arrays in pinned memory → GPU → step; no validation)",
+            what="lower-level loop (encoded arrays in pinned memory → GPU → step, the experiment's epochs, "
+            "batch ramp and CowClip; no validation)",
             config=config,
             batch_size=exp.batch_size,
+            epochs=exp.epochs,
+            batch_ramp=None if exp.batch_ramp is None else vars(exp.batch_ramp),
             samples_per_s=round(seen / (time.perf_counter() - t0)),
             machine=machine(),
         )

@@ -248,8 +248,9 @@ def scaled_learning_rate(exp: Experiment, rate: float | None = None) -> float:
     (×1), ``sqrt`` (×√k, the usual rule for Adam) or ``linear`` (×k, the rule for SGD).
 
     >>> from ctr.config import load_experiment
-    >>> scaled_learning_rate(load_experiment("dcn_v2_gpu")) / load_experiment("dcn_v2_gpu").learning_rate
-    4.0
+    >>> gpu = load_experiment("dcn_v2_gpu")  # batch 32768: k = 8
+    >>> round(scaled_learning_rate(gpu) / gpu.learning_rate, 4)  # sqrt(8)
+    2.8284
     """
     return float((exp.learning_rate if rate is None else rate) * scaling_factor(exp, exp.lr_scaling))
 

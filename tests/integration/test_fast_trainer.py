@@ -144,11 +144,11 @@ def test_nproc_must_divide_the_batch(days: Path, tmp_path: Path) -> None:
 
 def test_large_batch_rule() -> None:
     gpu, base = load_experiment("dcn_v2_gpu"), load_experiment("dcn_v2")
-    assert gpu.model == base.model and gpu.batch_size == 16 * base.batch_size
-    assert scaled_learning_rate(gpu) == pytest.approx(4 * base.learning_rate)  # sqrt(16)
+    assert gpu.model == base.model and gpu.batch_size == 8 * base.batch_size
+    assert scaled_learning_rate(gpu) == pytest.approx(8**0.5 * gpu.learning_rate)  # sqrt(8)
     assert scaled_learning_rate(base) == base.learning_rate
     linear = load_experiment("dcn_v2_gpu").__class__.from_dict({**gpu.to_dict(), "lr_scaling": "linear"})
-    assert scaled_learning_rate(linear) == pytest.approx(16 * base.learning_rate)
+    assert scaled_learning_rate(linear) == pytest.approx(8 * gpu.learning_rate)
     assert [warmup_factor(s, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert warmup_factor(0, 0) == 1.0
     with pytest.raises(InputError, match="lr_scaling must be one of"):

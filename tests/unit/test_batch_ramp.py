@@ -92,7 +92,10 @@ def test_a_ramp_survives_the_metadata_round_trip() -> None:
     )
     assert exp.batch_ramp == BatchRamp(start=512, share=0.25, lr="per_batch")  # the rates' default
     assert Experiment.from_dict(exp.to_dict()) == exp
-    assert load_experiment("dcn_v2_gpu").batch_ramp is None  # off unless asked for
+    assert load_experiment("dcn_v2").batch_ramp is None  # off unless asked for
+    shipped = load_experiment("dcn_v2_gpu")  # the GPU experiment's rule: ramp from 8192, then annealed
+    assert shipped.batch_ramp == BatchRamp(start=8192, share=pytest.approx(1 / 3), lr="final")
+    assert shipped.lr_decay == "linear" and shipped.batch_size == 32768
     held = Experiment.from_dict(exp.to_dict() | {"batch_ramp": {"start": 512, "share": 0.25, "lr": "final"}})
     assert held.batch_ramp == BatchRamp(start=512, share=0.25, lr="final")
     assert Experiment.from_dict(held.to_dict()) == held
