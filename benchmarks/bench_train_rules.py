@@ -24,7 +24,8 @@ Rows 37-42 (seventh round) ramp 4096 to 64k over the first half and the first tw
 Rows 53-58 (tenth round) anneal the rate over the samples after the ramp (``lr_decay`` with a
 ``batch_ramp``): linear or cosine to 0 over the full batch's epochs. Rows 59-66 (eleventh round):
 the seed spread of rows 53 and 58, and ramps that start at 8192 or end after a quarter of the run.
-Row 67 is ``dcn_v2_gpu`` as shipped since: row 58's rule (batch 32k, ramp from 8192, annealed).
+Row 67 is ``dcn_v2_gpu`` as shipped since: row 58's rule (batch 32k, ramp from 8192, annealed);
+rows 68-71 start its ramp at 16384 (three seeds) and compile it.
 
 Min count: ``dcn`` with vocabulary thresholds 2, 10, 50, 200 and 500 on 2 × 60k, 2 × 300k and
 6 × 500k training rows; the gap to the Bayes AUC (the AUC of the true click probabilities on the
@@ -41,7 +42,8 @@ same day).
     python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,49-52
     python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,34,53-58 --seeds 2
     python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 59-66
-    python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 67 --seeds 2
+    python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 0,67
+    python benchmarks/bench_train_rules.py --device cuda --skip min-count --rules 68-71
 """
 
 from __future__ import annotations
@@ -189,6 +191,15 @@ LARGE_BATCH += [
 GPU_64K: dict[str, object] = {"batch_size": 65536, "lr_scaling": "sqrt", "warmup_steps": 20}
 LARGE_BATCH = [(b, {**GPU_64K, **o}) if b == "dcn_v2_gpu" else (b, o) for b, o in LARGE_BATCH]
 LARGE_BATCH += [("dcn_v2_gpu", {})]  # row 67: dcn_v2_gpu as shipped since (row 58's rule)
+# twelfth round (rows 68-71): the shipped rule's ramp from 16384 (one doubling: a faster first epoch),
+# three seeds; and the shipped rule compiled
+RAMP_16K: dict[str, object] = {"batch_ramp": {"start": 16384, "share": 1 / 3, "lr": "final"}}
+LARGE_BATCH += [
+    ("dcn_v2_gpu", RAMP_16K),
+    ("dcn_v2_gpu", {**RAMP_16K, "seed": 2025}),
+    ("dcn_v2_gpu", {**RAMP_16K, "seed": 2026}),
+    ("dcn_v2_gpu", {"compile": True}),
+]
 MIN_COUNTS = (2, 10, 50, 200, 500)
 
 
