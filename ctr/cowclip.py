@@ -20,7 +20,7 @@ Shapes: ``weight`` and ``grad`` (R, d) fp32, ``rows`` any shape of int64 in [0, 
 from the batch have a zero gradient and stay zero. The counts are this process's batch: with
 data-parallel training the gradient would be all ranks', so ``ctr train --nproc N`` refuses it.
 Cost per step: three passes over the table (weight norms, gradient norms, the scaling) and a
-table-sized ``bincount``; measured on an H200 at batch 64k, ~20 % of the step's speed.
+table-sized count, without a device-to-host synchronisation (``index_add_``, not ``bincount``).
 
 >>> w = torch.tensor([[3.0, 4.0], [0.0, 0.0]])
 >>> g = torch.tensor([[30.0, 40.0], [1.0, 0.0]])
@@ -39,7 +39,11 @@ def clip_embedding_grad_(
     weight: torch.Tensor, grad: torch.Tensor, rows: torch.Tensor, ratio: float, bound: float
 ) -> None:
     """Clip ``grad`` in place, row by row, as the module docstring states; ``ratio`` and ``bound`` > 0."""
-    counts = torch.bincount(rows.reshape(-1), minlength=weight.shape[0]).to(grad.dtype)
+    flat = rows.reshape(-1)
+    # index_add_ rather than bincount: on CUDA bincount reads the largest id back to the host to
+    # size its output, a synchronisation every step that stalls the queue of kernels
+    counts = torch.zeros(weight.shape[0], dtype=grad.dtype, device=grad.device)
+    counts.index_add_(0, flat, torch.ones_like(flat, dtype=grad.dtype))
     limit = ratio * weight.detach().norm(dim=1).clamp_min(bound) * counts
     norm = grad.norm(dim=1)
     scale = torch.where(norm > limit, limit / norm.clamp_min(torch.finfo(grad.dtype).tiny), 1.0)
