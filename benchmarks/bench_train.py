@@ -519,6 +519,8 @@ def product(args: argparse.Namespace, device: torch.device) -> None:
         cache = EncodedCache(cache_dir, transform)
         shards = [s for d in train_days for s in day_shards(data, d).shards]
         arrays = [cache.lookup(s) for s in shards]
+        if any(a is None for a in arrays):  # the product runs above encoded every shard
+            raise SystemExit(f"an encoded shard is missing from {cache_dir}")
         torch.manual_seed(0)
         model = DCN(exp.model, transform.sizes.tolist()).to(device)
         if exp.compile:
@@ -528,7 +530,7 @@ def product(args: argparse.Namespace, device: torch.device) -> None:
         step = make_step(model, scaled_learning_rate(exp), cowclip)
         # the product's schedule: its epochs, and a batch ramp's smaller steps cut from full batches
         q = pinned_encoded(arrays * exp.epochs, exp.batch_size)
-        run_rows = exp.epochs * sum(a.rows for a in arrays if a is not None)
+        run_rows = exp.epochs * sum(a.rows for a in arrays if a is not None)  # all present (checked above)
         fed, seen, t0, i, warm = 0, 0, 0.0, 0, 10
         while (item := q.get()) is not None:
             d, s, t = (x.to(device, non_blocking=True) for x in item)
