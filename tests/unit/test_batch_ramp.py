@@ -202,3 +202,43 @@ def test_a_ramp_is_refused_with_several_processes(tmp_path: Path) -> None:
     spec = replace(tiny_spec(tmp_path, {"batch_ramp": {"start": 128, "share": 0.5}}), nproc=2)
     with pytest.raises(InputError, match="batch_ramp is not supported with --nproc > 1"):
         train_candidate(spec, ModelRepository(tmp_path / "repo"))
+
+
+def test_the_shipped_gpu_rule_scaled_down_runs_every_part_together(tmp_path: Path, monkeypatch: Any) -> None:
+    """``dcn_v2_gpu``'s training settings at 1/32 of their batch sizes (the tiny run's 4k rows):
+    warm-up, the ramp at the full batch's rates, CowClip on every step, then the anneal to ~0."""
+    gpu = load_experiment("dcn_v2_gpu")
+    assert gpu.batch_ramp is not None
+    settings = {
+        "batch_size": gpu.batch_size // 32,
+        "lr_reference_batch": gpu.lr_reference_batch // 32,
+        "lr_scaling": gpu.lr_scaling,
+        "learning_rate": gpu.learning_rate,
+        "warmup_steps": 2,
+        "embedding_lr_scaling": gpu.embedding_lr_scaling,
+        "cowclip_ratio": gpu.cowclip_ratio,
+        "batch_ramp": {"start": gpu.batch_ramp.start // 32, "share": gpu.batch_ramp.share, "lr": gpu.batch_ramp.lr},
+        "lr_decay": gpu.lr_decay,
+        "epochs": gpu.epochs,
+        "early_stopping_patience": gpu.epochs,  # every epoch runs: the anneal reaches its end
+    }
+    clipped: list[int] = []
+    clip = train_module.clip_embedding_grad_
+
+    def spy_clip(*args: Any) -> None:
+        clipped.append(1)
+        clip(*args)
+
+    monkeypatch.setattr(train_module, "clip_embedding_grad_", spy_clip)
+    sizes, rates, meta = _ramped_run(tmp_path, monkeypatch, settings)
+    full, dense_peak = 1024, gpu.learning_rate * 8**0.5  # k = 1024 / 128 = 8, as 32768 / 4096
+    assert len(clipped) == len(sizes) == meta["optimizer_steps"]  # CowClip on every step
+    assert sizes[0] == 256 and set(sizes) == {256, 512, full}
+    ramp_steps = [k for k, size in enumerate(sizes) if size < full]
+    assert [rates[k] for k in ramp_steps[2:]] == [pytest.approx((gpu.learning_rate, dense_peak))] * (
+        len(ramp_steps) - 2
+    )  # after the warm-up, the full batch's rates through the ramp; the table unscaled
+    dense = [rates[k][1] for k, size in enumerate(sizes) if size == full]
+    assert all(a > b for a, b in pairwise(dense))  # at the full batch the rate falls step by step...
+    assert dense[-1] < 0.2 * dense_peak  # ...to its last step's share of the ~8 steps there
+    assert len(meta["auc_by_epoch"]) == gpu.epochs
