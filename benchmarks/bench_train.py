@@ -59,6 +59,12 @@ def record(**fields: object) -> None:
     print(json.dumps(fields), flush=True)
 
 
+def run_rate(epoch_rates: list[float] | None) -> float | None:
+    """Samples/s over a whole run from its epochs' rates, each epoch with the same rows: their
+    harmonic mean (all samples over all epoch time; the plain mean weighs a slow epoch like a fast one)."""
+    return len(epoch_rates) / sum(1 / r for r in epoch_rates) if epoch_rates else None
+
+
 def machine() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
@@ -497,10 +503,9 @@ def product(args: argparse.Namespace, device: torch.device) -> None:
                 seconds=meta["seconds"],
                 samples_per_s_in_epochs=meta["samples_per_second"],
                 epoch_samples_per_s=meta.get("epoch_samples_per_second"),
-                # all epochs' samples over all epochs' time (the mean above weighs a slow ramp epoch like a fast one)
-                samples_per_s_run=round(len(rates) / sum(1 / r for r in rates))
-                if (rates := meta.get("epoch_samples_per_second"))
-                else None,
+                samples_per_s_run=None
+                if (rate := run_rate(meta.get("epoch_samples_per_second"))) is None
+                else round(rate),
                 samples_per_s_wall=round(rows * epochs_run / wall),
                 auc=meta["metrics"]["auc"],
                 auc_by_epoch=meta.get("auc_by_epoch"),
@@ -518,8 +523,8 @@ def product(args: argparse.Namespace, device: torch.device) -> None:
         exp = load_experiment(experiment)
         cache = EncodedCache(cache_dir, transform)
         shards = [s for d in train_days for s in day_shards(data, d).shards]
-        arrays = [cache.lookup(s) for s in shards]
-        if any(a is None for a in arrays):  # the product runs above encoded every shard
+        arrays = [a for a in map(cache.lookup, shards) if a is not None]
+        if len(arrays) != len(shards):  # the product runs above encoded every shard
             raise SystemExit(f"an encoded shard is missing from {cache_dir}")
         torch.manual_seed(0)
         model = DCN(exp.model, transform.sizes.tolist()).to(device)
@@ -530,15 +535,16 @@ def product(args: argparse.Namespace, device: torch.device) -> None:
         step = make_step(model, scaled_learning_rate(exp), cowclip)
         # the product's schedule: its epochs, and a batch ramp's smaller steps cut from full batches
         q = pinned_encoded(arrays * exp.epochs, exp.batch_size)
-        run_rows = exp.epochs * sum(a.rows for a in arrays if a is not None)  # all present (checked above)
+        run_rows = exp.epochs * sum(a.rows for a in arrays)
         fed, seen, t0, i, warm = 0, 0, 0.0, 0, 10
         while (item := q.get()) is not None:
             d, s, t = (x.to(device, non_blocking=True) for x in item)
             cut = 0
             while cut < t.shape[0]:
                 size = ramp_batch_size(fed, run_rows, exp.batch_ramp, exp.batch_size)
-                step(d[cut : cut + size], s[cut : cut + size], t[cut : cut + size].float())
-                n = int(t[cut : cut + size].shape[0])
+                label = t[cut : cut + size]
+                step(d[cut : cut + size], s[cut : cut + size], label.float())
+                n = int(label.shape[0])
                 cut, fed, i = cut + size, fed + n, i + 1
                 if i == warm:
                     torch.cuda.synchronize()

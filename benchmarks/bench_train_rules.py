@@ -54,7 +54,7 @@ import json
 import time
 from pathlib import Path
 
-from bench_train import RESULTS, _user_experiment, machine, record
+from bench_train import RESULTS, _user_experiment, machine, record, run_rate
 
 from ctr.config import load_experiment
 from ctr.data.synth import SynthArgs, synthesize
@@ -264,7 +264,7 @@ def run(
         wall_seconds=round(wall, 1),
         samples_per_s_in_epochs=meta["samples_per_second"],
         # the run's rate over all its epochs (the mean above weighs a slow ramp epoch like a fast one)
-        samples_per_s_run=round(len(rates) / sum(1 / r for r in rates), 1) if rates else None,
+        samples_per_s_run=None if (rate := run_rate(rates)) is None else round(rate, 1),
         epoch_samples_per_s=meta["epoch_samples_per_second"],
         optimizer_steps=meta.get("optimizer_steps"),
         full_batch_share=meta.get("full_batch_share"),
