@@ -34,7 +34,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -322,18 +322,24 @@ def pinned_batches(paths: list[Path], batch: int, depth: int = 4) -> queue.Queue
 
 
 def make_step(
-    model: DCN, lr: float = 1e-3, cowclip: tuple[float, float] | None = None
+    model: DCN,
+    lr: float = 1e-3,
+    cowclip: tuple[float, float] | None = None,
+    graph_sizes: Collection[int] | None = None,
 ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]:
     """One AMP (bf16) training step with fused dense Adam; ``cowclip`` (ratio, bound): the table's
-    gradient clipped column-wise first, as ``ctr train`` does for an experiment with ``cowclip_ratio``."""
+    gradient clipped column-wise first, as ``ctr train`` does for an experiment with ``cowclip_ratio``;
+    ``graph_sizes``: those batch sizes' steps recorded and replayed as CUDA graphs (``cuda_graphs``)."""
     from ctr.cowclip import clip_embedding_grad_
+    from ctr.cuda_graph import GraphedSteps
 
-    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    graphed = graph_sizes is not None
+    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True, capturable=graphed)
     loss_fn = nn.BCEWithLogitsLoss()
     table = model.embedding.weight
 
     def step(d: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not graphed):
             loss = loss_fn(model(d, s).float().squeeze(1), t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -341,7 +347,7 @@ def make_step(
             clip_embedding_grad_(table, table.grad, s + model.offsets, *cowclip)
         opt.step()
 
-    return step
+    return step if graph_sizes is None else GraphedSteps(step, graph_sizes)
 
 
 def speed(args: argparse.Namespace, device: torch.device) -> None:
@@ -459,7 +465,7 @@ def product(args: argparse.Namespace, device: torch.device) -> None:
     from ctr.data.encoded import EncodedCache
     from ctr.features import FeatureTransform
     from ctr.repository import ModelRepository
-    from ctr.train import TrainSpec, ramp_batch_size, scaled_learning_rate, train_candidate
+    from ctr.train import TrainSpec, ramp_batch_size, ramp_batch_sizes, scaled_learning_rate, train_candidate
 
     data, work = Path(args.product), Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -469,7 +475,10 @@ def product(args: argparse.Namespace, device: torch.device) -> None:
     repo = ModelRepository(work / "repo")
     for config in args.product_configs.split(","):
         base, _, extra = config.partition("+")
-        experiment = _user_experiment(base, {"compile": True}, work) if extra == "compile" else base
+        variants = {"compile": {"compile": True, "cuda_graphs": False}, "eager": {"cuda_graphs": False}}
+        if extra and extra not in variants:
+            raise SystemExit(f"unknown variant +{extra} of {base}: one of {sorted(variants)}")
+        experiment = _user_experiment(base, variants[extra], work) if extra else base
         transform = None
         for run in ("first run: encodes the shards", "second run: reuses the encoded shards"):
             spec = TrainSpec(
@@ -532,7 +541,8 @@ def product(args: argparse.Namespace, device: torch.device) -> None:
             model.cross.compile()
             model.deep.compile()
         cowclip = None if exp.cowclip_ratio is None else (exp.cowclip_ratio, exp.cowclip_bound)
-        step = make_step(model, scaled_learning_rate(exp), cowclip)
+        sizes = ramp_batch_sizes(exp.batch_ramp, exp.batch_size) if exp.cuda_graphs else None
+        step = make_step(model, scaled_learning_rate(exp), cowclip, sizes)
         # the product's schedule: its epochs, and a batch ramp's smaller steps cut from full batches
         q = pinned_encoded(arrays * exp.epochs, exp.batch_size)
         run_rows = exp.epochs * sum(a.rows for a in arrays)
@@ -555,7 +565,8 @@ def product(args: argparse.Namespace, device: torch.device) -> None:
         record(
             kind="upper_bound",
             what="lower-level loop (encoded arrays in pinned memory → GPU → step, the experiment's epochs, "
-            "batch ramp and CowClip; no validation)",
+            "batch ramp, CowClip and CUDA graphs; no validation)",
+            cuda_graphs=exp.cuda_graphs,
             config=config,
             batch_size=exp.batch_size,
             epochs=exp.epochs,
@@ -689,7 +700,7 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/ctr-bench-shards")
     ap.add_argument("--device", default=None)
     ap.add_argument("--product", metavar="DATA", help="time ctr train on converted days in DATA (headline)")
-    ap.add_argument("--product-configs", default="dcn_v2_gpu,dcn_v2_gpu+compile")
+    ap.add_argument("--product-configs", default="dcn_v2_gpu,dcn_v2_gpu+eager")
     ap.add_argument("--train-days", default="0-2")
     ap.add_argument("--valid-day", type=int, default=3)
     ap.add_argument("--versus-deepctr", metavar="DATA", help="ctr train vs DeepCTR-Torch on CPU from DATA")

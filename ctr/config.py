@@ -99,6 +99,7 @@ class Experiment:
     cowclip_bound: float = 1e-5  # CowClip's floor on a row's norm
     batch_ramp: BatchRamp | None = None  # the batch grows from a smaller one at first (BatchRamp); None: off
     recalibrate: bool = True  # shift the logit so the validation rows' pCTR sums to their clicks (ctr.recalibration)
+    cuda_graphs: bool = False  # on CUDA, replay each batch size's recorded step (ctr.cuda_graph); CPU: ignored
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -148,6 +149,7 @@ class Experiment:
                 cowclip_bound=float(d.get("cowclip_bound", 1e-5)),
                 batch_ramp=None if ramp is None else BatchRamp.from_dict(ramp, int(d["batch_size"])),
                 recalibrate=_flag(d.get("recalibrate", True), "recalibrate"),
+                cuda_graphs=_flag(d.get("cuda_graphs", False), "cuda_graphs"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"experiment {d.get('name', '?')!r} is incomplete or invalid: {exc}") from exc
@@ -157,6 +159,8 @@ class Experiment:
             raise InputError(
                 f"cowclip_ratio and cowclip_bound must be > 0, got {exp.cowclip_ratio} and {exp.cowclip_bound}"
             )
+        if exp.cuda_graphs and exp.compile:
+            raise InputError(f"experiment {exp.name!r}: compile and cuda_graphs cannot be combined; choose one")
         if not 0.0 < exp.adam_beta2 < 1.0:
             raise InputError(f"adam_beta2 must be in (0, 1), got {exp.adam_beta2}")
         return exp

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import polars as pl
@@ -42,6 +42,7 @@ from torch import nn
 from ctr.config import BatchRamp, Experiment, load_experiment
 from ctr.cowclip import clip_embedding_grad_
 from ctr.cpus import usable_cores
+from ctr.cuda_graph import GraphedSteps
 from ctr.data.dataset import DayShards, available_days, check_days, iter_days, truth_auc
 from ctr.data.encoded import CACHE_DIR_NAME, EncodedCache, check_cache_root
 from ctr.data.feed import Part, ShardFeed, default_workers
@@ -226,10 +227,11 @@ def _recalibrate(
     return _day_metrics(labels, shifted, shards), done
 
 
-def _autocast(device: torch.device, cpu_precision: str = "fp32") -> torch.autocast:
-    """bf16 autocast on CUDA; on CPU only when asked for and the CPU computes bf16 natively."""
+def _autocast(device: torch.device, cpu_precision: str = "fp32", cache: bool = True) -> torch.autocast:
+    """bf16 autocast on CUDA; on CPU only when asked for and the CPU computes bf16 natively.
+    ``cache=False`` inside a step recorded as a CUDA graph (autocast's cast cache must not be)."""
     enabled = device.type == "cuda" or (device.type == "cpu" and cpu_precision == "bf16" and _native_bf16())
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=cache)
 
 
 @functools.cache
@@ -276,6 +278,18 @@ def ramp_batch_size(seen: float, total: float, ramp: BatchRamp | None, batch_siz
     stages = (batch_size // ramp.start).bit_length() - 1  # doublings from start to batch_size
     stage = min(stages - 1, int(seen / (ramp.share * total) * stages))
     return ramp.start << stage
+
+
+def ramp_batch_sizes(ramp: BatchRamp | None, batch_size: int, full: int | None = None) -> set[int]:
+    """Every batch size of a run's full-size steps: ``batch_size``, and with a ramp each of its
+    smaller batches, ``ramp.start`` doubling up to ``batch_size`` (``ramp.start`` is given at
+    ``full``, the whole batch over all ranks; default ``batch_size``).
+
+    >>> sorted(ramp_batch_sizes(BatchRamp(start=1024, share=0.5), 4096))
+    [1024, 2048, 4096]
+    """
+    start = batch_size if ramp is None else ramp.start * batch_size // (full or batch_size)
+    return {batch_size >> k for k in range((batch_size // start).bit_length())}
 
 
 def warmup_factor(step: int, warmup_steps: int) -> float:
@@ -364,10 +378,33 @@ def _fit(
         {"params": [table], "lr": base_lrs[0]},
         {"params": [p for p in model.parameters() if p is not table], "lr": base_lrs[1]},
     ]
-    optimizer = torch.optim.Adam(groups, betas=(0.9, exp.adam_beta2), fused=device.type == "cuda")
+    graphed = exp.cuda_graphs and device.type == "cuda"
+    if graphed:  # a recorded step reads its rates from device tensors, refilled before each step
+        for group in groups:
+            group["lr"] = torch.tensor(group["lr"], dtype=torch.float32, device=device)
+    optimizer = torch.optim.Adam(groups, betas=(0.9, exp.adam_beta2), fused=device.type == "cuda", capturable=graphed)
+    # each graph's first steps run uncaptured on purpose (they create the state): torch's warning
+    # that a capturable optimizer is stepping outside a graph does not apply
+    optimizer._warned_capturable_if_run_uncaptured = graphed  # torch's own flag
+    loss_fn = nn.BCEWithLogitsLoss()
+
+    def train_step(dense: torch.Tensor, ids: torch.Tensor, y: torch.Tensor) -> None:
+        """One optimizer step, without host synchronisation (recordable as a CUDA graph)."""
+        with _autocast(device, exp.cpu_precision, cache=not graphed):
+            loss = loss_fn(model(dense, ids).float().squeeze(1), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if exp.cowclip_ratio is not None and table.grad is not None:
+            clip_embedding_grad_(table, table.grad, ids + offsets, exp.cowclip_ratio, exp.cowclip_bound)
+        if exp.grad_clip_norm is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), exp.grad_clip_norm, foreach=True)
+        optimizer.step()
+
+    run_step = (
+        GraphedSteps(train_step, ramp_batch_sizes(exp.batch_ramp, local, exp.batch_size)) if graphed else train_step
+    )
     # the schedule's length: every epoch's batches (a shard's last one may be short)
     total_steps = epochs * sum(math.ceil(p.expected_rows / feed.batch_size) for p in feed.parts)
-    loss_fn = nn.BCEWithLogitsLoss()
     total = feed.expected_rows
     best: dict[str, float | int | None] | None = None
     best_state: dict[str, torch.Tensor] | None = None
@@ -404,16 +441,11 @@ def _fit(
                         else:
                             factor *= ramp_decay_factor(seen, run_rows, exp.batch_ramp, exp.lr_decay)
                         for group, base_lr in zip(optimizer.param_groups, ramp_rates[size], strict=True):
-                            group["lr"] = base_lr * factor
-                    with _autocast(device, exp.cpu_precision):
-                        loss = loss_fn(model(dense, ids).float().squeeze(1), y)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if exp.cowclip_ratio is not None and table.grad is not None:
-                        clip_embedding_grad_(table, table.grad, ids + offsets, exp.cowclip_ratio, exp.cowclip_bound)
-                    if exp.grad_clip_norm is not None:
-                        nn.utils.clip_grad_norm_(model.parameters(), exp.grad_clip_norm, foreach=True)
-                    optimizer.step()
+                            if graphed:
+                                cast(torch.Tensor, group["lr"]).fill_(base_lr * factor)
+                            else:
+                                group["lr"] = base_lr * factor
+                    run_step(dense, ids, y)
                     meter.update(y.shape[0])
                     step += 1
                     seen += y.shape[0]
@@ -500,6 +532,8 @@ def train_candidate(spec: TrainSpec, repo: ModelRepository) -> StagedVersion:
         raise InputError(f"cowclip_ratio is not supported with --nproc > 1 (experiment {exp.name!r})")
     if spec.nproc > 1 and exp.batch_ramp is not None:  # each rank would follow its own rows' progress
         raise InputError(f"batch_ramp is not supported with --nproc > 1 (experiment {exp.name!r})")
+    if spec.nproc > 1 and exp.cuda_graphs:  # a recorded step would hold DDP's gradient all-reduce
+        raise InputError(f"cuda_graphs is not supported with --nproc > 1 (experiment {exp.name!r})")
     if spec.mode not in ("full", "incremental"):
         raise InputError(f"--mode must be full or incremental, got {spec.mode!r}")
     days = [*spec.train_days, spec.valid_day, *(spec.replay_days or [])]

@@ -1,0 +1,92 @@
+"""CUDA graphs of a training step: each batch size's whole step (forward, backward, gradient
+clipping, optimizer) recorded once and replayed as one launch.
+
+Why: a DCN-v2 step launches some 500 kernels from Python (forward, autograd's backward, CowClip,
+fused Adam). At batch 8192 the GPU finishes them faster than eager PyTorch can issue them, so
+small batches run far below the GPU's rate (a batch ramp's first steps in particular). A replayed
+graph issues the same kernels with one call.
+
+Contract. ``step(dense, ids, labels) -> None`` runs one whole optimizer step on tensors of one
+CUDA device: dense ``(B, 13)`` float, ids ``(B, 26)`` int64, labels ``(B,)`` float. To be
+recordable it must not synchronise with the host (no ``.item()``, no data-dependent shapes), its
+optimizer must be built with ``capturable=True`` and take its learning rates as device tensors
+(changed between steps with ``fill_``, never replaced), and autocast inside it must run with
+``cache_enabled=False``. :class:`GraphedSteps` then runs a batch whose size is in ``sizes``
+eagerly for its first ``warmup`` occurrences (real steps, on a side stream: they create the
+optimizer's state and the libraries' workspaces), records the step at the next occurrence and
+replays it from then on: the batch is copied into the graph's own input tensors (three device
+copies) and the graph is replayed. Any other size (a shard's short last batch) always runs
+eagerly. Eager or replayed, each call is one optimizer step on the same parameters and state, in
+stream order: no call waits for the GPU.
+
+Failure modes: a step that synchronises raises from ``torch.cuda.graph`` at recording
+(``cudaErrorStreamCaptureUnsupported``), never silently. Each graph keeps its own memory pool
+(the step's activations and gradients at that batch) for as long as the object lives.
+
+>>> steps = GraphedSteps(step, sizes={8192, 16384, 32768})  # doctest: +SKIP
+>>> steps(dense, ids, labels)  # eager, recorded or replayed by the batch's size  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+import torch
+
+Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+
+class GraphedSteps:
+    """One CUDA graph per batch size in ``sizes`` (module docstring); ``warmup`` eager steps each first."""
+
+    def __init__(self, step: Step, sizes: Collection[int], warmup: int = 3) -> None:
+        if warmup < 1:
+            raise ValueError(f"warmup must be >= 1 (the optimizer's state is created eagerly), got {warmup}")
+        self.step = step
+        self.sizes = frozenset(int(s) for s in sizes)
+        self.warmup = warmup
+        self.seen: dict[int, int] = {}
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, ...]]] = {}
+        self.replays = 0
+        self._side: torch.cuda.Stream | None = None
+
+    def __call__(self, dense: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor) -> None:
+        size = int(labels.shape[0])
+        if size not in self.sizes:
+            self.step(dense, ids, labels)
+            return
+        recorded = self.graphs.get(size)
+        if recorded is not None:
+            graph, inputs = recorded
+            for static, batch in zip(inputs, (dense, ids, labels), strict=True):
+                static.copy_(batch, non_blocking=True)
+            graph.replay()
+            self.replays += 1
+            return
+        count = self.seen.get(size, 0)
+        self.seen[size] = count + 1
+        if count < self.warmup:
+            self._on_side_stream(dense, ids, labels)
+            return
+        self._record(size, dense, ids, labels)
+
+    def _on_side_stream(self, dense: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor) -> None:
+        """An eager step on a side stream, ordered after and before the current stream's work."""
+        if self._side is None:
+            self._side = torch.cuda.Stream(device=labels.device)  # type: ignore[no-untyped-call]  # unannotated in torch
+        current = torch.cuda.current_stream(labels.device)
+        self._side.wait_stream(current)
+        with torch.cuda.stream(self._side):
+            self.step(dense, ids, labels)
+        current.wait_stream(self._side)
+
+    def _record(self, size: int, dense: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor) -> None:
+        """Record the step at ``size`` into a new graph, then replay it on this batch."""
+        inputs = tuple(t.clone() for t in (dense, ids, labels))
+        graph = torch.cuda.CUDAGraph()
+        torch.cuda.current_stream(labels.device).synchronize()  # recording starts from an idle device
+        with torch.cuda.graph(graph):
+            self.step(*inputs)
+        self.graphs[size] = (graph, inputs)
+        graph.replay()  # recording runs nothing: this batch's step is the first replay
+        self.replays += 1
