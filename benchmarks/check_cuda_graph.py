@@ -72,6 +72,23 @@ def agreement(dropout: float, device: torch.device) -> dict[str, object]:
     }
 
 
+def fallback(device: torch.device) -> dict[str, object]:
+    """A step that reads a value back to the host cannot be recorded: its size must run eagerly."""
+    total = torch.zeros((), device=device)
+    reads: list[float] = []
+
+    def syncing(d: torch.Tensor, s: torch.Tensor, y: torch.Tensor) -> None:
+        total.add_(y.sum())
+        reads.append(float(total.item()))  # a host synchronisation: not recordable
+
+    steps = GraphedSteps(syncing, sizes={64})
+    y = torch.ones(64, device=device)
+    for _ in range(6):
+        steps(torch.zeros(64, 13, device=device), torch.zeros(64, 26, dtype=torch.long, device=device), y)
+    torch.cuda.synchronize()
+    return {"steps": 6, "sum_after": total.item(), "graphs": sorted(steps.graphs), "still_graphed": sorted(steps.sizes)}
+
+
 def timing(device: torch.device, steps: int = 50) -> list[dict[str, object]]:
     exp = load_experiment("dcn_v2")
     vocab = 200_000
@@ -111,6 +128,7 @@ def main() -> None:
         "machine": machine(),
         "torch": torch.__version__,
         "agreement": [agreement(0.0, device), agreement(0.2, device)],
+        "fallback": fallback(device),
         "timing": timing(device),
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

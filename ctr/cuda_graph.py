@@ -7,7 +7,7 @@ small batches run far below the GPU's rate (a batch ramp's first steps in partic
 graph issues the same kernels with one call.
 
 Contract. ``step(dense, ids, labels) -> None`` runs one whole optimizer step on tensors of one
-CUDA device: dense ``(B, 13)`` float, ids ``(B, 26)`` int64, labels ``(B,)`` float. To be
+CUDA device: dense ``(B, 13)`` float, ids ``(B, 26)`` integer, labels ``(B,)`` float. To be
 recordable it must not synchronise with the host (no ``.item()``, no data-dependent shapes), its
 optimizer must be built with ``capturable=True`` and take its learning rates as device tensors
 (changed between steps with ``fill_``, never replaced), and autocast inside it must run with
@@ -17,11 +17,15 @@ optimizer's state and the libraries' workspaces), records the step at the next o
 replays it from then on: the batch is copied into the graph's own input tensors (three device
 copies) and the graph is replayed. Any other size (a shard's short last batch) always runs
 eagerly. Eager or replayed, each call is one optimizer step on the same parameters and state, in
-stream order: no call waits for the GPU.
+stream order; only a recording waits for the GPU (once per size). Recording is thread-local:
+other threads (the reader pinning host memory) go on using CUDA meanwhile.
 
-Failure modes: a step that synchronises raises from ``torch.cuda.graph`` at recording
-(``cudaErrorStreamCaptureUnsupported``), never silently. Each graph keeps its own memory pool
-(the step's activations and gradients at that batch) for as long as the object lives.
+Failure modes: a step that cannot be recorded (one that synchronises with the host:
+``cudaErrorStreamCaptureUnsupported``) is logged as a warning with the error, and that size runs
+eagerly from then on: the run goes on at eager speed, never with a half-recorded step (recording
+runs nothing, so no step is lost or repeated). Each graph keeps its own memory pool (the step's
+activations and gradients at that batch, a table-sized gradient among them) until
+:meth:`GraphedSteps.keep_only` drops it: a batch ramp's smaller sizes once the ramp is over.
 
 >>> steps = GraphedSteps(step, sizes={8192, 16384, 32768})  # doctest: +SKIP
 >>> steps(dense, ids, labels)  # eager, recorded or replayed by the batch's size  # doctest: +SKIP
@@ -29,9 +33,12 @@ Failure modes: a step that synchronises raises from ``torch.cuda.graph`` at reco
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection
 
 import torch
+
+log = logging.getLogger(__name__)
 
 Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
 
@@ -80,13 +87,27 @@ class GraphedSteps:
             self.step(dense, ids, labels)
         current.wait_stream(self._side)
 
+    def keep_only(self, sizes: Collection[int]) -> None:
+        """Graph only ``sizes`` from now on; the others' graphs and memory are released."""
+        self.sizes = frozenset(int(s) for s in sizes)
+        for size in [s for s in self.graphs if s not in self.sizes]:
+            del self.graphs[size]
+
     def _record(self, size: int, dense: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor) -> None:
-        """Record the step at ``size`` into a new graph, then replay it on this batch."""
+        """Record the step at ``size`` into a new graph, then replay it on this batch; if it
+        cannot be recorded, run the batch eagerly and leave ``size`` eager (module docstring)."""
         inputs = tuple(t.clone() for t in (dense, ids, labels))
         graph = torch.cuda.CUDAGraph()
-        torch.cuda.current_stream(labels.device).synchronize()  # recording starts from an idle device
-        with torch.cuda.graph(graph):
-            self.step(*inputs)
+        try:
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                self.step(*inputs)
+        except RuntimeError as exc:
+            log.warning(
+                "batch %d: the training step could not be recorded as a CUDA graph, runs eagerly: %s", size, exc
+            )
+            self.sizes = self.sizes - {size}
+            self.step(dense, ids, labels)
+            return
         self.graphs[size] = (graph, inputs)
         graph.replay()  # recording runs nothing: this batch's step is the first replay
         self.replays += 1

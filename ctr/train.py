@@ -383,9 +383,6 @@ def _fit(
         for group in groups:
             group["lr"] = torch.tensor(group["lr"], dtype=torch.float32, device=device)
     optimizer = torch.optim.Adam(groups, betas=(0.9, exp.adam_beta2), fused=device.type == "cuda", capturable=graphed)
-    # each graph's first steps run uncaptured on purpose (they create the state): torch's warning
-    # that a capturable optimizer is stepping outside a graph does not apply
-    optimizer._warned_capturable_if_run_uncaptured = graphed  # torch's own flag
     loss_fn = nn.BCEWithLogitsLoss()
 
     def train_step(dense: torch.Tensor, ids: torch.Tensor, y: torch.Tensor) -> None:
@@ -426,6 +423,8 @@ def _fit(
                 cut = 0
                 while cut < batch[2].shape[0]:  # one step, unless a batch ramp cuts the batch smaller
                     size = ramp_batch_size(seen, run_rows, exp.batch_ramp, local)
+                    if isinstance(run_step, GraphedSteps) and size == local and len(run_step.sizes) > 1:
+                        run_step.keep_only({local})  # past the ramp: its smaller steps' graphs free their memory
                     dense, ids, y = (t[cut : cut + size] for t in batch)
                     cut += size
                     if (
