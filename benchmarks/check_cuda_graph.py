@@ -27,6 +27,7 @@ from bench_train import machine, make_step
 
 from ctr.config import load_experiment
 from ctr.cuda_graph import GraphedSteps
+from ctr.errors import CtrError
 from ctr.model import DCN
 
 SIZES = (8192, 16384, 32768)
@@ -72,21 +73,23 @@ def agreement(dropout: float, device: torch.device) -> dict[str, object]:
     }
 
 
-def fallback(device: torch.device) -> dict[str, object]:
-    """A step that reads a value back to the host cannot be recorded: its size must run eagerly."""
+def unrecordable(device: torch.device) -> dict[str, object]:
+    """A step that reads a value back to the host cannot be recorded: the error must name the
+    batch and the setting. Run last: a failed recording leaves CUDA's generator mid-capture."""
     total = torch.zeros((), device=device)
-    reads: list[float] = []
 
     def syncing(d: torch.Tensor, s: torch.Tensor, y: torch.Tensor) -> None:
         total.add_(y.sum())
-        reads.append(float(total.item()))  # a host synchronisation: not recordable
+        float(total.item())  # a host synchronisation: not recordable
 
     steps = GraphedSteps(syncing, sizes={64})
     y = torch.ones(64, device=device)
-    for _ in range(6):
-        steps(torch.zeros(64, 13, device=device), torch.zeros(64, 26, dtype=torch.long, device=device), y)
-    torch.cuda.synchronize()
-    return {"steps": 6, "sum_after": total.item(), "graphs": sorted(steps.graphs), "still_graphed": sorted(steps.sizes)}
+    try:
+        for _ in range(6):
+            steps(torch.zeros(64, 13, device=device), torch.zeros(64, 26, dtype=torch.long, device=device), y)
+    except CtrError as exc:
+        return {"error": str(exc), "eager_steps_before": total.item() / 64}
+    return {"error": None}
 
 
 def timing(device: torch.device, steps: int = 50) -> list[dict[str, object]]:
@@ -128,8 +131,8 @@ def main() -> None:
         "machine": machine(),
         "torch": torch.__version__,
         "agreement": [agreement(0.0, device), agreement(0.2, device)],
-        "fallback": fallback(device),
         "timing": timing(device),
+        "unrecordable": unrecordable(device),
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

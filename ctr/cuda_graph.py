@@ -21,9 +21,11 @@ stream order; only a recording waits for the GPU (once per size). Recording is t
 other threads (the reader pinning host memory) go on using CUDA meanwhile.
 
 Failure modes: a step that cannot be recorded (one that synchronises with the host:
-``cudaErrorStreamCaptureUnsupported``) is logged as a warning with the error, and that size runs
-eagerly from then on: the run goes on at eager speed, never with a half-recorded step (recording
-runs nothing, so no step is lost or repeated). Each graph keeps its own memory pool (the step's
+``cudaErrorStreamCaptureInvalidated``) raises ``CtrError`` naming the batch size, the CUDA error
+and the setting to turn off (``cuda_graphs``), at that size's first recording: within the first
+steps of the run or of its ramp's stage. It does not fall back to eager steps: a failed
+recording leaves the process's CUDA random generator mid-capture, and every later dropout step
+fails (measured on an H100, torch 2.11). Each graph keeps its own memory pool (the step's
 activations and gradients at that batch, a table-sized gradient among them) until
 :meth:`GraphedSteps.keep_only` drops it: a batch ramp's smaller sizes once the ramp is over.
 
@@ -33,12 +35,11 @@ activations and gradients at that batch, a table-sized gradient among them) unti
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Collection
 
 import torch
 
-log = logging.getLogger(__name__)
+from ctr.errors import CtrError, first_line
 
 Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
 
@@ -94,20 +95,17 @@ class GraphedSteps:
             del self.graphs[size]
 
     def _record(self, size: int, dense: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor) -> None:
-        """Record the step at ``size`` into a new graph, then replay it on this batch; if it
-        cannot be recorded, run the batch eagerly and leave ``size`` eager (module docstring)."""
+        """Record the step at ``size`` into a new graph, then replay it on this batch."""
         inputs = tuple(t.clone() for t in (dense, ids, labels))
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 self.step(*inputs)
         except RuntimeError as exc:
-            log.warning(
-                "batch %d: the training step could not be recorded as a CUDA graph, runs eagerly: %s", size, exc
-            )
-            self.sizes = self.sizes - {size}
-            self.step(dense, ids, labels)
-            return
+            raise CtrError(
+                f"the training step at batch {size} could not be recorded as a CUDA graph "
+                f"({first_line(exc)}); set cuda_graphs: false in the experiment to train without"
+            ) from exc
         self.graphs[size] = (graph, inputs)
         graph.replay()  # recording runs nothing: this batch's step is the first replay
         self.replays += 1
