@@ -1,10 +1,14 @@
 """CUDA graphs of a training step: each batch size's whole step (forward, backward, gradient
 clipping, optimizer) recorded once and replayed as one launch.
 
-Why: a DCN-v2 step launches some 500 kernels from Python (forward, autograd's backward, CowClip,
-fused Adam). At batch 8192 the GPU finishes them faster than eager PyTorch can issue them, so
-small batches run far below the GPU's rate (a batch ramp's first steps in particular). A replayed
-graph issues the same kernels with one call.
+Why: a DCN-v2 step issues some 160 operators from Python before the optimizer (a profile of the
+step: forward, autograd's backward, CowClip), each one or more kernels. At batch 8192 the GPU
+finishes them faster than eager PyTorch issues them, so small batches run far below the GPU's rate
+(a batch ramp's first steps in particular), at a speed set by the host's CPU. A replayed graph
+issues the same kernels with one call. Measured on an H200 (torch 2.11, 6 M rows,
+``dcn_v2_gpu``): 5.10 M samples/s over ``ctr train``'s run with graphs against 3.37 M eager
+(epoch 1, the ramp's 8k and 16k batches: 4.50 against 2.15 M); the parameters after replayed and
+eager steps are bitwise equal, dropout included (``benchmarks/check_cuda_graph.py``).
 
 Contract. ``step(dense, ids, labels) -> None`` runs one whole optimizer step on tensors of one
 CUDA device: dense ``(B, 13)`` float, ids ``(B, 26)`` integer, labels ``(B,)`` float. To be
